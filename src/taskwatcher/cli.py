@@ -1,0 +1,306 @@
+"""The command line: parse arguments, call the library, format its answers, map errors to exit codes.
+
+Imports stay light at module level: ``control --list --json`` is polled by web
+back-ends, so its start-up time is what users feel. The library modules are
+imported inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from . import __version__
+from .errors import TaskwatcherError, UsageError
+
+EXIT_USAGE = 2
+EXIT_LAUNCH_FAILED = 125
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line and a chosen exit code."""
+
+    usage_exit = EXIT_USAGE
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(self.usage_exit)
+
+
+def duration(text: str) -> float:
+    """A number of seconds, fractions allowed."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def task_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a task id is an integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a task id is a positive integer, not {text!r}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help="the database (default: $TASKWATCHER_DB, else $XDG_STATE_HOME/taskwatcher/taskwatcher.db)",
+    )
+    p.add_argument("--debug", "-d", action="store_true", help="log what happens, on stderr")
+
+
+def _task_fields(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", "--taskname", dest="name", metavar="NAME", help="the task's name")
+    for i in (1, 2, 3):
+        p.add_argument(f"--info{i}", metavar="TEXT", help="free text kept with the task")
+    p.add_argument(
+        "--unique", action="store_true", help="refuse while a task of this name is reserved or running"
+    )
+
+
+LAUNCH_EXAMPLES = """examples:
+  taskwatcher launch -- make test
+  taskwatcher launch --timeout 3600 --name nightly -- ./run.sh --full
+  id=$(taskwatcher control --reserve --name build --unique)
+  taskwatcher launch --taskid "$id" --feedpath /tmp --timeout 30 -- ./build.sh --feedback {feedback}
+  taskwatcher launch --detach --feedpath /tmp -- python3 job.py
+"""
+
+CONTROL_EXAMPLES = """examples:
+  taskwatcher control --list --json
+  taskwatcher control --reserve --name backup --unique
+  taskwatcher control --feedback 7
+  taskwatcher control --history --json
+  taskwatcher control --kill 7
+"""
+
+
+def build_parser() -> Parser:
+    top = Parser(prog="taskwatcher", description="Run commands as supervised tasks.")
+    top.add_argument("--version", action="version", version=f"taskwatcher {__version__}")
+    sub = top.add_subparsers(dest="tool", metavar="{launch,control,parse}", parser_class=Parser)
+
+    launch = sub.add_parser(
+        "launch",
+        help="run a command as a supervised task",
+        description="Run CMD as a supervised task. Exit status: the command's own; 124 on "
+        "its timeout; 125 if it could not be started; 126 not executable; 127 not found; "
+        "128+N if it died of signal N.",
+        epilog=LAUNCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="taskwatcher launch [options] -- CMD [ARG...]",
+    )
+    launch.usage_exit = EXIT_LAUNCH_FAILED  # type: ignore[attr-defined]
+    _common(launch)
+    launch.add_argument("--taskid", type=task_id, metavar="ID", help="a reserved task id")
+    _task_fields(launch)
+    launch.add_argument(
+        "--feedpath", metavar="DIR", help="folder of the feedback file DIR/feedback_ID.log (the heartbeat)"
+    )
+    launch.add_argument(
+        "--timeout",
+        type=duration,
+        metavar="SECONDS",
+        help="with --feedpath: longest silence; without: longest run time",
+    )
+    launch.add_argument(
+        "--grace",
+        type=duration,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long after SIGTERM before SIGKILL (default 5)",
+    )
+    launch.add_argument(
+        "--detach",
+        action="store_true",
+        help="return once the task runs, printing its id; output goes to a log",
+    )
+    launch.add_argument("--log", metavar="FILE", help="with --detach: the task's output file")
+
+    control = sub.add_parser(
+        "control",
+        help="list, reserve, kill tasks; read feedback and history",
+        epilog=CONTROL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(control)
+    cmds = control.add_mutually_exclusive_group(required=True)
+    cmds.add_argument("--initialize", action="store_true", help="recreate the database (all is lost)")
+    cmds.add_argument(
+        "--update",
+        action="store_true",
+        help="refresh durations and statuses, expire reservations, archive lost tasks",
+    )
+    cmds.add_argument("--list", action="store_true", help="running and reserved tasks")
+    cmds.add_argument("--reserve", action="store_true", help="print a new task id, held for a launch")
+    cmds.add_argument("--feedback", type=task_id, metavar="ID", help="a task's latest feedback, as JSON")
+    cmds.add_argument("--history", action="store_true", help="finished tasks, oldest first")
+    cmds.add_argument("--clear", action="store_true", help="delete the history")
+    cmds.add_argument("--kill", type=task_id, metavar="ID", help="stop a task, or cancel a reservation")
+    cmds.add_argument("--killall", metavar="NAME", help="stop every task of that name")
+    control.add_argument("--json", action="store_true", help="with --list, --history: JSON output")
+    control.add_argument(
+        "--force", action="store_true", help="with --initialize: stop running tasks and go ahead"
+    )
+    _task_fields(control)
+    control.add_argument(
+        "--ttl",
+        type=duration,
+        default=None,
+        metavar="SECONDS",
+        help="with --reserve: how long the reservation is held (default 60)",
+    )
+
+    parse = sub.add_parser("parse", help="print a feedback file as JSON")
+    parse.add_argument("--feedback", required=True, metavar="FILE", help="the feedback file")
+    parse.add_argument("--debug", "-d", action="store_true", help="say which lines are ignored and why")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if args_in[:1] == ["launch"] and "--" in args_in:
+        cut = args_in.index("--")
+        args_in, command = args_in[:cut], args_in[cut + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(args_in)
+    if args.tool is None:
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
+    if args.debug:
+        logging.basicConfig(
+            level=logging.DEBUG, stream=sys.stderr, format="taskwatcher[%(process)d] %(name)s: %(message)s"
+        )
+    try:
+        if args.tool == "launch":
+            return run_launch(args, command)
+        if args.tool == "control":
+            return run_control(args)
+        return run_parse(args)
+    except TaskwatcherError as e:
+        # launch keeps 0-123 for the command's own status: its own failures are 125 and up.
+        code = EXIT_LAUNCH_FAILED if args.tool == "launch" and e.exit_code < 124 else e.exit_code
+        return _fail(str(e), code, args.debug)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader left (| head): not an error worth a message
+        return 0
+    except Exception as e:
+        code = EXIT_LAUNCH_FAILED if args.tool == "launch" else 1
+        return _fail(f"internal error: {type(e).__name__}: {e}", code, args.debug)
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        logging.getLogger("taskwatcher").exception("failed")
+    sys.stderr.write(f"taskwatcher: {message}\n")
+    return code
+
+
+def run_launch(args: argparse.Namespace, command: list[str]) -> int:
+    from .supervise import DEFAULT_GRACE, LaunchRequest, launch
+
+    if args.log and not args.detach:
+        raise UsageError("--log goes with --detach")
+    req = LaunchRequest(
+        command=command,
+        taskid=args.taskid,
+        name=args.name,
+        infos=(args.info1, args.info2, args.info3),
+        feedpath=args.feedpath,
+        timeout=args.timeout or None,
+        grace=DEFAULT_GRACE if args.grace is None else args.grace,
+        unique=args.unique,
+        detach=args.detach,
+        logfile=args.log,
+    )
+    if args.timeout == 0:
+        raise UsageError("--timeout must be more than 0 seconds")
+    return launch(args.db, req)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+
+_RESERVE_ONLY = ("name", "info1", "info2", "info3", "unique", "ttl")
+
+
+def run_control(args: argparse.Namespace) -> int:
+    from . import control
+    from .store import Store
+
+    _check_control_options(args)
+    with Store(args.db) as store:
+        control.reconcile(store)
+        if args.initialize:
+            control.initialize(store, args.force)
+        elif args.update:
+            control.update(store)
+        elif args.list:
+            tasks = control.list_tasks(store)
+            if args.json:
+                _print_json(tasks)
+            else:
+                from .display import print_tasks
+
+                print_tasks(tasks)
+        elif args.reserve:
+            if args.unique and not args.name:
+                raise UsageError("--unique needs --name")
+            ttl = control.DEFAULT_TTL if args.ttl is None else args.ttl
+            if ttl <= 0:
+                raise UsageError("--ttl must be more than 0 seconds")
+            infos = (args.info1, args.info2, args.info3)
+            print(control.reserve(store, args.name, infos, args.unique, ttl))
+        elif args.feedback is not None:
+            _print_json(control.task_feedback(store, args.feedback))
+        elif args.history:
+            entries = control.history(store)
+            if args.json:
+                _print_json(entries)
+            else:
+                from .display import print_history
+
+                print_history(entries)
+        elif args.clear:
+            control.clear_history(store)
+        elif args.kill is not None:
+            print(control.kill(store, args.kill))
+        elif args.killall is not None:
+            print("\n".join(control.killall(store, args.killall)))
+    return 0
+
+
+def _check_control_options(args: argparse.Namespace) -> None:
+    """Options that only make sense with one command are refused elsewhere, not ignored."""
+    if args.json and not (args.list or args.history):
+        raise UsageError("--json goes with --list or --history")
+    if args.force and not args.initialize:
+        raise UsageError("--force goes with --initialize")
+    if not args.reserve:
+        given = [o for o in _RESERVE_ONLY if getattr(args, o) not in (None, False)]
+        if given:
+            raise UsageError(f"--{given[0]} goes with --reserve")
+
+
+def run_parse(args: argparse.Namespace) -> int:
+    from .feedback import parse_file
+
+    _print_json(parse_file(args.feedback))
+    return 0

@@ -1,0 +1,354 @@
+"""Control operations on the store: reconcile, reserve, list, feedback, history, kill.
+
+Every command starts with :func:`reconcile`, which is how a database with no
+daemon stays true: whoever uses it next expires old reservations and archives
+the tasks whose launcher is gone (after stopping what is left of them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import process
+from .errors import NoSuchTask, StoreError, TasksRunning
+from .feedback import read_increment
+from .process import Identity
+from .status import TaskStatus, heartbeat_status
+from .store import Row, Store
+from .supervise import final_feedback, load_feedback_state, remove_feedback
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL = 60.0
+KILL_WAIT_MARGIN = 10.0  # beyond the task's grace period, for the launcher to archive it
+
+
+# -- reconciliation ------------------------------------------------------------------
+def launcher_gone(row: Row) -> bool:
+    """True if a running task's launcher no longer runs (a row only this host can judge)."""
+    if row["status"] == TaskStatus.RESERVED:
+        return False
+    if row["host"] and row["host"] != process.host_name():
+        return False
+    if row["launcherpid"] is None:  # a taskwatcher 1.x row: its pid is all there is
+        return row["pid"] is None or process.read_stat(row["pid"]) is None
+    if row["bootid"] != process.boot_id():
+        return True
+    return not Identity(row["launcherpid"], row["launcherstart"], row["bootid"]).is_alive()
+
+
+def stop_remains(row: Row) -> str:
+    """SIGKILL what is left of a task whose launcher is gone; the signal name, or ''."""
+    if row["pid"] is None or row["procstart"] is None or row["bootid"] != process.boot_id():
+        return ""  # from another boot, or never started: nothing here is ours to signal
+    victims = [Identity(row["pid"], row["procstart"], row["bootid"])]
+    victims += process.group_members(row["pgid"] or row["pid"], row["procstart"])
+    hit = [v for v in set(victims) if process.signal_verified(v, signal.SIGKILL)]
+    return "SIGKILL" if hit else ""
+
+
+def reconcile(store: Store) -> list[int]:
+    """Expire reservations and archive lost tasks; return the ids archived as lost."""
+    t = time.time()
+    rows = store.tasks()
+    stale = [r["id"] for r in rows if _expired(r, t) or launcher_gone(r)]
+    if not stale:
+        return []
+    lost = []
+    with store.transaction() as conn:
+        for taskid in stale:
+            row = store.task(taskid)  # again, under the lock: another caller may have done it
+            if row is None:
+                continue
+            if _expired(row, t):
+                log.debug("reservation %d expired", taskid)
+                store.delete_task(conn, taskid)
+            elif launcher_gone(row):
+                log.debug("task %d lost its launcher", taskid)
+                signame = stop_remains(row)
+                why = (
+                    "launcher lost"
+                    if row["bootid"] in (None, process.boot_id())
+                    else "launcher lost (reboot)"
+                )
+                store.archive(
+                    conn,
+                    row,
+                    termsignal=signame,
+                    termerror=why,
+                    exitcode=None,
+                    feedback=final_feedback(store, row),
+                )
+                lost.append(row)
+    for row in lost:
+        remove_feedback_file(row)
+    return [row["id"] for row in lost]
+
+
+def _expired(row: Row, t: float) -> bool:
+    if row["status"] != TaskStatus.RESERVED:
+        return False
+    expires = row["expiretime"]
+    if expires is None and row["reservetime"] is not None:  # a 1.x reservation
+        expires = row["reservetime"] + DEFAULT_TTL
+    return expires is not None and expires <= t
+
+
+def remove_feedback_file(row: Row) -> None:
+    """Delete an archived task's feedback file: history holds its final state now."""
+    if row["feedpath"]:
+        remove_feedback(row["feedpath"])
+
+
+# -- reservations ----------------------------------------------------------------------
+def reserve(
+    store: Store, name: str | None, infos: Sequence[str | None], unique: bool, ttl: float = DEFAULT_TTL
+) -> int:
+    """A new task id, held for ``ttl`` seconds for a launch."""
+    return store.reserve(name, infos, unique, ttl)
+
+
+# -- listing ---------------------------------------------------------------------------
+def live_heartbeat(row: Row) -> float | None:
+    """The latest heartbeat: what the launcher recorded, or the file's own mtime if newer."""
+    beat = row["heartbeat"]
+    if row["feedpath"]:
+        try:
+            beat = max(beat or 0.0, os.stat(row["feedpath"]).st_mtime)
+        except OSError:
+            pass
+    return beat
+
+
+def describe_task(row: Row, t: float) -> dict[str, Any]:
+    """One task as ``--list --json`` shows it (the seed's columns, plus ``timer``)."""
+    running = row["status"] != TaskStatus.RESERVED
+    started = row["started"] or row["starttime"]
+    duration = timer = None
+    status = TaskStatus(row["status"]) if row["status"] in TaskStatus.__members__ else row["status"]
+    lastupdate = row["lastupdate"]
+    if running and started is not None:
+        duration = max(0.0, t - started)
+        beat = live_heartbeat(row) if row["feedback"] else started
+        timer = max(0.0, t - (beat or started))
+        status = heartbeat_status(timer, row["timeout"], bool(row["feedback"]))
+        lastupdate = int(beat) if beat else lastupdate
+    return {
+        "name": row["name"],
+        "info1": row["info1"],
+        "info2": row["info2"],
+        "info3": row["info3"],
+        "pid": row["pid"],
+        "status": str(status),
+        "feedback": bool(row["feedback"]),
+        "reservetime": row["reservetime"],
+        "starttime": row["starttime"],
+        "duration": None if duration is None else int(duration),
+        "lastupdate": lastupdate,
+        "timeout": _number(row["timeout"]),
+        "timer": None if timer is None else round(timer, 3),
+        "expiretime": None if row["expiretime"] is None else int(row["expiretime"]),
+        "unique": bool(row["uniq"]),
+        "command": json.loads(row["command"]) if row["command"] else None,
+        "feedpath": row["feedpath"],
+        "logfile": row["logfile"],
+        "host": row["host"],
+    }
+
+
+def list_tasks(store: Store) -> dict[str, dict[str, Any]]:
+    """Reserved and running tasks, keyed by task id (as a string)."""
+    t = time.time()
+    return {str(r["id"]): describe_task(r, t) for r in store.tasks()}
+
+
+def update(store: Store) -> int:
+    """Write fresh durations and statuses into the tasks table; return how many rows."""
+    t = time.time()
+    rows = [r for r in store.tasks() if r["status"] != TaskStatus.RESERVED]
+    with store.transaction() as conn:
+        for row in rows:
+            d = describe_task(row, t)
+            conn.execute(
+                "UPDATE tasks SET duration = ?, status = ?, lastupdate = ?"
+                " WHERE id = ? AND status != 'RESERVED'",
+                (d["duration"], d["status"], d["lastupdate"], row["id"]),
+            )
+    return len(rows)
+
+
+# -- feedback --------------------------------------------------------------------------
+def task_feedback(store: Store, taskid: int) -> dict[str, str]:
+    """The latest feedback of a running task, or the final one of a finished task.
+
+    Only what was appended since the last read is read; the reader's place is
+    kept in the ``feedbacks`` table, in the same transaction as the data.
+    """
+    row = store.task(taskid)
+    if row is None:
+        entry = store.history_of(taskid)
+        if entry is None:
+            raise NoSuchTask(f"no task {taskid}")
+        return json.loads(entry["feedback"] or "{}")
+    if not row["feedpath"]:
+        return {}
+    with store.transaction() as conn:
+        state = load_feedback_state(store, taskid)
+        if read_increment(row["feedpath"], state) or store.feedback_row(taskid) is None:
+            store.save_feedback(conn, taskid, state.data, state.dev, state.ino, state.offset, state.lines)
+    return state.data
+
+
+# -- history ---------------------------------------------------------------------------
+def describe_entry(row: Row) -> dict[str, Any]:
+    """One finished task as ``--history --json`` shows it."""
+    return {
+        "taskid": row["taskid"],
+        "taskname": row["taskname"],
+        "info1": row["info1"],
+        "info2": row["info2"],
+        "info3": row["info3"],
+        "termsignal": row["termsignal"] or "",
+        "termerror": row["termerror"] or "",
+        "starttime": row["starttime"],
+        "endtime": row["endtime"],
+        "duration": row["duration"],
+        "feedback": _feedback_object(row["feedback"]),
+        "exitcode": row["exitcode"],
+        "pid": row["pid"],
+        "host": row["host"],
+        "command": json.loads(row["command"]) if row["command"] else None,
+        "logfile": row["logfile"],
+    }
+
+
+def history(store: Store) -> dict[str, dict[str, Any]]:
+    """Finished tasks, oldest first, keyed by history id (as a string)."""
+    return {str(r["id"]): describe_entry(r) for r in store.history()}
+
+
+def _feedback_object(raw: Any) -> Any:
+    if raw in (None, b"", ""):
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, TypeError):  # a 1.x row may hold anything
+        return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# -- stopping --------------------------------------------------------------------------
+def kill(store: Store, taskid: int) -> str:
+    """Stop one task (or cancel a reservation); return what was done, in words."""
+    row = store.task(taskid)
+    if row is None:
+        if store.history_of(taskid) is not None:
+            raise NoSuchTask(f"task {taskid} has already ended")
+        raise NoSuchTask(f"no task {taskid}")
+    return _stop_all(store, [row])[0]
+
+
+def killall(store: Store, name: str) -> list[str]:
+    """Stop every reserved or running task of that name."""
+    rows = store.tasks(name)
+    if not rows:
+        raise NoSuchTask(f"no task named {name!r}")
+    return _stop_all(store, rows)
+
+
+def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
+    """Ask each task's launcher to stop it, then wait until each is archived."""
+    done: list[str] = []
+    waiting: list[tuple[Row, int]] = []
+    for row in rows:
+        with store.transaction() as conn:
+            current = store.task(row["id"])
+            if current is None:
+                done.append(f"task {row['id']}: already ended")
+                continue
+            if current["status"] == TaskStatus.RESERVED:
+                store.delete_task(conn, row["id"])
+                done.append(f"task {row['id']}: reservation cancelled")
+                continue
+            conn.execute("UPDATE tasks SET stopreason = ? WHERE id = ?", ("killed by request", row["id"]))
+        fd = _signal_launcher(current)
+        if fd is None:  # no launcher to do it: stop and archive the task here
+            _archive_killed(store, current)
+            done.append(f"task {row['id']}: killed")
+        else:
+            waiting.append((current, fd))
+    for row, fd in waiting:
+        limit = (row["grace"] if row["grace"] is not None else 5.0) + KILL_WAIT_MARGIN
+        try:
+            if not select.select([fd], [], [], limit)[0]:
+                raise StoreError(f"task {row['id']} was asked to stop but its launcher has not finished")
+        finally:
+            os.close(fd)
+        done.append(f"task {row['id']}: killed")
+    return done
+
+
+def _signal_launcher(row: Row) -> int | None:
+    """SIGTERM the task's launcher; a pidfd that becomes readable when it exits, or None."""
+    if row["host"] and row["host"] != process.host_name():
+        raise StoreError(f"task {row['id']} runs on host {row['host']}: kill it there")
+    if row["launcherpid"] is None or launcher_gone(row):
+        return None
+    launcher = Identity(row["launcherpid"], row["launcherstart"], row["bootid"])
+    try:
+        fd = os.pidfd_open(launcher.pid)
+    except OSError:
+        return None
+    if not process.signal_verified(launcher, signal.SIGTERM):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _archive_killed(store: Store, row: Row) -> None:
+    with store.transaction() as conn:
+        current = store.task(row["id"])
+        if current is None:
+            return
+        signame = stop_remains(current)
+        store.archive(
+            conn,
+            current,
+            termsignal=signame,
+            termerror="killed by request",
+            exitcode=None,
+            feedback=final_feedback(store, current),
+        )
+    if current["feedpath"]:
+        try:
+            os.unlink(current["feedpath"])
+        except OSError:
+            pass
+
+
+# -- the database as a whole -----------------------------------------------------------
+def initialize(store: Store, force: bool = False) -> None:
+    """Recreate the database; running tasks refuse it, or with ``force`` are stopped first."""
+    running = [r for r in store.tasks() if r["status"] != TaskStatus.RESERVED]
+    if running and not force:
+        ids = ", ".join(str(r["id"]) for r in running)
+        raise TasksRunning(f"tasks are running ({ids}): stop them or use --force")
+    if running:
+        _stop_all(store, running)
+    store.reinitialize()
+
+
+def clear_history(store: Store) -> int:
+    return store.clear_history()

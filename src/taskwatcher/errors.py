@@ -1,0 +1,70 @@
+"""Typed failures of the library; the CLI maps each to an exit code (SPEC, control)."""
+
+from __future__ import annotations
+
+
+class TaskwatcherError(Exception):
+    """Base of every failure taskwatcher reports to its user."""
+
+    exit_code = 1
+
+
+class UsageError(TaskwatcherError):
+    """The caller's arguments are wrong (a bad id, a bad duration, two commands...)."""
+
+    exit_code = 2
+
+
+class StoreError(TaskwatcherError):
+    """The database cannot be opened, read or written."""
+
+    exit_code = 1
+
+
+class NotADatabase(StoreError):
+    """The file exists but is not a taskwatcher database; it is left untouched."""
+
+
+class Refused(TaskwatcherError):
+    """The request is valid but the current state forbids it."""
+
+    exit_code = 3
+
+
+class NameTaken(Refused):
+    """A unique reservation's name is held by a reserved or running task."""
+
+    def __init__(self, name: str, holder: int) -> None:
+        super().__init__(f"name {name!r} is held by task {holder}")
+        self.name = name
+        self.holder = holder
+
+
+class TasksRunning(Refused):
+    """The database cannot be recreated while tasks run (unless forced)."""
+
+
+class NoSuchTask(TaskwatcherError):
+    """No reserved, running or finished task has that id (or name)."""
+
+    exit_code = 4
+
+
+class ReservationError(TaskwatcherError):
+    """A launch names a task id that is not a current reservation."""
+
+    exit_code = 125
+
+
+class FeedbackFileError(TaskwatcherError):
+    """A feedback file is missing or cannot be read."""
+
+    exit_code = 1
+
+
+class StartFailed(TaskwatcherError):
+    """The task could not be started; the exit status says why (125, 126, 127)."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

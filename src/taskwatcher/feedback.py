@@ -1,0 +1,139 @@
+"""The feedback file format: its grammar, and an incremental reader of a growing file.
+
+A feedback file is a log of ``[KEY]VALUE`` lines; replaying it gives a dict of
+strings (SPEC, "Feedback file format"). The reader keeps a byte offset and the
+file's identity so that each look reads only what was appended since the last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from .errors import FeedbackFileError
+
+log = logging.getLogger(__name__)
+
+# A key: no white space, no brackets, not starting with a digit.
+_KEY = re.compile(r"(?!\d)[^\s\[\]]+")
+_BLOCK = 1 << 20
+
+
+def apply_line(data: dict[str, str], raw: str, lineno: int = 0) -> None:
+    """Apply one line of a feedback file to ``data`` (in place)."""
+    line = raw.strip()
+    if not line or line[0] == "#":
+        return
+    if line[0] != "[":
+        _ignored(lineno, line, "not a [key]value line")
+        return
+    if line[1:2] == "]":
+        data.clear()
+        return
+    end = line.find("]")
+    if end < 0:
+        _ignored(lineno, line, "no closing ]")
+        return
+    key = line[1:end]
+    if not _KEY.fullmatch(key):
+        _ignored(lineno, line, "key has white space or [, or starts with a digit")
+        return
+    value = line[end + 1 :]
+    if value:
+        data[key] = value
+    else:
+        data.pop(key, None)
+
+
+def _ignored(lineno: int, line: str, why: str) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("line %d ignored (%s): %.80r", lineno, why, line)
+
+
+def parse_text(text: str) -> dict[str, str]:
+    """Replay a whole feedback text (every line, complete or not)."""
+    data: dict[str, str] = {}
+    for lineno, line in enumerate(text.split("\n"), 1):
+        apply_line(data, line, lineno)
+    return data
+
+
+def parse_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Replay a whole feedback file, its last line included even without a newline."""
+    try:
+        with open(path, "rb") as f:
+            state = FeedbackState()
+            _consume(f, state, final=True)
+            return state.data
+    except OSError as e:
+        raise FeedbackFileError(f"cannot read feedback file {os.fspath(path)}: {e.strerror}") from None
+
+
+@dataclass
+class FeedbackState:
+    """Where the reader stands in one feedback file, and what it has read so far."""
+
+    dev: int = 0
+    ino: int = 0
+    offset: int = 0
+    lines: int = 0
+    data: dict[str, str] = field(default_factory=dict)
+
+
+def read_increment(path: str, state: FeedbackState, final: bool = False) -> bool:
+    """Bring ``state`` up to date with what was appended to ``path``.
+
+    A replaced (other inode) or truncated file is read again from the start.
+    Unless ``final``, a last line without a newline is left for a later look,
+    since the task may still be writing it. A missing file changes nothing.
+    Returns whether ``state`` changed.
+    """
+    try:
+        f = open(path, "rb")  # noqa: SIM115  (closed below; the open alone may fail)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise FeedbackFileError(f"cannot read feedback file {path}: {e.strerror}") from None
+    with f:
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) != (state.dev, state.ino) or st.st_size < state.offset:
+            log.debug("feedback file %s is new, replaced or truncated: reading from 0", path)
+            state.dev, state.ino, state.offset, state.lines = st.st_dev, st.st_ino, 0, 0
+            state.data = {}
+            changed = True
+        else:
+            changed = False
+        if st.st_size == state.offset:
+            return changed
+        f.seek(state.offset)
+        return _consume(f, state, final) or changed
+
+
+def _consume(f: BinaryIO, state: FeedbackState, final: bool) -> bool:
+    """Read ``f`` from its position to the end into ``state``; advance the offset."""
+    data, lineno, offset = state.data, state.lines, state.offset
+    pending = b""
+    while True:
+        block = f.read(_BLOCK)
+        if not block:
+            break
+        block = pending + block
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            pending = block
+            continue
+        pending = block[cut + 1 :]
+        for line in block[:cut].decode("utf-8", "replace").split("\n"):
+            lineno += 1
+            apply_line(data, line, lineno)
+        offset += cut + 1
+    if final and pending:
+        lineno += 1
+        apply_line(data, pending.decode("utf-8", "replace"), lineno)
+        offset += len(pending)
+    moved = offset != state.offset
+    state.offset, state.lines = offset, lineno
+    return moved

@@ -1,0 +1,199 @@
+"""Process facts and safe signalling: identities that survive pid reuse, process trees.
+
+A pid alone names a process only until it is reaped; a pid with its start time
+(clock ticks since boot, /proc/PID/stat field 22) and the boot id names one
+process for good. Every signal taskwatcher sends to a stored pid goes through
+:func:`signal_verified`, which re-reads the start time through a pidfd first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from functools import cache
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/PID/stat that taskwatcher uses."""
+
+    pid: int
+    state: str
+    ppid: int
+    pgrp: int
+    start: int
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """The process's stat fields, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError as e:
+        if e.errno in (errno.ESRCH, errno.ENOENT):
+            return None
+        raise
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return ProcStat(pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
+
+
+def start_ticks(pid: int) -> int | None:
+    stat = read_stat(pid)
+    return stat.start if stat else None
+
+
+@cache
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+@cache
+def host_name() -> str:
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One process for good: pid, start time and boot."""
+
+    pid: int
+    start: int
+    boot: str
+
+    @classmethod
+    def of(cls, pid: int) -> Identity | None:
+        start = start_ticks(pid)
+        return None if start is None else cls(pid, start, boot_id())
+
+    def is_alive(self) -> bool:
+        """True if this very process still runs (a zombie does not run)."""
+        if self.boot != boot_id():
+            return False
+        stat = read_stat(self.pid)
+        return stat is not None and stat.start == self.start and stat.state not in "ZX"
+
+
+def _pidfd_open(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise
+    except OSError:  # no pidfd here (old kernel, seccomp): fall back to kill()
+        return None
+
+
+def signal_verified(ident: Identity, sig: int) -> bool:
+    """Send ``sig`` to ``ident`` only if it is still that process. True if sent.
+
+    The pidfd pins the process between the start-time check and the signal, so
+    a pid recycled in between is never hit.
+    """
+    if ident.boot != boot_id():
+        return False
+    try:
+        fd = _pidfd_open(ident.pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if start_ticks(ident.pid) != ident.start:
+            return False
+        if fd is None:
+            os.kill(ident.pid, sig)
+        else:
+            signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``, from every thread's children list."""
+    kids: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids.extend(int(k) for k in f.read().split())
+    return kids
+
+
+def signal_descendants(root: int, sig: int) -> int:
+    """Signal every live descendant of ``root``; return how many were signalled.
+
+    Each pid is checked to still be the child of the parent it was found under
+    before the signal goes through its pidfd, so a pid reused meanwhile is spared.
+    """
+    sent = 0
+    stack = [(root, kid) for kid in children(root)]
+    while stack:
+        parent, pid = stack.pop()
+        stack.extend((pid, kid) for kid in children(pid))
+        stat = read_stat(pid)
+        if stat is None or stat.ppid != parent or stat.state in "ZX":
+            continue
+        if signal_verified(Identity(pid, stat.start, boot_id()), sig):
+            sent += 1
+    return sent
+
+
+def group_members(pgid: int, started_since: int) -> list[Identity]:
+    """Live processes of group ``pgid`` that started at or after ``started_since`` ticks.
+
+    Used when the task's launcher is gone and its tree cannot be walked: a group
+    id cannot be handed out again while a member lives, and a member that
+    started before the task cannot be one of its processes.
+    """
+    members: list[Identity] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = read_stat(int(entry))
+        if stat and stat.pgrp == pgid and stat.start >= started_since and stat.state not in "ZX":
+            members.append(Identity(stat.pid, stat.start, boot_id()))
+    return members
+
+
+@cache
+def _libc():  # type: ignore[no-untyped-def]
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def set_child_subreaper() -> bool:
+    """Make this process adopt its orphaned descendants, so none escapes a stop."""
+    try:
+        return _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def set_parent_death_signal(sig: int) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent thread dies."""
+    try:
+        return _libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}"

@@ -1,0 +1,133 @@
+"""Starting the task's process: fork, its own session, a start barrier, exec.
+
+The child is forked directly (not through subprocess) so that it can wait on a
+barrier before exec: it runs the command only once the launcher has committed
+its pid, so no process runs that the database does not know. It also asks the
+kernel for SIGKILL when the launcher dies, so it never outlives supervision.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .process import Identity, set_parent_death_signal
+
+# Exit statuses as coreutils timeout(1) gives them.
+EXIT_TIMEOUT = 124
+EXIT_CANNOT_START = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+_GO = b"g"
+
+
+@dataclass
+class Child:
+    """A forked child held at its start barrier."""
+
+    pid: int
+    identity: Identity
+    pidfd: int | None
+    _barrier: int
+    _errors: int
+
+    def release(self) -> tuple[int, str] | None:
+        """Let the child exec; return (exit status, reason) if exec failed."""
+        try:
+            os.write(self._barrier, _GO)
+        except BrokenPipeError:
+            pass
+        os.close(self._barrier)
+        report = b""
+        while chunk := os.read(self._errors, 64):
+            report += chunk
+        os.close(self._errors)
+        if not report:
+            return None
+        code, _, arg0 = report.decode(errors="replace").partition(" ")
+        return exec_failure(int(code), arg0)
+
+    def abort(self) -> None:
+        """Drop the child before it runs anything: it exits at the closed barrier."""
+        os.close(self._barrier)
+        os.close(self._errors)
+        os.waitpid(self.pid, 0)
+
+
+def exec_failure(err: int, arg0: str) -> tuple[int, str]:
+    if err == errno.ENOENT:
+        return EXIT_NOT_FOUND, f"command not found: {arg0}"
+    return EXIT_NOT_EXECUTABLE, f"command not executable: {arg0}: {os.strerror(err)}"
+
+
+_RESET_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGCHLD,
+    signal.SIGPIPE,
+    signal.SIGQUIT,
+    signal.SIGXFSZ,
+)
+
+
+def fork_held(argv: Sequence[str], env: Mapping[str, str], stdio: Sequence[int] | None) -> Child:
+    """Fork a child in its own session that execs ``argv`` once released.
+
+    ``stdio``: three fds to become the child's stdin, stdout and stderr, or None
+    to keep the launcher's.
+    """
+    barrier_r, barrier_w = os.pipe()
+    errors_r, errors_w = os.pipe2(os.O_CLOEXEC)
+    launcher = os.getpid()
+    set_parent_death_signal(0)  # loads libc before the fork, not in the child
+    pid = os.fork()
+    if pid == 0:  # the child: only system calls until exec, then _exit
+        code = EXIT_CANNOT_START
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in _RESET_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            os.close(barrier_w)
+            os.close(errors_r)
+            os.setsid()
+            set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != launcher:  # the launcher died before the line above
+                os._exit(code)
+            if stdio is not None:
+                for target, fd in enumerate(stdio):
+                    os.dup2(fd, target)
+            if os.read(barrier_r, 1) != _GO:  # the launcher gave up or died
+                os._exit(code)
+            os.close(barrier_r)
+            os.execvpe(argv[0], list(argv), dict(env))
+        except OSError as e:
+            err = e.errno or errno.EINVAL
+            code = EXIT_NOT_FOUND if err == errno.ENOENT else EXIT_NOT_EXECUTABLE
+            try:
+                os.write(errors_w, f"{err} {argv[0]}".encode(errors="replace"))
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(barrier_r)
+    os.close(errors_w)
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except OSError:  # no pidfd here: the SIGCHLD wake-up still notices the exit
+        pidfd = None
+    identity = Identity.of(pid)
+    assert identity is not None  # our unreaped child cannot have vanished
+    return Child(pid, identity, pidfd, barrier_w, errors_r)
+
+
+def decode_wait_status(status: int) -> tuple[int, int | None]:
+    """(exit status as a shell reports it, terminating signal or None)."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return 128 + sig, sig
+    return os.waitstatus_to_exitcode(status), None

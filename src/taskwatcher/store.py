@@ -1,0 +1,404 @@
+"""The SQLite store: where the database lives, its schema and upgrades, and every query.
+
+One connection per process, WAL, a busy timeout, and every write a short
+``BEGIN IMMEDIATE`` transaction: a deferred read-then-write transaction fails at
+once under contention whatever the timeout, an immediate one waits its turn.
+No transaction is ever held while a process is spawned or waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .errors import NameTaken, NotADatabase, StoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
+APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
+BUSY_TIMEOUT = 30.0
+
+Row = sqlite3.Row
+
+_TASKS = """
+CREATE TABLE tasks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT, info1 TEXT, info2 TEXT, info3 TEXT,
+    pid INTEGER, status TEXT, feedback INTEGER NOT NULL DEFAULT 0,
+    reservetime INTEGER, starttime INTEGER, duration INTEGER, lastupdate INTEGER,
+    timeout REAL,
+    uniq INTEGER NOT NULL DEFAULT 0,   -- reserved with --unique
+    expiretime REAL,                   -- a reservation not launched by then is dropped
+    pgid INTEGER, procstart INTEGER,   -- the task's process: group, start (clock ticks)
+    bootid TEXT, host TEXT,
+    launcherpid INTEGER, launcherstart INTEGER,
+    command TEXT,                      -- JSON array, exactly as executed
+    feedpath TEXT, logfile TEXT, grace REAL,
+    started REAL, heartbeat REAL,      -- unix times with sub-second precision
+    stopreason TEXT                    -- why a stop was requested (control --kill)
+)"""
+_FEEDBACKS = """
+CREATE TABLE feedbacks (
+    id INTEGER PRIMARY KEY,
+    feedback BLOB, lastupdate INTEGER,
+    dev INTEGER, ino INTEGER, offset INTEGER NOT NULL DEFAULT 0, lines INTEGER NOT NULL DEFAULT 0
+)"""
+_HISTORY = """
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    taskid INTEGER, taskname TEXT, info1 TEXT, info2 TEXT, info3 TEXT,
+    termsignal TEXT, termerror TEXT,
+    starttime INTEGER, endtime INTEGER, duration INTEGER, feedback BLOB,
+    exitcode INTEGER, pid INTEGER, host TEXT, command TEXT, logfile TEXT,
+    reservetime INTEGER, timeout REAL
+)"""
+_INDEXES = (
+    "CREATE INDEX tasks_name ON tasks(name)",
+    "CREATE INDEX history_taskid ON history(taskid)",
+    "CREATE INDEX history_taskname ON history(taskname)",
+)
+# The columns taskwatcher 1.x created; a file with these tables and no version is 1.x.
+_SEED_COLUMNS = {
+    "tasks": {
+        "id",
+        "name",
+        "info1",
+        "info2",
+        "info3",
+        "pid",
+        "status",
+        "feedback",
+        "reservetime",
+        "starttime",
+        "duration",
+        "lastupdate",
+        "timeout",
+    },
+    "feedbacks": {"id", "feedback", "lastupdate"},
+    "history": {
+        "id",
+        "taskid",
+        "taskname",
+        "info1",
+        "info2",
+        "info3",
+        "termsignal",
+        "termerror",
+        "starttime",
+        "endtime",
+        "duration",
+        "feedback",
+    },
+}
+
+
+def default_db_path() -> str:
+    """``$TASKWATCHER_DB``, else ``$XDG_STATE_HOME/taskwatcher/taskwatcher.db``."""
+    env = os.environ.get("TASKWATCHER_DB")
+    if env:
+        return env
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "taskwatcher", "taskwatcher.db")
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class Store:
+    """A taskwatcher database, opened (and created or upgraded) on construction."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = os.path.abspath(os.fspath(path or default_db_path()))
+        self.conn = self._connect()
+        try:
+            self._prepare()
+        except sqlite3.DatabaseError as e:
+            self.conn.close()
+            raise _store_error(e, self.path) from None
+
+    # -- opening -----------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if os.path.isdir(self.path):
+            raise StoreError(f"database {self.path} is a folder")
+        folder = os.path.dirname(self.path)
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the folder of database {self.path}: {e.strerror}") from None
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as e:
+            raise _store_error(e, self.path) from None
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _prepare(self) -> None:
+        app_id, version = self.conn.execute(
+            "SELECT * FROM pragma_application_id, pragma_user_version"
+        ).fetchone()
+        if app_id == APPLICATION_ID and version == SCHEMA_VERSION:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            return
+        self._check_foreign(app_id, version)
+        with self.transaction():
+            app_id, version = self.conn.execute(
+                "SELECT * FROM pragma_application_id, pragma_user_version"
+            ).fetchone()
+            self._check_foreign(app_id, version)
+            if app_id != APPLICATION_ID:
+                if self._tables():
+                    log.info("upgrading taskwatcher 1.x database %s", self.path)
+                    self._upgrade_from_1x()
+                else:
+                    self._create()
+        with contextlib.suppress(sqlite3.OperationalError):
+            # WAL cannot be switched on inside a transaction, nor on a read-only file.
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _tables(self) -> dict[str, set[str]]:
+        names = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        return {n: {c[1] for c in self.conn.execute(f"PRAGMA table_info('{n}')")} for n in names}
+
+    def _check_foreign(self, app_id: int, version: int) -> None:
+        if app_id == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {self.path} has schema {version}, newer than this "
+                    f"taskwatcher's {SCHEMA_VERSION}: upgrade taskwatcher"
+                )
+            return
+        if app_id != 0:
+            raise NotADatabase(f"{self.path} is not a taskwatcher database (application id {app_id:#x})")
+        tables = self._tables()
+        if tables and not (
+            set(tables) == set(_SEED_COLUMNS) and all(_SEED_COLUMNS[t] <= cols for t, cols in tables.items())
+        ):
+            raise NotADatabase(
+                f"{self.path} is not a taskwatcher database (tables: {', '.join(sorted(tables))})"
+            )
+
+    def _create(self) -> None:
+        for ddl in (_TASKS, _FEEDBACKS, _HISTORY, *_INDEXES):
+            self.conn.execute(ddl)
+        self._stamp()
+
+    def _stamp(self) -> None:
+        self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _upgrade_from_1x(self) -> None:
+        """Rebuild the 1.x tables in the current schema, keeping every row and id."""
+        for table, ddl in (("tasks", _TASKS), ("feedbacks", _FEEDBACKS), ("history", _HISTORY)):
+            self.conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+            self.conn.execute(ddl)
+            cols = ", ".join(sorted(_SEED_COLUMNS[table]))
+            self.conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM old_{table}")
+            self.conn.execute(f"DROP TABLE old_{table}")
+        for ddl in _INDEXES:
+            self.conn.execute(ddl)
+        # 1.x reused ids; from here on no task id already seen (even in history) is handed out.
+        self.conn.execute(
+            "UPDATE tasks SET feedback = (feedback IS NOT NULL AND feedback != 0), "
+            "expiretime = CASE WHEN status = 'RESERVED' THEN reservetime END"
+        )
+        top = self.conn.execute(
+            "SELECT max(coalesce((SELECT max(id) FROM tasks), 0),"
+            " coalesce((SELECT max(taskid) FROM history), 0))"
+        ).fetchone()[0]
+        self.conn.execute("DELETE FROM sqlite_sequence WHERE name = 'tasks'")
+        self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('tasks', ?)", (top,))
+        self._stamp()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: ``BEGIN IMMEDIATE`` takes the write lock up front."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise _store_error(e, self.path) from None
+        try:
+            yield self.conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise _store_error(e, self.path) from None
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise _store_error(e, self.path) from None
+
+    # -- tasks ---------------------------------------------------------------
+    def task(self, taskid: int) -> Row | None:
+        rows = self.query("SELECT * FROM tasks WHERE id = ?", (taskid,))
+        return rows[0] if rows else None
+
+    def tasks(self, name: str | None = None) -> list[Row]:
+        if name is None:
+            return self.query("SELECT * FROM tasks ORDER BY id")
+        return self.query("SELECT * FROM tasks WHERE name = ? ORDER BY id", (name,))
+
+    def name_holder(self, name: str, other_than: int | None = None) -> int | None:
+        """The id of a reserved or running task of that name, if any (call inside a transaction)."""
+        row = self.conn.execute(
+            "SELECT id FROM tasks WHERE name = ? AND id IS NOT ? ORDER BY id LIMIT 1",
+            (name, other_than),
+        ).fetchone()
+        return row[0] if row else None
+
+    def reserve(
+        self,
+        name: str | None,
+        infos: Sequence[str | None],
+        unique: bool,
+        ttl: float,
+        conn: sqlite3.Connection | None = None,
+    ) -> int:
+        """Insert a RESERVED task; with ``unique``, atomically refuse a held name."""
+        if conn is None:
+            with self.transaction() as c:
+                return self.reserve(name, infos, unique, ttl, c)
+        if unique and name is not None:
+            holder = self.name_holder(name)
+            if holder is not None:
+                raise NameTaken(name, holder)
+        t = time.time()
+        cur = conn.execute(
+            "INSERT INTO tasks (name, info1, info2, info3, status, reservetime, expiretime, uniq)"
+            " VALUES (?, ?, ?, ?, 'RESERVED', ?, ?, ?)",
+            (name, *infos, int(t), t + ttl, int(unique)),
+        )
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def update_task(self, taskid: int, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        sql = f"UPDATE tasks SET {sets} WHERE id = ?"
+        if conn is None:
+            with self.transaction() as c:
+                c.execute(sql, (*fields.values(), taskid))
+        else:
+            conn.execute(sql, (*fields.values(), taskid))
+
+    def delete_task(self, conn: sqlite3.Connection, taskid: int) -> None:
+        conn.execute("DELETE FROM tasks WHERE id = ?", (taskid,))
+        conn.execute("DELETE FROM feedbacks WHERE id = ?", (taskid,))
+
+    def archive(
+        self,
+        conn: sqlite3.Connection,
+        task: Row,
+        *,
+        termsignal: str,
+        termerror: str,
+        exitcode: int | None,
+        feedback: dict[str, str],
+        endtime: float | None = None,
+    ) -> int:
+        """Move a task to history (call inside a transaction); returns the history id."""
+        end = time.time() if endtime is None else endtime
+        start = task["started"] if task["started"] is not None else task["starttime"]
+        cur = conn.execute(
+            "INSERT INTO history (taskid, taskname, info1, info2, info3, termsignal, termerror,"
+            " starttime, endtime, duration, feedback, exitcode, pid, host, command, logfile,"
+            " reservetime, timeout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                task["id"],
+                task["name"],
+                task["info1"],
+                task["info2"],
+                task["info3"],
+                termsignal,
+                termerror,
+                task["starttime"],
+                int(end),
+                round(end - start) if start is not None else None,
+                json.dumps(feedback, ensure_ascii=False),
+                exitcode,
+                task["pid"],
+                task["host"],
+                task["command"],
+                task["logfile"],
+                task["reservetime"],
+                task["timeout"],
+            ),
+        )
+        self.delete_task(conn, task["id"])
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    # -- feedback state ------------------------------------------------------
+    def feedback_row(self, taskid: int) -> Row | None:
+        rows = self.query("SELECT * FROM feedbacks WHERE id = ?", (taskid,))
+        return rows[0] if rows else None
+
+    def save_feedback(
+        self,
+        conn: sqlite3.Connection,
+        taskid: int,
+        data: dict[str, str],
+        dev: int,
+        ino: int,
+        offset: int,
+        lines: int,
+    ) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (taskid, json.dumps(data, ensure_ascii=False), now(), dev, ino, offset, lines),
+        )
+
+    # -- history -------------------------------------------------------------
+    def history(self) -> list[Row]:
+        return self.query("SELECT * FROM history ORDER BY id")
+
+    def history_of(self, taskid: int) -> Row | None:
+        rows = self.query("SELECT * FROM history WHERE taskid = ? ORDER BY id DESC LIMIT 1", (taskid,))
+        return rows[0] if rows else None
+
+    def clear_history(self) -> int:
+        with self.transaction() as c:
+            return c.execute("DELETE FROM history").rowcount
+
+    def reinitialize(self) -> None:
+        """Drop and recreate every table: ids start again at 1."""
+        with self.transaction() as c:
+            for table in ("tasks", "feedbacks", "history"):
+                c.execute(f"DROP TABLE IF EXISTS {table}")
+            self._create()
+
+
+def _store_error(e: sqlite3.Error, path: str) -> StoreError:
+    text = str(e)
+    if isinstance(e, sqlite3.DatabaseError) and "not a database" in text:
+        return NotADatabase(f"{path} is not a taskwatcher database (not an SQLite file)")
+    return StoreError(f"database {path}: {text}")

@@ -1,0 +1,534 @@
+"""The launcher: claim a reservation, spawn the task, supervise it, stop it, archive it.
+
+One launcher process supervises one task. It sleeps in poll() on the child's
+pidfd and a signal wake-up pipe, with the next deadline (a status change, the
+timeout, the end of a grace period) as poll's timeout: no fixed tick, no CPU
+while the task is quiet. It is the task's child subreaper, so every process the
+task starts, even one that left its process group, is its descendant and is
+stopped with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import process
+from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
+from .feedback import FeedbackState, read_increment
+from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
+from .status import TaskStatus, heartbeat_status, next_status_change
+from .store import Row, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE = 5.0
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass
+class LaunchRequest:
+    """What ``taskwatcher launch`` was asked to run, and how."""
+
+    command: list[str]
+    taskid: int | None = None
+    name: str | None = None
+    infos: tuple[str | None, str | None, str | None] = (None, None, None)
+    feedpath: str | None = None
+    timeout: float | None = None
+    grace: float = DEFAULT_GRACE
+    unique: bool = False
+    detach: bool = False
+    logfile: str | None = None
+
+
+@dataclass
+class Ending:
+    """How a task ended, as history records it."""
+
+    exitcode: int | None
+    termsignal: str = ""
+    termerror: str = ""
+
+
+def feedback_file(feedpath: str, taskid: int) -> str:
+    return os.path.join(os.path.abspath(feedpath), f"feedback_{taskid}.log")
+
+
+def default_logfile(db_path: str, taskid: int) -> str:
+    stem = os.path.splitext(os.path.basename(db_path))[0]
+    return os.path.join(os.path.dirname(db_path), f"{stem}-logs", f"task_{taskid}.log")
+
+
+def validate(req: LaunchRequest) -> None:
+    """Refuse a request that cannot run, before anything is reserved or started."""
+    if not req.command or not req.command[0]:
+        raise ReservationError("no command given (put it after --)")
+    if req.timeout is not None and req.timeout <= 0:
+        raise ReservationError("--timeout must be a positive number of seconds")
+    if req.grace < 0:
+        raise ReservationError("--grace must be zero or a positive number of seconds")
+    if req.feedpath is not None:
+        if not os.path.isdir(req.feedpath):
+            raise ReservationError(f"feedback folder {req.feedpath} does not exist")
+        if not os.access(req.feedpath, os.W_OK | os.X_OK):
+            raise ReservationError(f"feedback folder {req.feedpath} is not writable")
+    elif any("{feedback}" in arg for arg in req.command):
+        raise ReservationError("{feedback} is used in the command but --feedpath is not given")
+
+
+class SignalFlags:
+    """Signal handlers only note the signal and wake poll(); the main loop acts."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, self._note)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+
+    def drain(self) -> list[int]:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        got, self.received = self.received, []
+        return got
+
+
+@dataclass
+class Supervisor:
+    """Supervises one spawned task until it and all its descendants are gone."""
+
+    store: Store
+    task_id: int
+    child: Child
+    flags: SignalFlags
+    feedfile: str | None
+    timeout: float | None
+    grace: float
+    started: float = field(default_factory=time.monotonic)
+    status: TaskStatus = TaskStatus.RUNNING
+    last_heartbeat: float = 0.0
+    last_look: float = 0.0
+    signature: tuple[int, int, int] | None = None
+    stop_reason: str | None = None
+    stop_exitcode: int | None = None
+    kill_at: float | None = None
+    sent: int | None = None
+
+    def __post_init__(self) -> None:
+        self.last_heartbeat = self.last_look = self.started
+
+    # -- the loop --------------------------------------------------------------
+    def run(self) -> Ending:
+        poller = select.poll()
+        poller.register(self.flags.wake_r, select.POLLIN)
+        if self.child.pidfd is not None:
+            poller.register(self.child.pidfd, select.POLLIN)
+        while True:
+            wait = self._next_wake()
+            poller.poll(None if wait is None else max(0, int(wait * 1000) + 1))
+            for sig in self.flags.drain():
+                self._on_signal(sig)
+            status = self._reap_main()
+            if status is not None:
+                return self._finish(status)
+            self._reap_orphans()
+            now = time.monotonic()
+            if self.stop_reason is None:
+                self._check_heartbeat(now)
+                self._check_timeout(now)
+            elif self.kill_at is not None and now >= self.kill_at:
+                self._signal_tree(signal.SIGKILL)
+                self.kill_at = None
+
+    def _next_wake(self) -> float | None:
+        now = time.monotonic()
+        if self.stop_reason is not None:
+            return None if self.kill_at is None else self.kill_at - now
+        if not self.timeout:
+            return None
+        if self.feedfile is None:
+            return self.started + self.timeout - now
+        return next_status_change(now - self.last_heartbeat, self.timeout)
+
+    # -- heartbeat and timeout -------------------------------------------------
+    def _check_heartbeat(self, now: float) -> None:
+        if self.feedfile is None:
+            return
+        sig = _signature(self.feedfile)
+        if sig != self.signature:
+            # The change happened after the last look; the file's mtime says when.
+            written = now - max(0.0, time.time() - sig[1] / 1e9) if sig else now
+            self.last_heartbeat = min(max(written, self.last_look), now)
+            self.signature = sig
+        self.last_look = now
+        silence = now - self.last_heartbeat
+        status = heartbeat_status(silence, self.timeout, True)
+        if status != self.status or sig != self.signature:
+            self.status = status
+            beat = time.time() - silence
+            self._record(status=str(status), heartbeat=beat, lastupdate=int(beat))
+
+    def _check_timeout(self, now: float) -> None:
+        if not self.timeout:
+            return
+        if self.feedfile is None:
+            if now - self.started >= self.timeout:
+                self._begin_stop(f"timeout: ran for more than {self.timeout:g} s", EXIT_TIMEOUT)
+        elif now - self.last_heartbeat >= self.timeout:
+            self._begin_stop(f"timeout: no feedback for {self.timeout:g} s", EXIT_TIMEOUT)
+
+    def _record(self, **fields: object) -> None:
+        try:
+            self.store.update_task(self.task_id, **fields)
+        except StoreError as e:  # a status is not worth dying for; the archive is
+            log.warning("could not record status: %s", e)
+
+    # -- stopping ----------------------------------------------------------------
+    def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGCHLD:
+            return
+        if self.stop_reason is not None:
+            log.debug("second %s: killing now", process.signal_name(sig))
+            self._signal_tree(signal.SIGKILL)
+            self.kill_at = None
+            return
+        row = self.store.task(self.task_id)
+        requested = row["stopreason"] if row is not None else None
+        self._begin_stop(requested or f"launcher interrupted by {process.signal_name(sig)}", None)
+
+    def _begin_stop(self, reason: str, exitcode: int | None) -> None:
+        log.debug("stopping task %d: %s", self.task_id, reason)
+        self.stop_reason, self.stop_exitcode = reason, exitcode
+        self._signal_tree(signal.SIGTERM)
+        self.kill_at = time.monotonic() + self.grace
+
+    def _signal_tree(self, sig: int) -> None:
+        self.sent = sig
+        process.signal_descendants(os.getpid(), sig)
+
+    # -- the end -----------------------------------------------------------------
+    def _reap_main(self) -> int | None:
+        try:
+            pid, status = os.waitpid(self.child.pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        return status if pid else None
+
+    def _reap_orphans(self) -> None:
+        for kid in process.children(os.getpid()):
+            if kid != self.child.pid:
+                try:
+                    os.waitpid(kid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+    def _finish(self, status: int) -> Ending:
+        code, sig = decode_wait_status(status)
+        self._stop_leftovers()
+        if self.stop_reason is not None:
+            signame = process.signal_name(sig or self.sent or signal.SIGTERM)
+            return Ending(
+                self.stop_exitcode if self.stop_exitcode is not None else code, signame, self.stop_reason
+            )
+        if sig is not None:
+            name = process.signal_name(sig)
+            return Ending(code, name, f"killed by signal {name}")
+        return Ending(code, "", f"exit code {code}" if code else "")
+
+    def _stop_leftovers(self) -> None:
+        """The task's main process is gone: stop what it left behind, then reap it all."""
+        me = os.getpid()
+        if not process.children(me):
+            return
+        if self.sent != signal.SIGKILL:
+            now = time.monotonic()
+            deadline = now + self.grace if self.kill_at is None else self.kill_at
+            process.signal_descendants(me, signal.SIGTERM)
+            while process.children(me) and time.monotonic() < deadline:
+                self._reap_orphans()
+                # SIGCHLD wakes this for our children; grandchildren are looked at each 50 ms.
+                select.select([self.flags.wake_r], [], [], min(0.05, max(0, deadline - time.monotonic())))
+                self.flags.drain()
+        for _ in range(100):  # each round kills what the last one's victims forked
+            if not process.children(me):
+                return
+            process.signal_descendants(me, signal.SIGKILL)
+            for kid in process.children(me):
+                try:
+                    os.waitpid(kid, 0)
+                except ChildProcessError:
+                    pass
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+# -- the launch ------------------------------------------------------------------
+def claim(store: Store, req: LaunchRequest) -> dict[str, object]:
+    """Turn the reservation (made now if none is named) into a RUNNING task row."""
+    t = time.time()
+    with store.transaction() as conn:
+        if req.taskid is None:
+            name = req.name or os.path.basename(req.command[0])
+            try:
+                taskid = store.reserve(name, req.infos, req.unique, 0, conn)
+            except TaskwatcherError as e:
+                raise ReservationError(f"not started: {e}") from None
+            row = store.task(taskid)
+        else:
+            taskid = req.taskid
+            row = store.task(taskid)
+            if row is None or row["status"] != TaskStatus.RESERVED:
+                what = "is running" if row is not None else "is not reserved"
+                if row is None and store.history_of(taskid) is not None:
+                    what = "has already run"
+                raise ReservationError(f"task {taskid} {what}: nothing started")
+            if row["expiretime"] is not None and row["expiretime"] <= t:
+                raise ReservationError(f"the reservation of task {taskid} has expired: nothing started")
+            if row["uniq"] and req.name and row["name"] and req.name != row["name"]:
+                raise ReservationError(
+                    f"task {taskid} holds the name {row['name']!r} uniquely: --name cannot change it"
+                )
+            name = req.name or row["name"] or os.path.basename(req.command[0])
+            unique = bool(row["uniq"]) or req.unique
+            holder = store.name_holder(name, taskid) if unique else None
+            if holder is not None:
+                raise ReservationError(f"not started: name {name!r} is held by task {holder}")
+        assert row is not None
+        infos = [new if new is not None else row[f"info{i}"] for i, new in enumerate(req.infos, 1)]
+        feedfile = feedback_file(req.feedpath, taskid) if req.feedpath else None
+        logfile = req.logfile or (default_logfile(store.path, taskid) if req.detach else None)
+        fields = dict(
+            name=name,
+            info1=infos[0],
+            info2=infos[1],
+            info3=infos[2],
+            status=str(TaskStatus.RUNNING),
+            feedback=int(feedfile is not None),
+            starttime=int(t),
+            started=t,
+            duration=0,
+            lastupdate=int(t),
+            heartbeat=t,
+            timeout=req.timeout,
+            grace=req.grace,
+            uniq=int(req.unique or bool(row["uniq"])),
+            expiretime=None,
+            command=json.dumps(req.command),
+            feedpath=feedfile,
+            logfile=os.path.abspath(logfile) if logfile else None,
+            host=process.host_name(),
+            bootid=process.boot_id(),
+            launcherpid=os.getpid(),
+            launcherstart=process.start_ticks(os.getpid()),
+        )
+        store.update_task(taskid, conn, **fields)
+    return {"id": taskid, **fields}
+
+
+def substitute(command: list[str], taskid: int, feedfile: str | None) -> list[str]:
+    """Replace ``{taskid}`` and ``{feedback}`` inside each argument."""
+    out = []
+    for arg in command:
+        arg = arg.replace("{taskid}", str(taskid))
+        if feedfile is not None:
+            arg = arg.replace("{feedback}", feedfile)
+        out.append(arg)
+    return out
+
+
+def run_task(
+    store: Store,
+    task: dict[str, object],
+    req: LaunchRequest,
+    flags: SignalFlags,
+    stdio: list[int] | None = None,
+    on_start: Callable[[tuple[int, str] | None], None] | None = None,
+) -> Ending:
+    """Spawn the claimed task, supervise it to its end and archive it.
+
+    ``on_start`` hears whether exec succeeded (None) or failed (status, reason).
+    """
+    taskid = int(task["id"])  # type: ignore[call-overload]
+    feedfile = task["feedpath"]
+    assert feedfile is None or isinstance(feedfile, str)
+    if feedfile is not None:
+        remove_feedback(feedfile)  # a stale file would count as feedback from this task
+    env = dict(os.environ, TASKWATCHER_TASKID=str(taskid))
+    if feedfile is not None:
+        env["TASKWATCHER_FEEDBACK"] = feedfile
+    argv = substitute(req.command, taskid, feedfile)
+    process.set_child_subreaper()
+    child = fork_held(argv, env, stdio)
+    with store.transaction() as conn:
+        if store.task(taskid) is None:  # archived as lost meanwhile: do not run it
+            child.abort()
+            raise StoreError(f"task {taskid} vanished from the database before it started")
+        store.update_task(
+            taskid,
+            conn,
+            pid=child.pid,
+            command=json.dumps(argv),
+            pgid=child.pid,
+            procstart=child.identity.start,
+            launcherpid=os.getpid(),
+            launcherstart=process.start_ticks(os.getpid()),
+        )
+    failure = child.release()
+    if on_start is not None:
+        on_start(failure)
+    if failure is not None:
+        os.waitpid(child.pid, 0)
+        ending = Ending(failure[0], "", failure[1])
+    else:
+        ending = Supervisor(store, taskid, child, flags, feedfile, req.timeout, req.grace).run()
+    if child.pidfd is not None:
+        os.close(child.pidfd)
+    archive_ending(store, taskid, ending)
+    return ending
+
+
+def archive_ending(store: Store, taskid: int, ending: Ending) -> None:
+    """Record the end in history with the final feedback, then delete the feedback file."""
+    with store.transaction() as conn:
+        row = store.task(taskid)
+        if row is None:
+            return
+        data = final_feedback(store, row)
+        store.archive(
+            conn,
+            row,
+            termsignal=ending.termsignal,
+            termerror=ending.termerror,
+            exitcode=ending.exitcode,
+            feedback=data,
+        )
+    if row["feedpath"]:
+        remove_feedback(row["feedpath"])
+
+
+def final_feedback(store: Store, row: Row) -> dict[str, str]:
+    """The feedback as the task left it, read on from where the last reader stopped."""
+    path = row["feedpath"]
+    if not path:
+        return {}
+    state = load_feedback_state(store, row["id"])
+    try:
+        read_increment(path, state, final=True)
+    except TaskwatcherError as e:
+        log.warning("%s", e)
+    return state.data
+
+
+def load_feedback_state(store: Store, taskid: int) -> FeedbackState:
+    saved = store.feedback_row(taskid)
+    if saved is None:
+        return FeedbackState()
+    return FeedbackState(
+        saved["dev"] or 0,
+        saved["ino"] or 0,
+        saved["offset"] or 0,
+        saved["lines"] or 0,
+        json.loads(saved["feedback"] or "{}"),
+    )
+
+
+def remove_feedback(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("cannot remove feedback file %s: %s", path, e.strerror)
+
+
+def launch(db: str | None, req: LaunchRequest) -> int:
+    """``taskwatcher launch``: run the task; return the launcher's exit status.
+
+    In the foreground that is the task's own status (or 124 for its timeout); with
+    ``detach`` it is 0 once the task runs under a supervisor of its own.
+    """
+    from .control import reconcile
+
+    validate(req)
+    flags = SignalFlags()
+    with Store(db) as store:
+        reconcile(store)
+        task = claim(store, req)
+        if not req.detach:
+            ending = run_task(store, task, req, flags)
+            return ending.exitcode if ending.exitcode is not None else EXIT_CANNOT_START
+        log_fd = _open_log(store, task)
+    return _detach(store.path, task, req, log_fd)
+
+
+def _open_log(store: Store, task: dict[str, object]) -> int:
+    logfile = str(task["logfile"])
+    try:
+        os.makedirs(os.path.dirname(logfile), exist_ok=True)
+        return os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        reason = f"cannot open log file {logfile}: {e.strerror}"
+        archive_ending(store, int(task["id"]), Ending(EXIT_CANNOT_START, "", reason))  # type: ignore[call-overload]
+        raise StartFailed(EXIT_CANNOT_START, reason) from None
+
+
+def _detach(db: str, task: dict[str, object], req: LaunchRequest, log_fd: int) -> int:
+    """Fork a supervisor in its own session; print the id once the task runs."""
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    if os.fork():
+        os.close(report_w)
+        os.close(log_fd)
+        report = b""
+        while chunk := os.read(report_r, 4096):
+            report += chunk
+        code, _, message = report.decode(errors="replace").partition(" ")
+        if code == "0":
+            print(task["id"], flush=True)
+            return 0
+        raise StartFailed(int(code or EXIT_CANNOT_START), message or "the supervisor died")
+    # The supervisor: its own session, so that a closing terminal does not stop it.
+    os.close(report_r)
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        for target, fd in enumerate((null, log_fd, log_fd)):
+            os.dup2(fd, target)
+
+        def report(failure: tuple[int, str] | None) -> None:
+            _send(report_w, "0 " if failure is None else f"{failure[0]} {failure[1]}")
+
+        with Store(db) as store:  # a connection is never reused across fork
+            run_task(store, task, req, SignalFlags(), [0, 1, 2], report)
+    except BaseException as e:
+        _send(report_w, f"{EXIT_CANNOT_START} {e}")
+        log.exception("detached supervisor failed")
+    finally:
+        os._exit(0)
+
+
+def _send(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode())
+        os.close(fd)
+    except OSError:
+        pass
