@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import process
-from .errors import NoSuchTask, StoreError, TasksRunning
-from .feedback import read_increment
+from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError
+from .feedback import FeedbackState, read_increment
 from .process import Identity
 from .status import TaskStatus, heartbeat_status
 from .store import Row, Store
-from .supervise import final_feedback, load_feedback_state, remove_feedback
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +104,42 @@ def remove_feedback_file(row: Row) -> None:
     """Delete an archived task's feedback file: history holds its final state now."""
     if row["feedpath"]:
         remove_feedback(row["feedpath"])
+
+
+# -- feedback files ------------------------------------------------------------------
+def final_feedback(store: Store, row: Row) -> dict[str, str]:
+    """The feedback as the task left it, read on from where the last reader stopped."""
+    path = row["feedpath"]
+    if not path:
+        return {}
+    state = load_feedback_state(store, row["id"])
+    try:
+        read_increment(path, state, final=True)
+    except TaskwatcherError as e:
+        log.warning("%s", e)
+    return state.data
+
+
+def load_feedback_state(store: Store, taskid: int) -> FeedbackState:
+    saved = store.feedback_row(taskid)
+    if saved is None:
+        return FeedbackState()
+    return FeedbackState(
+        saved["dev"] or 0,
+        saved["ino"] or 0,
+        saved["offset"] or 0,
+        saved["lines"] or 0,
+        json.loads(saved["feedback"] or "{}"),
+    )
+
+
+def remove_feedback(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("cannot remove feedback file %s: %s", path, e.strerror)
 
 
 # -- reservations ----------------------------------------------------------------------

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import os
 import signal
-import socket
 from dataclasses import dataclass
 from functools import cache
 
@@ -63,7 +62,7 @@ def boot_id() -> str:
 
 @cache
 def host_name() -> str:
-    return socket.gethostname()
+    return os.uname().nodename
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import process
+from .control import final_feedback, reconcile, remove_feedback
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
-from .feedback import FeedbackState, read_increment
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
 from .status import TaskStatus, heartbeat_status, next_status_change
-from .store import Row, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,8 @@ class Supervisor:
         if self.feedfile is None:
             return
         sig = _signature(self.feedfile)
-        if sig != self.signature:
+        beat = sig != self.signature
+        if beat:
             # The change happened after the last look; the file's mtime says when.
             written = now - max(0.0, time.time() - sig[1] / 1e9) if sig else now
             self.last_heartbeat = min(max(written, self.last_look), now)
@@ -177,10 +178,10 @@ class Supervisor:
         self.last_look = now
         silence = now - self.last_heartbeat
         status = heartbeat_status(silence, self.timeout, True)
-        if status != self.status or sig != self.signature:
+        if beat or status != self.status:
             self.status = status
-            beat = time.time() - silence
-            self._record(status=str(status), heartbeat=beat, lastupdate=int(beat))
+            when = time.time() - silence
+            self._record(status=str(status), heartbeat=when, lastupdate=int(when))
 
     def _check_timeout(self, now: float) -> None:
         if not self.timeout:
@@ -262,7 +263,8 @@ class Supervisor:
                 self._reap_orphans()
                 # SIGCHLD wakes this for our children; grandchildren are looked at each 50 ms.
                 select.select([self.flags.wake_r], [], [], min(0.05, max(0, deadline - time.monotonic())))
-                self.flags.drain()
+                if set(self.flags.drain()) & set(_STOP_SIGNALS):
+                    break  # asked again: no more grace
         for _ in range(100):  # each round kills what the last one's victims forked
             if not process.children(me):
                 return
@@ -426,49 +428,12 @@ def archive_ending(store: Store, taskid: int, ending: Ending) -> None:
         remove_feedback(row["feedpath"])
 
 
-def final_feedback(store: Store, row: Row) -> dict[str, str]:
-    """The feedback as the task left it, read on from where the last reader stopped."""
-    path = row["feedpath"]
-    if not path:
-        return {}
-    state = load_feedback_state(store, row["id"])
-    try:
-        read_increment(path, state, final=True)
-    except TaskwatcherError as e:
-        log.warning("%s", e)
-    return state.data
-
-
-def load_feedback_state(store: Store, taskid: int) -> FeedbackState:
-    saved = store.feedback_row(taskid)
-    if saved is None:
-        return FeedbackState()
-    return FeedbackState(
-        saved["dev"] or 0,
-        saved["ino"] or 0,
-        saved["offset"] or 0,
-        saved["lines"] or 0,
-        json.loads(saved["feedback"] or "{}"),
-    )
-
-
-def remove_feedback(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        log.warning("cannot remove feedback file %s: %s", path, e.strerror)
-
-
 def launch(db: str | None, req: LaunchRequest) -> int:
     """``taskwatcher launch``: run the task; return the launcher's exit status.
 
     In the foreground that is the task's own status (or 124 for its timeout); with
     ``detach`` it is 0 once the task runs under a supervisor of its own.
     """
-    from .control import reconcile
-
     validate(req)
     flags = SignalFlags()
     with Store(db) as store:
