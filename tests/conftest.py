@@ -38,7 +38,9 @@ class Taskwatcher:
         self.db = db
         self.env = env
 
-    def run(self, *args: str, check: bool = False, timeout: float = 30, **kw: Any) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, check: bool = False, timeout: float = 30, **kw: Any
+    ) -> subprocess.CompletedProcess:
         tool, rest = args[0], args[1:]
         cmd = [*TW, tool, "--db", str(self.db), *rest] if tool in ("launch", "control") else [*TW, *args]
         proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, **kw)

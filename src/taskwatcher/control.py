@@ -21,11 +21,11 @@ from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError
 from .feedback import FeedbackState, read_increment
 from .process import Identity
 from .status import TaskStatus, heartbeat_status
-from .store import Row, Store
+from .store import RESERVATION_TTL, Row, Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TTL = 60.0
+DEFAULT_TTL = RESERVATION_TTL
 KILL_WAIT_MARGIN = 10.0  # beyond the task's grace period, for the launcher to archive it
 
 
@@ -36,8 +36,8 @@ def launcher_gone(row: Row) -> bool:
         return False
     if row["host"] and row["host"] != process.host_name():
         return False
-    if row["launcherpid"] is None:  # a taskwatcher 1.x row: its pid is all there is
-        return row["pid"] is None or process.read_stat(row["pid"]) is None
+    if row["launcherpid"] is None:  # a taskwatcher 1.x row: its pid and start are all there is
+        return _legacy_identity(row) is None
     if row["bootid"] != process.boot_id():
         return True
     return not Identity(row["launcherpid"], row["launcherstart"], row["bootid"]).is_alive()
@@ -45,12 +45,21 @@ def launcher_gone(row: Row) -> bool:
 
 def stop_remains(row: Row) -> str:
     """SIGKILL what is left of a task whose launcher is gone; the signal name, or ''."""
+    if row["launcherpid"] is None:
+        legacy = _legacy_identity(row)
+        return "SIGKILL" if legacy and process.signal_verified(legacy, signal.SIGKILL) else ""
     if row["pid"] is None or row["procstart"] is None or row["bootid"] != process.boot_id():
         return ""  # from another boot, or never started: nothing here is ours to signal
     victims = [Identity(row["pid"], row["procstart"], row["bootid"])]
     victims += process.group_members(row["pgid"] or row["pid"], row["procstart"])
     hit = [v for v in set(victims) if process.signal_verified(v, signal.SIGKILL)]
     return "SIGKILL" if hit else ""
+
+
+def _legacy_identity(row: Row) -> Identity | None:
+    if row["pid"] is None or row["starttime"] is None:
+        return None
+    return process.identity_started_near(row["pid"], row["starttime"])
 
 
 def reconcile(store: Store) -> list[int]:
@@ -95,8 +104,6 @@ def _expired(row: Row, t: float) -> bool:
     if row["status"] != TaskStatus.RESERVED:
         return False
     expires = row["expiretime"]
-    if expires is None and row["reservetime"] is not None:  # a 1.x reservation
-        expires = row["reservetime"] + DEFAULT_TTL
     return expires is not None and expires <= t
 
 

@@ -86,6 +86,29 @@ class Identity:
         return stat is not None and stat.start == self.start and stat.state not in "ZX"
 
 
+@cache
+def boot_time() -> float:
+    """The unix time the machine booted (/proc/stat btime)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def identity_started_near(pid: int, unix_start: float, tolerance: float = 2.0) -> Identity | None:
+    """The process ``pid`` if it started within ``tolerance`` s of ``unix_start``, else None.
+
+    For rows of taskwatcher 1.x, which stored a pid and a start time in seconds
+    but no start ticks: close enough to tell the task from a recycled pid.
+    """
+    ident = Identity.of(pid)
+    if ident is None:
+        return None
+    started = boot_time() + ident.start / os.sysconf("SC_CLK_TCK")
+    return ident if abs(started - unix_start) <= tolerance else None
+
+
 def _pidfd_open(pid: int) -> int | None:
     try:
         return os.pidfd_open(pid)

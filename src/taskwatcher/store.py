@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
 APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
 BUSY_TIMEOUT = 30.0
+RESERVATION_TTL = 60.0  # seconds a reservation is held for a launch, by default
 
 Row = sqlite3.Row
 
@@ -202,22 +203,27 @@ class Store:
 
     def _upgrade_from_1x(self) -> None:
         """Rebuild the 1.x tables in the current schema, keeping every row and id."""
+        # 1.x left columns NULL freely and allowed text task ids; the new columns get
+        # what 1.x meant: feedback 0/1, reservations held for the default time to live.
+        fixups = {
+            "tasks": {
+                "feedback": "coalesce(feedback, 0) != 0",
+                "expiretime": f"CASE WHEN status = 'RESERVED' THEN reservetime + {RESERVATION_TTL} END",
+            },
+        }
         for table, ddl in (("tasks", _TASKS), ("feedbacks", _FEEDBACKS), ("history", _HISTORY)):
             self.conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
             self.conn.execute(ddl)
-            cols = ", ".join(sorted(_SEED_COLUMNS[table]))
-            self.conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM old_{table}")
+            exprs = {c: c for c in sorted(_SEED_COLUMNS[table])} | fixups.get(table, {})
+            columns, values = ", ".join(exprs), ", ".join(exprs.values())
+            self.conn.execute(f"INSERT INTO {table} ({columns}) SELECT {values} FROM old_{table}")
             self.conn.execute(f"DROP TABLE old_{table}")
         for ddl in _INDEXES:
             self.conn.execute(ddl)
         # 1.x reused ids; from here on no task id already seen (even in history) is handed out.
-        self.conn.execute(
-            "UPDATE tasks SET feedback = (feedback IS NOT NULL AND feedback != 0), "
-            "expiretime = CASE WHEN status = 'RESERVED' THEN reservetime END"
-        )
         top = self.conn.execute(
-            "SELECT max(coalesce((SELECT max(id) FROM tasks), 0),"
-            " coalesce((SELECT max(taskid) FROM history), 0))"
+            "SELECT max(coalesce((SELECT max(id) FROM tasks), 0), coalesce((SELECT max(taskid)"
+            " FROM history WHERE typeof(taskid) = 'integer'), 0))"
         ).fetchone()[0]
         self.conn.execute("DELETE FROM sqlite_sequence WHERE name = 'tasks'")
         self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('tasks', ?)", (top,))
