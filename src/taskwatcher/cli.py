@@ -235,7 +235,10 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+    # UTF-8 whatever the locale: JSON readers expect it, and a C locale must not crash us.
+    sys.stdout.flush()
+    sys.stdout.buffer.write((json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8", "replace"))
+    sys.stdout.buffer.flush()
 
 
 _RESERVE_ONLY = ("name", "info1", "info2", "info3", "unique", "ttl")

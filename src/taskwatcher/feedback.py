@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # A key: no white space, no brackets, not starting with a digit.
 _KEY = re.compile(r"(?!\d)[^\s\[\]]+")
 _BLOCK = 1 << 20
+_BOM = b"\xef\xbb\xbf"
 
 
 def apply_line(data: dict[str, str], raw: str, lineno: int = 0) -> None:
@@ -120,6 +121,8 @@ def _consume(f: BinaryIO, state: FeedbackState, final: bool) -> bool:
         block = f.read(_BLOCK)
         if not block:
             break
+        if offset == 0 and not pending and block.startswith(_BOM):
+            block, offset = block[len(_BOM) :], len(_BOM)  # editors' byte-order mark: not data
         block = pending + block
         cut = block.rfind(b"\n")
         if cut < 0:
