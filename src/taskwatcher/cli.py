@@ -27,6 +27,11 @@ class Parser(argparse.ArgumentParser):
 
     usage_exit = EXIT_USAGE
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # "--lis" for "--list" would change meaning the day another option starts alike.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(self.usage_exit)
@@ -177,7 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = args_in.index("--")
         args_in, command = args_in[:cut], args_in[cut + 1 :]
     parser = build_parser()
-    args = parser.parse_args(args_in)
+    if args_in[:1] == ["launch"]:
+        parser.usage_exit = EXIT_LAUNCH_FAILED  # launch keeps 1-123 for the command's own status
+    args, extra = parser.parse_known_args(args_in)
+    if extra:
+        hint = ": the command goes after --" if args.tool == "launch" and not command else ""
+        parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if args.tool is None:
         parser.print_usage(sys.stderr)
         return EXIT_USAGE
@@ -231,7 +241,10 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
     )
     if args.timeout == 0:
         raise UsageError("--timeout must be more than 0 seconds")
-    return launch(args.db, req)
+    ending = launch(args.db, req)
+    if ending.exec_failed:  # as timeout(1) does; history has it too
+        sys.stderr.write(f"taskwatcher: {ending.termerror}\n")
+    return ending.exitcode if ending.exitcode is not None else EXIT_LAUNCH_FAILED
 
 
 def _print_json(value: Any) -> None:

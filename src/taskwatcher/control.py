@@ -26,6 +26,7 @@ from .store import RESERVATION_TTL, Row, Store
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL = RESERVATION_TTL
+TOKEN_VARIABLE = "TASKWATCHER_TOKEN"
 KILL_WAIT_MARGIN = 10.0  # beyond the task's grace period, for the launcher to archive it
 
 
@@ -52,6 +53,8 @@ def stop_remains(row: Row) -> str:
         return ""  # from another boot, or never started: nothing here is ours to signal
     victims = [Identity(row["pid"], row["procstart"], row["bootid"])]
     victims += process.group_members(row["pgid"] or row["pid"], row["procstart"])
+    if row["token"]:  # the ones that left the group still carry the task's token
+        victims += process.processes_with_env(TOKEN_VARIABLE, row["token"], row["procstart"])
     hit = [v for v in set(victims) if process.signal_verified(v, signal.SIGKILL)]
     return "SIGKILL" if hit else ""
 

@@ -191,6 +191,29 @@ def group_members(pgid: int, started_since: int) -> list[Identity]:
     return members
 
 
+def processes_with_env(name: str, value: str, started_since: int) -> list[Identity]:
+    """Live processes started at or after ``started_since`` whose environment has name=value.
+
+    Finds a task's processes after its launcher died, even those that left its
+    session (setsid) and so its process group. Only processes we may read count.
+    """
+    needle = f"{name}={value}".encode()
+    found: list[Identity] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            stat = read_stat(int(entry))
+            if stat and stat.start >= started_since and stat.state not in "ZX":
+                found.append(Identity(stat.pid, stat.start, boot_id()))
+    return found
+
+
 @cache
 def _libc():  # type: ignore[no-untyped-def]
     import ctypes

@@ -43,7 +43,8 @@ CREATE TABLE tasks (
     command TEXT,                      -- JSON array, exactly as executed
     feedpath TEXT, logfile TEXT, grace REAL,
     started REAL, heartbeat REAL,      -- unix times with sub-second precision
-    stopreason TEXT                    -- why a stop was requested (control --kill)
+    stopreason TEXT,                   -- why a stop was requested (control --kill)
+    token TEXT                         -- in the environment of every process of the task
 )"""
 _FEEDBACKS = """
 CREATE TABLE feedbacks (

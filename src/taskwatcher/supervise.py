@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import process
-from .control import final_feedback, reconcile, remove_feedback
+from .control import TOKEN_VARIABLE, final_feedback, reconcile, remove_feedback
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
 from .status import TaskStatus, heartbeat_status, next_status_change
@@ -55,6 +55,7 @@ class Ending:
     exitcode: int | None
     termsignal: str = ""
     termerror: str = ""
+    exec_failed: bool = False  # the command never ran: not found or not executable
 
 
 def feedback_file(feedpath: str, taskid: int) -> str:
@@ -335,6 +336,7 @@ def claim(store: Store, req: LaunchRequest) -> dict[str, object]:
             grace=req.grace,
             uniq=int(req.unique or bool(row["uniq"])),
             expiretime=None,
+            token=os.urandom(8).hex(),
             command=json.dumps(req.command),
             feedpath=feedfile,
             logfile=os.path.abspath(logfile) if logfile else None,
@@ -376,6 +378,7 @@ def run_task(
     if feedfile is not None:
         remove_feedback(feedfile)  # a stale file would count as feedback from this task
     env = dict(os.environ, TASKWATCHER_TASKID=str(taskid))
+    env[TOKEN_VARIABLE] = str(task["token"])
     if feedfile is not None:
         env["TASKWATCHER_FEEDBACK"] = feedfile
     argv = substitute(req.command, taskid, feedfile)
@@ -400,7 +403,7 @@ def run_task(
         on_start(failure)
     if failure is not None:
         os.waitpid(child.pid, 0)
-        ending = Ending(failure[0], "", failure[1])
+        ending = Ending(failure[0], "", failure[1], exec_failed=True)
     else:
         ending = Supervisor(store, taskid, child, flags, feedfile, req.timeout, req.grace).run()
     if child.pidfd is not None:
@@ -428,11 +431,11 @@ def archive_ending(store: Store, taskid: int, ending: Ending) -> None:
         remove_feedback(row["feedpath"])
 
 
-def launch(db: str | None, req: LaunchRequest) -> int:
-    """``taskwatcher launch``: run the task; return the launcher's exit status.
+def launch(db: str | None, req: LaunchRequest) -> Ending:
+    """``taskwatcher launch``: run the task; return how it ended.
 
-    In the foreground that is the task's own status (or 124 for its timeout); with
-    ``detach`` it is 0 once the task runs under a supervisor of its own.
+    In the foreground that is the task's own end; with ``detach`` it is exit 0
+    as soon as the task runs under a supervisor of its own.
     """
     validate(req)
     flags = SignalFlags()
@@ -440,10 +443,10 @@ def launch(db: str | None, req: LaunchRequest) -> int:
         reconcile(store)
         task = claim(store, req)
         if not req.detach:
-            ending = run_task(store, task, req, flags)
-            return ending.exitcode if ending.exitcode is not None else EXIT_CANNOT_START
+            return run_task(store, task, req, flags)
         log_fd = _open_log(store, task)
-    return _detach(store.path, task, req, log_fd)
+    _detach(store.path, task, req, log_fd)
+    return Ending(0)
 
 
 def _open_log(store: Store, task: dict[str, object]) -> int:
@@ -457,7 +460,7 @@ def _open_log(store: Store, task: dict[str, object]) -> int:
         raise StartFailed(EXIT_CANNOT_START, reason) from None
 
 
-def _detach(db: str, task: dict[str, object], req: LaunchRequest, log_fd: int) -> int:
+def _detach(db: str, task: dict[str, object], req: LaunchRequest, log_fd: int) -> None:
     """Fork a supervisor in its own session; print the id once the task runs."""
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     if os.fork():
@@ -469,7 +472,7 @@ def _detach(db: str, task: dict[str, object], req: LaunchRequest, log_fd: int) -
         code, _, message = report.decode(errors="replace").partition(" ")
         if code == "0":
             print(task["id"], flush=True)
-            return 0
+            return
         raise StartFailed(int(code or EXIT_CANNOT_START), message or "the supervisor died")
     # The supervisor: its own session, so that a closing terminal does not stop it.
     os.close(report_r)

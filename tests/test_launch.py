@@ -1,0 +1,525 @@
+"""``taskwatcher launch`` through the real CLI: exit statuses, argv and environment, placeholders,
+names and infos, reservations, foreground and --detach (SPEC, "Reservation and launch")."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import wait_for
+
+HELPERS = Path(__file__).parent / "helpers"
+PY = sys.executable
+
+
+def helper(name: str, *args: str | Path) -> list[str]:
+    """The command line of a task program from tests/helpers."""
+    return [PY, str(HELPERS / f"{name}.py"), *(str(a) for a in args)]
+
+
+# -- processes: every one a test starts is gone at teardown ---------------------------------
+def own_processes(home: Path, exclude: tuple[int, ...] = ()) -> list[psutil.Process]:
+    """Live (not zombie) processes started with this test's HOME: launchers and task trees."""
+    found = []
+    for p in psutil.process_iter():
+        if p.pid == os.getpid() or p.pid in exclude:
+            continue
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if p.environ().get("HOME") == str(home):
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def gone(pid: int) -> bool:
+    """The process no longer runs (vanished, or a zombie nobody has reaped yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def kill_own_processes(home: Path) -> None:
+    for _ in range(3):
+        procs = own_processes(home)
+        if not procs:
+            return
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(procs, timeout=3)
+
+
+@pytest.fixture(autouse=True)
+def reaper(tmp_path: Path) -> Iterator[None]:
+    """Kill whatever this test started that still runs (found by the per-test HOME)."""
+    yield
+    kill_own_processes(tmp_path / "home")
+
+
+class Launches:
+    """Launchers started in the background by a test; all are reaped at teardown."""
+
+    def __init__(self, tw) -> None:
+        self.tw = tw
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, *args: str | Path, **kw) -> subprocess.Popen:
+        proc = self.tw.popen("launch", *(str(a) for a in args), **kw)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        # first what may hold the launchers' pipes open (an escaped grandchild, say)
+        kill_own_processes(Path(self.tw.env["HOME"]))
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def launches(tw) -> Iterator[Launches]:
+    lx = Launches(tw)
+    try:
+        yield lx
+    finally:
+        lx.close()
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def reserve(tw, *args: str) -> int:
+    return int(tw.run("control", "--reserve", *args, check=True).stdout)
+
+
+def running_task(tw, name: str | None = None, timeout: float = 10) -> tuple[str, dict]:
+    """The one running task (of that name) once its process is known."""
+
+    def find():
+        for tid, t in tw.tasks().items():
+            if t["status"] != "RESERVED" and t["pid"] and (name is None or t["name"] == name):
+                return tid, t
+        return None
+
+    return wait_for(find, timeout, f"a running task {name or ''}")
+
+
+def ended(tw, taskid, timeout: float = 15) -> dict:
+    return wait_for(lambda: tw.history_of(taskid), timeout, f"task {taskid} in history")
+
+
+# -- exit statuses --------------------------------------------------------------------------
+def test_exit_status_is_the_commands_own(tw):
+    proc = tw.run("launch", "--", "sh", "-c", "exit 3")
+    assert proc.returncode == 3
+    (entry,) = tw.history().values()
+    assert entry["exitcode"] == 3
+    assert entry["termerror"] == "exit code 3"
+    assert entry["termsignal"] == ""
+
+
+def test_exit_status_zero_leaves_termerror_empty(tw):
+    proc = tw.run("launch", "--", "true")
+    assert proc.returncode == 0
+    (entry,) = tw.history().values()
+    assert (entry["exitcode"], entry["termsignal"], entry["termerror"]) == (0, "", "")
+
+
+def test_exit_status_124_on_timeout(tw):
+    proc = tw.run("launch", "--timeout", "0.5", "--grace", "0.5", "--", "sleep", "30")
+    assert proc.returncode == 124
+    (entry,) = tw.history().values()
+    assert entry["exitcode"] == 124
+    assert "timeout" in entry["termerror"]
+
+
+def test_exit_status_128_plus_signal(tw):
+    proc = tw.run("launch", "--", "sh", "-c", "kill -KILL $$")
+    assert proc.returncode == 128 + signal.SIGKILL
+    (entry,) = tw.history().values()
+    assert entry["termsignal"] == "SIGKILL"
+    assert entry["exitcode"] == 137
+
+
+def test_exit_status_127_command_not_found(tw, tmp_path):
+    proc = tw.run("launch", "--", "no-such-command-xyz")
+    assert proc.returncode == 127
+    assert "Traceback" not in proc.stderr
+    (entry,) = tw.history().values()
+    assert entry["termerror"] == "command not found: no-such-command-xyz"
+    assert entry["exitcode"] == 127
+
+
+def test_exit_status_127_for_a_missing_path(tw, tmp_path):
+    proc = tw.run("launch", "--", str(tmp_path / "nothing-here"))
+    assert proc.returncode == 127
+
+
+def test_exit_status_126_file_without_execute_bit(tw, tmp_path):
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    proc = tw.run("launch", "--", str(script))
+    assert proc.returncode == 126
+    assert "Traceback" not in proc.stderr
+    (entry,) = tw.history().values()
+    assert entry["exitcode"] == 126
+    assert entry["termerror"].startswith("command not executable")
+
+
+def test_exit_status_126_directory(tw, tmp_path):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    proc = tw.run("launch", "--", str(folder))
+    assert proc.returncode == 126
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--taskid", "abc"], id="taskid-not-integer"),
+        pytest.param(["--taskid", "0"], id="taskid-zero"),
+        pytest.param(["--feedpath", "{missing}"], id="feedpath-missing"),
+        pytest.param(["--timeout", "soon"], id="timeout-not-number"),
+        pytest.param(["--timeout", "-1"], id="timeout-negative"),
+        pytest.param(["--grace", "-0.5"], id="grace-negative"),
+        pytest.param(["--timeout", "0"], id="timeout-zero"),
+    ],
+)
+def test_exit_status_125_when_it_cannot_start(tw, tmp_path, args):
+    marker = tmp_path / "ran"
+    args = [a.replace("{missing}", str(tmp_path / "no" / "such")) for a in args]
+    proc = tw.run("launch", *args, "--", "touch", str(marker))
+    assert proc.returncode == 125
+    one_line_error(proc)
+    assert proc.stdout == ""
+    assert not marker.exists()
+    assert tw.history() == {}
+    assert tw.tasks() == {}
+
+
+@pytest.mark.parametrize("argv", [["--"], []], ids=["dashdash-alone", "nothing"])
+def test_exit_status_125_without_a_command(tw, argv):
+    proc = tw.run("launch", *argv)
+    assert proc.returncode == 125
+    one_line_error(proc)
+    assert tw.tasks() == {}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--no-such-option", "--", "touch", "{marker}"], id="unknown-option"),
+        pytest.param(["touch", "{marker}"], id="command-without-dashdash"),
+    ],
+)
+def test_exit_status_125_for_any_bad_launch_usage(tw, tmp_path, args):
+    """Every launch that does not start is 125: 0-123 and 126-255 belong to the command."""
+    marker = tmp_path / "ran"
+    proc = tw.run("launch", *(a.replace("{marker}", str(marker)) for a in args))
+    assert not marker.exists()
+    one_line_error(proc)
+    assert proc.returncode == 125
+
+
+# -- argv, environment, placeholders --------------------------------------------------------
+def test_argv_arrives_exactly_as_given(tw, tmp_path):
+    out = tmp_path / "argv.json"
+    args = ["two words", "it's", '"quoted"', "$HOME", "*", "", "a\\b", "  padded  ", "semi;colon", "-x"]
+    proc = tw.run("launch", "--", *helper("record", out), *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["argv"] == args
+
+
+def test_argv_not_resplit_with_python_c(tw, tmp_path):
+    out = tmp_path / "argv.json"
+    code = "import json,sys; open(sys.argv[1],'w').write(json.dumps(sys.argv[2:]))"
+    args = ["a b", "$HOME", "*", ""]
+    proc = tw.run("launch", "--", PY, "-c", code, str(out), *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == args
+
+
+def test_env_taskid_without_feedpath(tw, tmp_path):
+    out = tmp_path / "facts.json"
+    taskid = reserve(tw)
+    proc = tw.run("launch", "--taskid", str(taskid), "--", *helper("record", out))
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(out.read_text())
+    assert facts["taskid"] == str(taskid)
+    assert facts["feedback"] is None
+
+
+def test_env_feedback_is_absolute_even_for_a_relative_feedpath(tw, tmp_path):
+    out = tmp_path / "facts.json"
+    (tmp_path / "fb").mkdir()
+    proc = tw.run("launch", "--feedpath", "fb", "--", *helper("record", out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(out.read_text())
+    taskid = facts["taskid"]
+    assert facts["feedback"] == str(tmp_path / "fb" / f"feedback_{taskid}.log")
+    assert os.path.isabs(facts["feedback"])
+    assert tw.history_of(taskid) is not None
+
+
+def test_placeholders_replaced_inside_arguments(tw, tmp_path):
+    out = tmp_path / "facts.json"
+    (tmp_path / "fb").mkdir()
+    proc = tw.run(
+        "launch",
+        "--feedpath",
+        "fb",
+        "--",
+        *helper("record", out),
+        "{taskid}",
+        "id={taskid}!",
+        "--feedback={feedback}",
+        "{feedback}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(out.read_text())
+    taskid = facts["taskid"]
+    feedfile = str(tmp_path / "fb" / f"feedback_{taskid}.log")
+    assert facts["argv"] == [taskid, f"id={taskid}!", f"--feedback={feedfile}", feedfile]
+
+
+def test_placeholder_taskid_without_feedpath_and_with_reservation(tw, tmp_path):
+    out = tmp_path / "facts.json"
+    taskid = reserve(tw)
+    proc = tw.run("launch", "--taskid", str(taskid), "--", *helper("record", out), "{taskid}")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["argv"] == [str(taskid)]
+
+
+# -- names and infos ------------------------------------------------------------------------
+def test_name_defaults_to_basename_of_command(tw):
+    assert tw.run("launch", "--", "/bin/true").returncode == 0
+    (entry,) = tw.history().values()
+    assert entry["taskname"] == "true"
+
+
+def test_name_option_and_infos_at_launch(tw):
+    assert tw.run("launch", "--name", "job", "--info1", "a", "--info3", "c", "--", "true").returncode == 0
+    (entry,) = tw.history().values()
+    assert (entry["taskname"], entry["info1"], entry["info2"], entry["info3"]) == ("job", "a", None, "c")
+
+
+def test_infos_at_launch_override_the_reservations(tw):
+    taskid = reserve(tw, "--name", "job", "--info1", "r1", "--info2", "r2", "--info3", "r3")
+    proc = tw.run("launch", "--taskid", str(taskid), "--info2", "L2", "--", "true")
+    assert proc.returncode == 0, proc.stderr
+    entry = tw.history_of(taskid)
+    assert entry is not None
+    assert (entry["taskname"], entry["info1"], entry["info2"], entry["info3"]) == ("job", "r1", "L2", "r3")
+
+
+# -- reservations ---------------------------------------------------------------------------
+def test_taskid_unknown_runs_nothing(tw, tmp_path):
+    marker = tmp_path / "ran"
+    proc = tw.run("launch", "--taskid", "42", "--", "touch", str(marker))
+    assert proc.returncode == 125
+    assert "42" in one_line_error(proc)
+    assert not marker.exists()
+    assert tw.history() == {}
+
+
+def test_taskid_already_used_runs_nothing(tw, tmp_path):
+    taskid = reserve(tw)
+    assert tw.run("launch", "--taskid", str(taskid), "--", "true").returncode == 0
+    marker = tmp_path / "ran"
+    proc = tw.run("launch", "--taskid", str(taskid), "--", "touch", str(marker))
+    assert proc.returncode == 125
+    one_line_error(proc)
+    assert not marker.exists()
+    assert len(tw.history()) == 1
+
+
+def test_taskid_of_a_running_task_runs_nothing(tw, tmp_path, launches):
+    taskid = reserve(tw)
+    go = tmp_path / "go"
+    launches.start("--taskid", taskid, "--", *helper("waiter", go))
+    running_task(tw)
+    marker = tmp_path / "ran"
+    proc = tw.run("launch", "--taskid", str(taskid), "--", "touch", str(marker))
+    assert proc.returncode == 125
+    one_line_error(proc)
+    assert not marker.exists()
+    go.touch()
+    assert ended(tw, taskid)["exitcode"] == 0
+
+
+def test_taskid_expired_runs_nothing(tw, tmp_path):
+    taskid = reserve(tw, "--ttl", "0.2")
+    wait_for(lambda: str(taskid) not in tw.tasks(), 10, "the reservation to expire")
+    marker = tmp_path / "ran"
+    proc = tw.run("launch", "--taskid", str(taskid), "--", "touch", str(marker))
+    assert proc.returncode == 125
+    one_line_error(proc)
+    assert not marker.exists()
+    assert tw.history() == {}
+
+
+def test_taskid_reservation_is_used(tw):
+    taskid = reserve(tw, "--name", "reserved-name")
+    assert tw.run("launch", "--taskid", str(taskid), "--", "true").returncode == 0
+    entry = tw.history_of(taskid)
+    assert entry is not None
+    assert entry["taskname"] == "reserved-name"
+    assert tw.tasks() == {}
+
+
+def test_without_taskid_a_reservation_is_made(tw, tmp_path):
+    first = reserve(tw)
+    out = tmp_path / "facts.json"
+    assert tw.run("launch", "--", *helper("record", out)).returncode == 0
+    taskid = int(json.loads(out.read_text())["taskid"])
+    assert taskid > first
+    assert tw.history_of(taskid) is not None
+    assert list(tw.tasks()) == [str(first)]  # the earlier reservation is untouched
+
+
+def test_unique_launch_refused_while_reserved(tw, tmp_path):
+    holder = reserve(tw, "--name", "job", "--unique")
+    marker = tmp_path / "ran"
+    proc = tw.run("launch", "--name", "job", "--unique", "--", "touch", str(marker))
+    assert proc.returncode == 125
+    assert str(holder) in one_line_error(proc)
+    assert not marker.exists()
+    assert tw.history() == {}
+
+
+def test_unique_launch_refused_while_running(tw, tmp_path, launches):
+    go = tmp_path / "go"
+    launches.start("--name", "job", "--", *helper("waiter", go))
+    holder, _ = running_task(tw, "job")
+    marker = tmp_path / "ran"
+    proc = tw.run("launch", "--name", "job", "--unique", "--", "touch", str(marker))
+    assert proc.returncode == 125
+    assert holder in one_line_error(proc)
+    assert not marker.exists()
+    go.touch()
+    ended(tw, holder)
+    # once the holder has ended the name is free
+    assert tw.run("launch", "--name", "job", "--unique", "--", "touch", str(marker)).returncode == 0
+    assert marker.exists()
+
+
+# -- foreground -----------------------------------------------------------------------------
+def test_foreground_stdout_is_only_the_commands(tw):
+    proc = tw.run("launch", "--name", "x", "--", "printf", "exactly this")
+    assert proc.returncode == 0
+    assert proc.stdout == "exactly this"
+
+
+def test_foreground_stdout_empty_for_a_silent_command(tw, tmp_path):
+    (tmp_path / "fb").mkdir()
+    proc = tw.run("launch", "--feedpath", str(tmp_path / "fb"), "--timeout", "5", "--", "true")
+    assert proc.returncode == 0
+    assert proc.stdout == ""
+
+
+def test_foreground_stderr_is_the_commands(tw):
+    proc = tw.run("launch", "--", "sh", "-c", "echo oops >&2")
+    assert proc.returncode == 0
+    assert proc.stderr == "oops\n"
+
+
+def test_foreground_command_inherits_stdin(tw):
+    proc = tw.run("launch", "--", "cat", input="line one\nline two\n")
+    assert proc.returncode == 0
+    assert proc.stdout == "line one\nline two\n"
+
+
+def test_foreground_launcher_waits_until_the_end(tw, tmp_path, launches):
+    go = tmp_path / "go"
+    proc = launches.start("--", *helper("waiter", go, "--exit", "5"))
+    taskid, _ = running_task(tw)
+    assert proc.poll() is None  # still there while the task runs
+    assert tw.history() == {}
+    go.touch()
+    assert proc.wait(timeout=15) == 5
+    assert tw.history_of(taskid)["exitcode"] == 5
+
+
+def test_exit_is_noticed_quickly(tw):
+    start = time.monotonic()
+    proc = tw.run("launch", "--", "true")
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0
+    assert elapsed < 2.0
+
+
+# -- detach ---------------------------------------------------------------------------------
+def test_detach_prints_the_id_and_returns_while_the_task_runs(tw, tmp_path):
+    go = tmp_path / "go"
+    proc = tw.run(
+        "launch", "--detach", "--name", "bg", "--", *helper("waiter", go, "--print", "hello from task")
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().isdigit()
+    assert proc.stdout == proc.stdout.strip() + "\n"
+    taskid = proc.stdout.strip()
+    assert not go.exists()
+    task = tw.tasks()[taskid]
+    assert task["name"] == "bg"
+    assert task["status"] == "RUNNING"
+    assert task["pid"] and not gone(task["pid"])
+    logfile = Path(task["logfile"])
+    wait_for(lambda: logfile.exists() and "hello from task" in logfile.read_text(), 10, "output in the log")
+    go.touch()
+    entry = ended(tw, taskid)
+    assert entry["exitcode"] == 0
+    assert entry["termerror"] == ""
+    assert tw.tasks() == {}
+
+
+def test_detach_records_a_failing_end(tw, tmp_path):
+    go = tmp_path / "go"
+    go.touch()
+    proc = tw.run("launch", "--detach", "--", *helper("waiter", go, "--exit", "4"))
+    assert proc.returncode == 0, proc.stderr
+    entry = ended(tw, proc.stdout.strip())
+    assert entry["exitcode"] == 4
+    assert entry["termerror"] == "exit code 4"
+
+
+def test_detach_task_is_still_supervised_for_its_timeout(tw):
+    proc = tw.run("launch", "--detach", "--timeout", "0.5", "--grace", "0.5", "--", "sleep", "30")
+    assert proc.returncode == 0, proc.stderr
+    taskid = proc.stdout.strip()
+    pid = tw.tasks()[taskid]["pid"]
+    entry = ended(tw, taskid)
+    assert entry["exitcode"] == 124
+    assert "timeout" in entry["termerror"]
+    assert gone(pid)
+
+
+def test_detach_of_a_missing_command_is_127(tw):
+    proc = tw.run("launch", "--detach", "--", "no-such-command-xyz")
+    assert proc.returncode == 127
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    (entry,) = tw.history().values()
+    assert entry["termerror"] == "command not found: no-such-command-xyz"
+    assert tw.tasks() == {}
