@@ -1,0 +1,210 @@
+"""benchmarks/run: every figure of issue #4, ours beside taskwatcher 1.7's and timeout(1)'s.
+
+Prints a table of ratios against baselines measured in the same run, writes it
+with the raw samples to benchmarks/results/, and draws the scaling plot.
+Benchmarks are not tests: nothing here fails on a slow figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict
+
+import figures
+from common import FULL, QUICK, BenchError, Tools, log, machine
+from figures import Ctx, Figure
+from plot import plot
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ORDER = ["launch", "list", "history", "timeout", "exit", "quiet", "feedback", "burst", "parse", "scaling"]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmarks/run", description=__doc__)
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one or three rounds: keeps the harness working"
+    )
+    p.add_argument("--no-1.7", dest="with_17", action="store_false", help="skip taskwatcher 1.7")
+    p.add_argument("--only", nargs="+", choices=ORDER, help="run these figures only")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder (databases, files)")
+    p.add_argument("--ours", required=True, help="the `taskwatcher` console script to measure")
+    p.add_argument("--python", required=True, help="its environment's python (for the baselines)")
+    p.add_argument("--v17-python", default="", help="python of an environment with taskwatcher 1.7")
+    return p.parse_args()
+
+
+def version_of(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def main() -> int:
+    args = parse_args()
+    sizes = QUICK if args.quick else FULL
+    # Measure programs as installed programs run: with their bytecode cached. This machine's
+    # environment sets PYTHONDONTWRITEBYTECODE, which would make every taskwatcher command
+    # compile its modules from source (~30 ms); pip-installed 1.7 has its .pyc files. The
+    # cache goes to a folder of ours, not into src/.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(HERE, ".pycache")
+    source_before = source_state()
+    scratch = tempfile.mkdtemp(prefix="twbench-")
+    tools = Tools(
+        ours=[args.ours],
+        python=args.python,
+        v17_python=args.v17_python or None,
+        timeout=shutil.which("timeout"),
+        scratch=scratch,
+        here=HERE,
+    )
+    ctx = Ctx(tools, sizes, args.with_17)
+    info = machine()
+    info["python"] = f"{platform.python_implementation()} " + version_of(
+        [args.python, "-c", "import sys; print(sys.version.split()[0])"]
+    )
+    info["taskwatcher (ours)"] = version_of([args.ours, "--version"])
+    info["taskwatcher 1.7"] = (
+        version_of([args.v17_python, "-c", "import importlib.metadata as m; print(m.version('taskwatcher'))"])
+        if ctx.with_17
+        else "not measured"
+    )
+    info["mode"] = (
+        "quick (tiny sizes, not for the record; 1.7's launches, 3 s each, skipped)" if args.quick else "full"
+    )
+    for k, v in info.items():
+        log(f"{k}: {v}")
+
+    wanted = args.only or ORDER
+    results: list[Figure] = []
+    failures: dict[str, str] = {}
+    started = time.monotonic()
+    steps = {
+        "launch": lambda: [figures.launch_true(ctx)],
+        "list": lambda: [figures.list_json(ctx)],
+        "history": lambda: [figures.history_json(ctx)],
+        "timeout": lambda: [figures.timeout_fires(ctx)],
+        "exit": lambda: [figures.exit_noticed(ctx)],
+        "quiet": lambda: list(figures.quiet_launchers(ctx)),
+        "feedback": lambda: [figures.feedback_increment(ctx)],
+        "burst": lambda: [figures.burst(ctx)],
+        "parse": lambda: [figures.parse_big(ctx)],
+        "scaling": lambda: (figures.history_scaling(ctx), figures.feedback_scaling(ctx), [])[-1],
+    }
+    try:
+        for key in ORDER:
+            if key not in wanted:
+                continue
+            log(f"{key} ...")
+            t0 = time.monotonic()
+            try:
+                results += steps[key]()
+            except (BenchError, OSError, subprocess.SubprocessError, ValueError) as e:
+                failures[key] = f"{type(e).__name__}: {e}"
+                log(f"{key} FAILED: {e}")
+                if os.environ.get("BENCH_DEBUG"):
+                    traceback.print_exc()
+            log(f"{key} done in {time.monotonic() - t0:.1f} s")
+    finally:
+        for clean in reversed(ctx.cleanups):
+            try:
+                clean()
+            except Exception as e:  # a cleanup failing must not hide the results
+                log(f"cleanup: {e}")
+        if args.keep:
+            log(f"scratch kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    info["run took"] = f"{time.monotonic() - started:.0f} s"
+    info["source"] = source_before[0]
+    if source_state()[1] != source_before[1]:
+        info["source"] += " — WARNING: src/ changed during the run, figures mix versions"
+        log(info["source"])
+
+    table = render(results, failures, info)
+    print(table)
+    out_dir = os.path.join(HERE, "results")
+    os.makedirs(out_dir, exist_ok=True)
+    stem = "quick" if args.quick else "latest"
+    with open(os.path.join(out_dir, f"{stem}.md"), "w") as fh:
+        fh.write(table + "\n")
+    with open(os.path.join(out_dir, f"{stem}.json"), "w") as fh:
+        json.dump(
+            {
+                "machine": info,
+                "figures": [asdict(f) for f in results],
+                "failures": failures,
+                "scaling": ctx.scaling,
+            },
+            fh,
+            indent=1,
+            default=str,
+        )
+    if ctx.scaling:
+        png = (
+            os.path.join(HERE, "scaling.png")
+            if not args.quick and not args.only
+            else os.path.join(out_dir, f"{stem}-scaling.png")
+        )
+        title = (
+            f"{info['taskwatcher (ours)']} vs taskwatcher 1.7 — {info['date']}, "
+            f"{info['nproc']} CPUs, Python {info['python']}"
+        )
+        if plot(ctx.scaling, ctx.get("python_pass"), png, title):
+            log(f"plot: {png}")
+        else:
+            log("no plot: matplotlib is not installed")
+    log(f"results: {out_dir}/{stem}.md, {stem}.json")
+    return 0
+
+
+def source_state() -> tuple[str, str]:
+    """The measured source: git commit and changed files, and a digest of src/."""
+    repo = os.path.dirname(HERE)
+    src = os.path.join(repo, "src", "taskwatcher")
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(src)) if os.path.isdir(src) else []:
+        if name.endswith(".py"):
+            with open(os.path.join(src, name), "rb") as fh:
+                digest.update(name.encode() + fh.read())
+    head = version_of(["git", "-C", repo, "rev-parse", "--short", "HEAD"]) or "?"
+    status = version_of(["git", "-C", repo, "status", "--porcelain", "--", "src"])
+    dirty = [line.split(maxsplit=1)[1] for line in status.splitlines() if line.strip()]
+    text = f"git {head}" + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
+    return text, digest.hexdigest()
+
+
+def render(results: list[Figure], failures: dict[str, str], info: dict[str, str]) -> str:
+    lines = [
+        "machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
+        "",
+        "| figure | baseline, same run | goal | ours | goal met | taskwatcher 1.7"
+        " | coreutils timeout (floor) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for f in results:
+        met = {True: "yes", False: "**NO**", None: "?"}[f.met]
+        lines.append(
+            f"| {f.title} | {f.baseline} | {f.goal} | {f.ours.text} | {met} | {f.v17.text} | {f.floor.text} |"
+        )
+    for key, why in failures.items():
+        lines.append(f"| {key} | | | not measured: {why} | ? | | |")
+    notes = [f"- {f.key}: {n}" for f in results for n in f.notes]
+    if notes:
+        lines += ["", "notes:", *notes]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
