@@ -653,3 +653,29 @@ def test_a_byte_order_mark_at_the_start_of_the_file_is_not_data(tmp_path: Path) 
     read_increment(str(path), state)
     assert state.data == {"progress": "10", "step": "a"}
     assert state.offset == path.stat().st_size
+
+
+_odd_space = st.sampled_from(["", " ", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u00a0"])
+_odd_line = st.builds(lambda a, body, b: a + body + b, _odd_space, _line_body, _odd_space)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_odd_line, max_size=25), start=st.dictionaries(_good_key, _text, max_size=3))
+def test_block_matching_agrees_with_applying_each_line(lines: list[str], start: dict[str, str]) -> None:
+    """apply_text (regexes over a block) is the line-by-line grammar, white space of every kind included."""
+    text = "\n".join(lines)
+    one_by_one = {k: v for k, v in start.items() if v.strip() == v and v}
+    by_block = dict(one_by_one)
+    for line in lines:
+        apply_line(one_by_one, line)
+    feedback.apply_text(by_block, text)
+    assert by_block == one_by_one
+
+
+@pytest.mark.parametrize("clear", ["[]", "[][]", "  []x[]", "[]]", "\t[] []"])
+def test_a_clearing_line_is_found_whatever_follows_it_on_the_line(clear: str) -> None:
+    text = f"[a]1\n{clear}\n[b]2\n[c]x[]"
+    assert parse_text(text) == {"b": "2", "c": "x[]"}
+    data = {"old": "1"}
+    feedback.apply_text(data, text)
+    assert data == {"b": "2", "c": "x[]"}

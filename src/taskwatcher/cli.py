@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -192,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return EXIT_USAGE
     if args.debug:
+        import logging
+
         logging.basicConfig(
             level=logging.DEBUG, stream=sys.stderr, format="taskwatcher[%(process)d] %(name)s: %(message)s"
         )
@@ -217,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fail(message: str, code: int, debug: bool) -> int:
     if debug:
+        import logging
+
         logging.getLogger("taskwatcher").exception("failed")
     sys.stderr.write(f"taskwatcher: {message}\n")
     return code

@@ -8,7 +8,6 @@ the tasks whose launcher is gone (after stopping what is left of them).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import select
 import signal
@@ -19,11 +18,12 @@ from typing import Any
 from . import process
 from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError
 from .feedback import FeedbackState, read_increment
+from .logs import Logger
 from .process import Identity
 from .status import TaskStatus, heartbeat_status
 from .store import RESERVATION_TTL, Row, Store
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 DEFAULT_TTL = RESERVATION_TTL
 TOKEN_VARIABLE = "TASKWATCHER_TOKEN"

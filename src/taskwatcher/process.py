@@ -12,15 +12,14 @@ import contextlib
 import errno
 import os
 import signal
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
-@dataclass(frozen=True)
-class ProcStat:
+class ProcStat(NamedTuple):
     """The fields of /proc/PID/stat that taskwatcher uses."""
 
     pid: int
@@ -65,8 +64,7 @@ def host_name() -> str:
     return os.uname().nodename
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """One process for good: pid, start time and boot."""
 
     pid: int

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sqlite3
 import time
@@ -18,8 +17,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .errors import NameTaken, NotADatabase, StoreError
+from .logs import Logger
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 SCHEMA_VERSION = 2  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
 APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
@@ -157,7 +157,7 @@ class Store:
             self._check_foreign(app_id, version)
             if app_id != APPLICATION_ID:
                 if self._tables():
-                    log.info("upgrading taskwatcher 1.x database %s", self.path)
+                    log.debug("upgrading taskwatcher 1.x database %s", self.path)
                     self._upgrade_from_1x()
                 else:
                     self._create()

@@ -11,7 +11,6 @@ stopped with it.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import select
 import signal
@@ -22,11 +21,12 @@ from dataclasses import dataclass, field
 from . import process
 from .control import TOKEN_VARIABLE, final_feedback, reconcile, remove_feedback
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
+from .logs import Logger
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
 from .status import TaskStatus, heartbeat_status, next_status_change
 from .store import Store
 
-log = logging.getLogger(__name__)
+log = Logger(__name__)
 
 DEFAULT_GRACE = 5.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
