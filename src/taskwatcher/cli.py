@@ -289,14 +289,14 @@ def run_control(args: argparse.Namespace) -> int:
             print(control.reserve(store, args.name, infos, args.unique, ttl))
         elif args.feedback is not None:
             _print_json(control.task_feedback(store, args.feedback))
+        elif args.history and args.json:
+            out = sys.stdout
+            out.flush()
+            out.buffer.writelines(piece.encode("utf-8", "replace") for piece in control.history_json(store))
         elif args.history:
-            entries = control.history(store)
-            if args.json:
-                _print_json(entries)
-            else:
-                from .display import print_history
+            from .display import print_history
 
-                print_history(entries)
+            print_history(control.history(store))
         elif args.clear:
             control.clear_history(store)
         elif args.kill is not None:

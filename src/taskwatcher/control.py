@@ -12,7 +12,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from . import process
@@ -277,6 +277,40 @@ def describe_entry(row: Row) -> dict[str, Any]:
 def history(store: Store) -> dict[str, dict[str, Any]]:
     """Finished tasks, oldest first, keyed by history id (as a string)."""
     return {str(r["id"]): describe_entry(r) for r in store.history()}
+
+
+# describe_entry as SQL: SQLite builds each row's JSON, so that --history --json streams
+# 100k+ rows a second instead of decoding and re-encoding two JSON columns per row in Python.
+_TEXT = "CAST({0} AS TEXT)"
+_ENTRY_JSON = (
+    "json_object('taskid', taskid, 'taskname', taskname, 'info1', info1, 'info2', info2,"
+    " 'info3', info3, 'termsignal', coalesce(termsignal, ''), 'termerror', coalesce(termerror, ''),"
+    " 'starttime', starttime, 'endtime', endtime, 'duration', duration,"
+    " 'feedback', CASE WHEN coalesce({fb}, '') = '' THEN json('{{}}')"
+    " WHEN json_valid({fb}) THEN json({fb}) ELSE {fb} END,"
+    " 'exitcode', exitcode, 'pid', pid, 'host', host,"
+    " 'command', CASE WHEN json_valid({cmd}) THEN json({cmd}) END, 'logfile', logfile)"
+).format(fb=_TEXT.format("feedback"), cmd=_TEXT.format("command"))
+
+
+def history_json(store: Store, chunk: int = 5000) -> Iterator[str]:
+    """``--history --json`` as text, in pieces: the same object as :func:`history` gives.
+
+    SQLite joins ``chunk`` rows at a time, so Python handles a few strings, not rows.
+    """
+    yield "{"
+    after, sep = -1, ""
+    sql = (
+        f"SELECT max(id), group_concat(entry, ', ') FROM (SELECT id, '\"' || id || '\": ' || {_ENTRY_JSON}"
+        " AS entry FROM history WHERE id > ? ORDER BY id LIMIT ?)"
+    )
+    while True:
+        ((last, text),) = store.cursor(sql, (after, chunk))
+        if last is None:
+            break
+        yield sep + text
+        after, sep = last, ", "
+    yield "}\n"
 
 
 def _feedback_object(raw: Any) -> Any:

@@ -266,6 +266,15 @@ class Store:
         except sqlite3.Error as e:
             raise _store_error(e, self.path) from None
 
+    def cursor(self, sql: str, params: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """Rows one at a time, as plain tuples: for results too large to hold."""
+        try:
+            cur = self.conn.cursor()
+            cur.row_factory = None
+            yield from cur.execute(sql, params)
+        except sqlite3.Error as e:
+            raise _store_error(e, self.path) from None
+
     # -- tasks ---------------------------------------------------------------
     def task(self, taskid: int) -> Row | None:
         rows = self.query("SELECT * FROM tasks WHERE id = ?", (taskid,))

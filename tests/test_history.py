@@ -1,0 +1,55 @@
+"""--history --json is built by SQLite for speed: it must be exactly what control.history gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from taskwatcher import control
+from taskwatcher.store import Store
+
+ROWS = [
+    # taskid, name, termsignal, termerror, feedback (as stored), exitcode, command (as stored)
+    (1, "plain", "", "", '{"progress": "100"}', 0, '["true"]'),
+    (2, "sig", "SIGKILL", "killed by signal SIGKILL", "{}", 137, '["sh", "-c", "kill -9 $$"]'),
+    (3, "lost", None, "launcher lost", None, None, None),
+    (4, "1.x text", None, "TBD", "not json at all", None, None),
+    (5, "unicodé", "", "exit code 3", '{"k": "進 \\u0000 \\"q\\""}', 3, '["a b", ""]'),
+    (6, "empty feedback", "", "", "", 0, '["x"]'),
+]
+
+
+def fill(db: Path) -> Store:
+    store = Store(db)
+    with store.transaction() as conn:
+        for taskid, name, sig, err, fb, code, cmd in ROWS:
+            conn.execute(
+                "INSERT INTO history (taskid, taskname, info1, termsignal, termerror, starttime, endtime,"
+                " duration, feedback, exitcode, pid, host, command, logfile)"
+                " VALUES (?, ?, 'i', ?, ?, 100, 160, 60, ?, ?, 42, 'h', ?, NULL)",
+                (taskid, name, sig, err, fb, code, cmd),
+            )
+    return store
+
+
+def test_history_json_is_the_history_object(tmp_path: Path) -> None:
+    with fill(tmp_path / "h.db") as store:
+        as_text = json.loads("".join(control.history_json(store)))
+        assert as_text == control.history(store)
+        assert list(as_text) == [str(i) for i in range(1, len(ROWS) + 1)]  # oldest first
+        assert as_text["4"]["feedback"] == "not json at all"
+        assert as_text["3"]["feedback"] == {} and as_text["3"]["termsignal"] == ""
+        assert as_text["5"]["feedback"] == {"k": '進 \x00 "q"'}
+
+
+def test_history_json_of_an_empty_history_is_an_empty_object(tmp_path: Path) -> None:
+    with Store(tmp_path / "e.db") as store:
+        assert json.loads("".join(control.history_json(store))) == {}
+
+
+def test_history_json_in_small_chunks_keeps_every_row_in_order(tmp_path: Path) -> None:
+    with fill(tmp_path / "c.db") as store:
+        for chunk in (1, 2, 4, 100):
+            as_text = json.loads("".join(control.history_json(store, chunk=chunk)))
+            assert as_text == control.history(store)
+            assert list(as_text) == [str(i) for i in range(1, len(ROWS) + 1)]
