@@ -12,7 +12,6 @@ import errno
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from .process import Identity, set_parent_death_signal
 
@@ -24,15 +23,12 @@ EXIT_NOT_FOUND = 127
 _GO = b"g"
 
 
-@dataclass
 class Child:
     """A forked child held at its start barrier."""
 
-    pid: int
-    identity: Identity
-    pidfd: int | None
-    _barrier: int
-    _errors: int
+    def __init__(self, pid: int, identity: Identity, pidfd: int | None, barrier: int, errors: int) -> None:
+        self.pid, self.identity, self.pidfd = pid, identity, pidfd
+        self._barrier, self._errors = barrier, errors
 
     def release(self) -> tuple[int, str] | None:
         """Let the child exec; return (exit status, reason) if exec failed."""

@@ -16,7 +16,7 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import process
 from .control import TOKEN_VARIABLE, final_feedback, reconcile, remove_feedback
@@ -32,8 +32,7 @@ DEFAULT_GRACE = 5.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-@dataclass
-class LaunchRequest:
+class LaunchRequest(NamedTuple):
     """What ``taskwatcher launch`` was asked to run, and how."""
 
     command: list[str]
@@ -48,8 +47,7 @@ class LaunchRequest:
     logfile: str | None = None
 
 
-@dataclass
-class Ending:
+class Ending(NamedTuple):
     """How a task ended, as history records it."""
 
     exitcode: int | None
@@ -108,29 +106,20 @@ class SignalFlags:
         return got
 
 
-@dataclass
 class Supervisor:
     """Supervises one spawned task until it and all its descendants are gone."""
 
-    store: Store
-    task_id: int
-    child: Child
-    flags: SignalFlags
-    feedfile: str | None
-    timeout: float | None
-    grace: float
-    started: float = field(default_factory=time.monotonic)
-    status: TaskStatus = TaskStatus.RUNNING
-    last_heartbeat: float = 0.0
-    last_look: float = 0.0
-    signature: tuple[int, int, int] | None = None
-    stop_reason: str | None = None
-    stop_exitcode: int | None = None
-    kill_at: float | None = None
-    sent: int | None = None
-
-    def __post_init__(self) -> None:
-        self.last_heartbeat = self.last_look = self.started
+    def __init__(self, store: Store, task_id: int, child: Child, flags: SignalFlags,
+                 feedfile: str | None, timeout: float | None, grace: float) -> None:  # fmt: skip
+        self.store, self.task_id, self.child, self.flags = store, task_id, child, flags
+        self.feedfile, self.timeout, self.grace = feedfile, timeout, grace
+        self.started = self.last_heartbeat = self.last_look = time.monotonic()
+        self.status = TaskStatus.RUNNING
+        self.signature: tuple[int, int, int] | None = None  # the feedback file's (ino, mtime, size)
+        self.stop_reason: str | None = None
+        self.stop_exitcode: int | None = None
+        self.kill_at: float | None = None  # when the grace period of a stop ends
+        self.sent: int | None = None  # the last signal sent to the tree
 
     # -- the loop --------------------------------------------------------------
     def run(self) -> Ending:
