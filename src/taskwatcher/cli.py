@@ -12,10 +12,13 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
 
 from . import __version__
 from .errors import TaskwatcherError, UsageError
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 EXIT_USAGE = 2
 EXIT_LAUNCH_FAILED = 125
@@ -92,22 +95,24 @@ CONTROL_EXAMPLES = """examples:
 """
 
 
-def build_parser() -> Parser:
+def build_parser(tool: str | None = None) -> Parser:
+    """The whole parser; with ``tool``, only that subcommand's options are built.
+
+    Building argparse actions costs milliseconds that ``control --list --json``,
+    polled by web pages, should not pay for ``launch``'s options and vice versa.
+    """
     top = Parser(prog="taskwatcher", description="Run commands as supervised tasks.")
     top.add_argument("--version", action="version", version=f"taskwatcher {__version__}")
     sub = top.add_subparsers(dest="tool", metavar="{launch,control,parse}", parser_class=Parser)
+    for name, (add_options, kwargs) in _TOOLS.items():
+        p = sub.add_parser(name, **kwargs)
+        if tool in (None, name):
+            add_options(p)
+    return top
 
-    launch = sub.add_parser(
-        "launch",
-        help="run a command as a supervised task",
-        description="Run CMD as a supervised task. Exit status: the command's own; 124 on "
-        "its timeout; 125 if it could not be started; 126 not executable; 127 not found; "
-        "128+N if it died of signal N.",
-        epilog=LAUNCH_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="taskwatcher launch [options] -- CMD [ARG...]",
-    )
-    launch.usage_exit = EXIT_LAUNCH_FAILED  # type: ignore[attr-defined]
+
+def _launch_options(launch: Parser) -> None:
+    launch.usage_exit = EXIT_LAUNCH_FAILED
     _common(launch)
     launch.add_argument("--taskid", type=task_id, metavar="ID", help="a reserved task id")
     _task_fields(launch)
@@ -134,12 +139,8 @@ def build_parser() -> Parser:
     )
     launch.add_argument("--log", metavar="FILE", help="with --detach: the task's output file")
 
-    control = sub.add_parser(
-        "control",
-        help="list, reserve, kill tasks; read feedback and history",
-        epilog=CONTROL_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def _control_options(control: Parser) -> None:
     _common(control)
     cmds = control.add_mutually_exclusive_group(required=True)
     cmds.add_argument("--initialize", action="store_true", help="recreate the database (all is lost)")
@@ -168,10 +169,35 @@ def build_parser() -> Parser:
         help="with --reserve: how long the reservation is held (default 60)",
     )
 
-    parse = sub.add_parser("parse", help="print a feedback file as JSON")
+
+def _parse_options(parse: Parser) -> None:
     parse.add_argument("--feedback", required=True, metavar="FILE", help="the feedback file")
     parse.add_argument("--debug", "-d", action="store_true", help="say which lines are ignored and why")
-    return top
+
+
+_TOOLS = {
+    "launch": (
+        _launch_options,
+        dict(
+            help="run a command as a supervised task",
+            description="Run CMD as a supervised task. Exit status: the command's own; 124 on "
+            "its timeout; 125 if it could not be started; 126 not executable; 127 not found; "
+            "128+N if it died of signal N.",
+            epilog=LAUNCH_EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            usage="taskwatcher launch [options] -- CMD [ARG...]",
+        ),
+    ),
+    "control": (
+        _control_options,
+        dict(
+            help="list, reserve, kill tasks; read feedback and history",
+            epilog=CONTROL_EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+    ),
+    "parse": (_parse_options, dict(help="print a feedback file as JSON")),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_in[:1] == ["launch"] and "--" in args_in:
         cut = args_in.index("--")
         args_in, command = args_in[:cut], args_in[cut + 1 :]
-    parser = build_parser()
+    parser = build_parser(args_in[0] if args_in[:1] and args_in[0] in _TOOLS else None)
     if args_in[:1] == ["launch"]:
         parser.usage_exit = EXIT_LAUNCH_FAILED  # launch keeps 1-123 for the command's own status
     args, extra = parser.parse_known_args(args_in)

@@ -13,7 +13,6 @@ import select
 import signal
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from . import process
 from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError
@@ -22,6 +21,10 @@ from .logs import Logger
 from .process import Identity
 from .status import TaskStatus, heartbeat_status
 from .store import RESERVATION_TTL, Row, Store
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
 
 log = Logger(__name__)
 

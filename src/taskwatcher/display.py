@@ -6,7 +6,10 @@ import json
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def format_time(unix: float | None, now: float | None = None) -> str:

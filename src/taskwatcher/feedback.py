@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import BinaryIO
 
 from .errors import FeedbackFileError
 from .logs import Logger
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 log = Logger(__name__)
 

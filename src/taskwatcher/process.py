@@ -12,21 +12,18 @@ import contextlib
 import errno
 import os
 import signal
+from collections import namedtuple
 from functools import cache
-from typing import NamedTuple
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
-class ProcStat(NamedTuple):
-    """The fields of /proc/PID/stat that taskwatcher uses."""
+class ProcStat(namedtuple("ProcStat", "pid state ppid pgrp start")):
+    """The fields of /proc/PID/stat that taskwatcher uses: pid, state (R, S, Z...),
+    parent pid, process group, start time (clock ticks since boot)."""
 
-    pid: int
-    state: str
-    ppid: int
-    pgrp: int
-    start: int
+    __slots__ = ()
 
 
 def read_stat(pid: int) -> ProcStat | None:
@@ -64,12 +61,10 @@ def host_name() -> str:
     return os.uname().nodename
 
 
-class Identity(NamedTuple):
-    """One process for good: pid, start time and boot."""
+class Identity(namedtuple("Identity", "pid start boot")):
+    """One process for good: pid, start time (clock ticks since boot) and boot id."""
 
-    pid: int
-    start: int
-    boot: str
+    __slots__ = ()
 
     @classmethod
     def of(cls, pid: int) -> Identity | None:

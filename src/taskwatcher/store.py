@@ -14,10 +14,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from .errors import NameTaken, NotADatabase, StoreError
 from .logs import Logger
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
 
 log = Logger(__name__)
 

@@ -15,8 +15,8 @@ import os
 import select
 import signal
 import time
+from collections import namedtuple
 from collections.abc import Callable
-from typing import NamedTuple
 
 from . import process
 from .control import TOKEN_VARIABLE, final_feedback, reconcile, remove_feedback
@@ -32,28 +32,27 @@ DEFAULT_GRACE = 5.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class LaunchRequest(NamedTuple):
-    """What ``taskwatcher launch`` was asked to run, and how."""
+# (namedtuples, not typing.NamedTuple or dataclasses: the launcher's memory is a
+# figure users watch, and typing alone weighs 1.7 MB.)
+class LaunchRequest(
+    namedtuple(
+        "LaunchRequest",
+        "command taskid name infos feedpath timeout grace unique detach logfile",
+        defaults=(None, None, (None, None, None), None, None, DEFAULT_GRACE, False, False, None),
+    )
+):
+    """What ``taskwatcher launch`` was asked to run, and how: the argv (list of str);
+    a reserved task id or None; name; (info1, info2, info3); the feedback folder;
+    timeout and grace in seconds; unique, detach; the log file of a detached task."""
 
-    command: list[str]
-    taskid: int | None = None
-    name: str | None = None
-    infos: tuple[str | None, str | None, str | None] = (None, None, None)
-    feedpath: str | None = None
-    timeout: float | None = None
-    grace: float = DEFAULT_GRACE
-    unique: bool = False
-    detach: bool = False
-    logfile: str | None = None
+    __slots__ = ()
 
 
-class Ending(NamedTuple):
-    """How a task ended, as history records it."""
+class Ending(namedtuple("Ending", "exitcode termsignal termerror exec_failed", defaults=("", "", False))):
+    """How a task ended, as history records it: the exit status (None if unknown),
+    the signal name or "", the reason in words, and whether exec itself failed."""
 
-    exitcode: int | None
-    termsignal: str = ""
-    termerror: str = ""
-    exec_failed: bool = False  # the command never ran: not found or not executable
+    __slots__ = ()
 
 
 def feedback_file(feedpath: str, taskid: int) -> str:
