@@ -352,7 +352,8 @@ def test_store_ids_grow_across_delete_archive_clear(tmp_path):
         assert s.history() == []
         c_id = s.reserve("c", (None, None, None), False, 60)
         assert c_id > b
-        s.reinitialize()
+        with s.transaction():
+            s.recreate()
         assert s.tasks() == []
         assert s.reserve("d", (None, None, None), False, 60) == 1
 

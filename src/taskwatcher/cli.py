@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
 EXIT_USAGE = 2
-EXIT_LAUNCH_FAILED = 125
+EXIT_LAUNCH_FAILED = 125  # spawn.EXIT_CANNOT_START, without importing the launcher
+MAX_SECONDS = 1e9  # about 31 years: any longer is a typo, and overflows system timeouts
+MAX_TASK_ID = 2**63 - 1  # SQLite's largest integer
 
 
 class Parser(argparse.ArgumentParser):
@@ -47,6 +49,8 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"more than {MAX_SECONDS:.0e} seconds: {text!r}")
     return value
 
 
@@ -55,8 +59,8 @@ def task_id(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a task id is an integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a task id is a positive integer, not {text!r}")
+    if not 1 <= value <= MAX_TASK_ID:
+        raise argparse.ArgumentTypeError(f"a task id is an integer from 1 to {MAX_TASK_ID}, not {text!r}")
     return value
 
 
@@ -227,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.DEBUG, stream=sys.stderr, format="taskwatcher[%(process)d] %(name)s: %(message)s"
         )
     try:
+        if getattr(args, "db", None) == "":  # an unset variable in a script: never the default db
+            raise UsageError("--db needs a path")
         if args.tool == "launch":
             return run_launch(args, command)
         if args.tool == "control":
@@ -266,14 +272,12 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
         name=args.name,
         infos=(args.info1, args.info2, args.info3),
         feedpath=args.feedpath,
-        timeout=args.timeout or None,
+        timeout=args.timeout,
         grace=DEFAULT_GRACE if args.grace is None else args.grace,
         unique=args.unique,
         detach=args.detach,
         logfile=args.log,
     )
-    if args.timeout == 0:
-        raise UsageError("--timeout must be more than 0 seconds")
     ending = launch(args.db, req)
     if ending.exec_failed:  # as timeout(1) does; history has it too
         sys.stderr.write(f"taskwatcher: {ending.termerror}\n")

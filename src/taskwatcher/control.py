@@ -12,7 +12,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from . import process
 from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError
@@ -54,9 +54,11 @@ def stop_remains(row: Row) -> str:
         return "SIGKILL" if legacy and process.signal_verified(legacy, signal.SIGKILL) else ""
     if row["pid"] is None or row["procstart"] is None or row["bootid"] != process.boot_id():
         return ""  # from another boot, or never started: nothing here is ours to signal
+    # The task's processes are its main process (pid and start time) and those that carry
+    # its token. Not "its process group": once the group is empty its id is free, and a
+    # stranger's new session may hold it.
     victims = [Identity(row["pid"], row["procstart"], row["bootid"])]
-    victims += process.group_members(row["pgid"] or row["pid"], row["procstart"])
-    if row["token"]:  # the ones that left the group still carry the task's token
+    if row["token"]:
         victims += process.processes_with_env(TOKEN_VARIABLE, row["token"], row["procstart"])
     hit = [v for v in set(victims) if process.signal_verified(v, signal.SIGKILL)]
     return "SIGKILL" if hit else ""
@@ -76,34 +78,61 @@ def reconcile(store: Store) -> list[int]:
     if not stale:
         return []
     lost = []
-    with store.transaction() as conn:
-        for taskid in stale:
-            row = store.task(taskid)  # again, under the lock: another caller may have done it
-            if row is None:
-                continue
-            if _expired(row, t):
-                log.debug("reservation %d expired", taskid)
-                store.delete_task(conn, taskid)
-            elif launcher_gone(row):
+    for taskid in stale:
+        row = store.task(taskid)
+        if row is None:
+            continue
+        if _expired(row, t):
+            with store.transaction() as conn:  # only if still reserved: a launch may have claimed it
+                conn.execute("DELETE FROM tasks WHERE id = ? AND status = 'RESERVED'", (taskid,))
+            log.debug("reservation %d expired", taskid)
+        elif launcher_gone(row):
+            why = "launcher lost" if row["bootid"] in (None, process.boot_id()) else "launcher lost (reboot)"
+            if archive_task(store, row, termerror=why, kill_remains=True, unless=_launcher_back):
                 log.debug("task %d lost its launcher", taskid)
-                signame = stop_remains(row)
-                why = (
-                    "launcher lost"
-                    if row["bootid"] in (None, process.boot_id())
-                    else "launcher lost (reboot)"
-                )
-                store.archive(
-                    conn,
-                    row,
-                    termsignal=signame,
-                    termerror=why,
-                    exitcode=None,
-                    feedback=final_feedback(store, row),
-                )
-                lost.append(row)
-    for row in lost:
-        remove_feedback_file(row)
-    return [row["id"] for row in lost]
+                lost.append(taskid)
+    return lost
+
+
+def _launcher_back(row: Row) -> bool:
+    return not launcher_gone(row)
+
+
+def archive_task(
+    store: Store,
+    row: Row,
+    *,
+    termerror: str,
+    termsignal: str = "",
+    exitcode: int | None = None,
+    kill_remains: bool = False,
+    unless: Callable[[Row], bool] | None = None,
+) -> bool:
+    """Move one task to history with its final feedback, then delete its feedback file.
+
+    The row is read again inside the transaction and must still be the same task
+    (same token): another command may have archived it, or a re-created database
+    reused its id. ``kill_remains`` SIGKILLs what is left of a task whose launcher
+    is gone first; ``unless`` can call the whole thing off on the fresh row.
+    Returns whether this call archived it.
+    """
+    with store.transaction() as conn:
+        current = store.task(row["id"])
+        if current is None or current["token"] != row["token"] or (unless and unless(current)):
+            return False
+        if kill_remains:
+            termsignal = stop_remains(current) or termsignal
+        store.archive(
+            conn,
+            current,
+            termsignal=termsignal,
+            termerror=termerror,
+            exitcode=exitcode,
+            feedback=final_feedback(store, current),
+        )
+    if current["feedpath"]:
+        remove_feedback(current["feedpath"])
+    return True
 
 
 def _expired(row: Row, t: float) -> bool:
@@ -111,12 +140,6 @@ def _expired(row: Row, t: float) -> bool:
         return False
     expires = row["expiretime"]
     return expires is not None and expires <= t
-
-
-def remove_feedback_file(row: Row) -> None:
-    """Delete an archived task's feedback file: history holds its final state now."""
-    if row["feedpath"]:
-        remove_feedback(row["feedpath"])
 
 
 # -- feedback files ------------------------------------------------------------------
@@ -248,10 +271,14 @@ def task_feedback(store: Store, taskid: int) -> dict[str, str]:
     if not row["feedpath"]:
         return {}
     with store.transaction() as conn:
-        state = load_feedback_state(store, taskid)
-        if read_increment(row["feedpath"], state) or store.feedback_row(taskid) is None:
-            store.save_feedback(conn, taskid, state.data, state.dev, state.ino, state.offset, state.lines)
-    return state.data
+        if store.task(taskid) is None:  # it ended meanwhile: history has its final feedback
+            ended = True
+        else:
+            ended = False
+            state = load_feedback_state(store, taskid)
+            if read_increment(row["feedpath"], state) or store.feedback_row(taskid) is None:
+                store.save_feedback(conn, taskid, state.data, state.dev, state.ino, state.offset, state.lines)
+    return task_feedback(store, taskid) if ended else state.data
 
 
 # -- history ---------------------------------------------------------------------------
@@ -364,10 +391,12 @@ def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
                 store.delete_task(conn, row["id"])
                 done.append(f"task {row['id']}: reservation cancelled")
                 continue
+            if current["host"] and current["host"] != process.host_name():
+                raise StoreError(f"task {row['id']} runs on host {current['host']}: stop it there")
             conn.execute("UPDATE tasks SET stopreason = ? WHERE id = ?", ("killed by request", row["id"]))
         fd = _signal_launcher(current)
         if fd is None:  # no launcher to do it: stop and archive the task here
-            _archive_killed(store, current)
+            archive_task(store, current, termerror="killed by request", kill_remains=True)
             done.append(f"task {row['id']}: killed")
         else:
             waiting.append((current, fd))
@@ -384,8 +413,6 @@ def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
 
 def _signal_launcher(row: Row) -> int | None:
     """SIGTERM the task's launcher; a pidfd that becomes readable when it exits, or None."""
-    if row["host"] and row["host"] != process.host_name():
-        raise StoreError(f"task {row['id']} runs on host {row['host']}: kill it there")
     if row["launcherpid"] is None or launcher_gone(row):
         return None
     launcher = Identity(row["launcherpid"], row["launcherstart"], row["bootid"])
@@ -399,37 +426,19 @@ def _signal_launcher(row: Row) -> int | None:
     return fd
 
 
-def _archive_killed(store: Store, row: Row) -> None:
-    with store.transaction() as conn:
-        current = store.task(row["id"])
-        if current is None:
-            return
-        signame = stop_remains(current)
-        store.archive(
-            conn,
-            current,
-            termsignal=signame,
-            termerror="killed by request",
-            exitcode=None,
-            feedback=final_feedback(store, current),
-        )
-    if current["feedpath"]:
-        try:
-            os.unlink(current["feedpath"])
-        except OSError:
-            pass
-
-
 # -- the database as a whole -----------------------------------------------------------
 def initialize(store: Store, force: bool = False) -> None:
     """Recreate the database; running tasks refuse it, or with ``force`` are stopped first."""
-    running = [r for r in store.tasks() if r["status"] != TaskStatus.RESERVED]
-    if running and not force:
-        ids = ", ".join(str(r["id"]) for r in running)
-        raise TasksRunning(f"tasks are running ({ids}): stop them or use --force")
-    if running:
-        _stop_all(store, running)
-    store.reinitialize()
+    if force:
+        _stop_all(store, [r for r in store.tasks() if r["status"] != TaskStatus.RESERVED])
+    # The check and the drop in one transaction: a launch cannot claim a task in between.
+    with store.transaction():
+        running = [r["id"] for r in store.tasks() if r["status"] != TaskStatus.RESERVED]
+        if running:
+            ids = ", ".join(map(str, running))
+            hint = "they started meanwhile: try again" if force else "stop them or use --force"
+            raise TasksRunning(f"tasks are running ({ids}): {hint}")
+        store.recreate()
 
 
 def clear_history(store: Store) -> int:

@@ -124,8 +124,9 @@ def signal_verified(ident: Identity, sig: int) -> bool:
     except ProcessLookupError:
         return False
     try:
-        if start_ticks(ident.pid) != ident.start:
-            return False
+        stat = read_stat(ident.pid)
+        if stat is None or stat.start != ident.start or stat.state in "ZX":
+            return False  # another process, or one already dead: nothing to stop
         if fd is None:
             os.kill(ident.pid, sig)
         else:
@@ -165,23 +166,6 @@ def signal_descendants(root: int, sig: int) -> int:
         if signal_verified(Identity(pid, stat.start, boot_id()), sig):
             sent += 1
     return sent
-
-
-def group_members(pgid: int, started_since: int) -> list[Identity]:
-    """Live processes of group ``pgid`` that started at or after ``started_since`` ticks.
-
-    Used when the task's launcher is gone and its tree cannot be walked: a group
-    id cannot be handed out again while a member lives, and a member that
-    started before the task cannot be one of its processes.
-    """
-    members: list[Identity] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = read_stat(int(entry))
-        if stat and stat.pgrp == pgid and stat.start >= started_since and stat.state not in "ZX":
-            members.append(Identity(stat.pid, stat.start, boot_id()))
-    return members
 
 
 def processes_with_env(name: str, value: str, started_since: int) -> list[Identity]:

@@ -320,14 +320,26 @@ class Store:
         )
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
-    def update_task(self, taskid: int, conn: sqlite3.Connection | None = None, **fields: Any) -> None:
+    def update_task(
+        self,
+        taskid: int,
+        conn: sqlite3.Connection | None = None,
+        *,
+        where_token: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Set ``fields`` of a task; with ``where_token``, only if the row is still that task's."""
         sets = ", ".join(f"{k} = ?" for k in fields)
         sql = f"UPDATE tasks SET {sets} WHERE id = ?"
+        params = [*fields.values(), taskid]
+        if where_token is not None:
+            sql += " AND token = ?"
+            params.append(where_token)
         if conn is None:
             with self.transaction() as c:
-                c.execute(sql, (*fields.values(), taskid))
+                c.execute(sql, params)
         else:
-            conn.execute(sql, (*fields.values(), taskid))
+            conn.execute(sql, params)
 
     def delete_task(self, conn: sqlite3.Connection, taskid: int) -> None:
         conn.execute("DELETE FROM tasks WHERE id = ?", (taskid,))
@@ -408,12 +420,11 @@ class Store:
         with self.transaction() as c:
             return c.execute("DELETE FROM history").rowcount
 
-    def reinitialize(self) -> None:
-        """Drop and recreate every table: ids start again at 1."""
-        with self.transaction() as c:
-            for table in ("tasks", "feedbacks", "history"):
-                c.execute(f"DROP TABLE IF EXISTS {table}")
-            self._create()
+    def recreate(self) -> None:
+        """Drop and recreate every table, ids starting again at 1 (call inside a transaction)."""
+        for table in ("tasks", "feedbacks", "history"):
+            self.conn.execute(f"DROP TABLE IF EXISTS {table}")
+        self._create()
 
 
 def _store_error(e: sqlite3.Error, path: str) -> StoreError:

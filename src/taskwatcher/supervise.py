@@ -19,7 +19,7 @@ from collections import namedtuple
 from collections.abc import Callable
 
 from . import process
-from .control import TOKEN_VARIABLE, final_feedback, reconcile, remove_feedback
+from .control import TOKEN_VARIABLE, archive_task, reconcile, remove_feedback
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
 from .logs import Logger
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
@@ -108,9 +108,9 @@ class SignalFlags:
 class Supervisor:
     """Supervises one spawned task until it and all its descendants are gone."""
 
-    def __init__(self, store: Store, task_id: int, child: Child, flags: SignalFlags,
+    def __init__(self, store: Store, task_id: int, token: str, child: Child, flags: SignalFlags,
                  feedfile: str | None, timeout: float | None, grace: float) -> None:  # fmt: skip
-        self.store, self.task_id, self.child, self.flags = store, task_id, child, flags
+        self.store, self.task_id, self.token, self.child, self.flags = store, task_id, token, child, flags
         self.feedfile, self.timeout, self.grace = feedfile, timeout, grace
         self.started = self.last_heartbeat = self.last_look = time.monotonic()
         self.status = TaskStatus.RUNNING
@@ -119,6 +119,7 @@ class Supervisor:
         self.stop_exitcode: int | None = None
         self.kill_at: float | None = None  # when the grace period of a stop ends
         self.sent: int | None = None  # the last signal sent to the tree
+        self.reaped = False
 
     # -- the loop --------------------------------------------------------------
     def run(self) -> Ending:
@@ -128,7 +129,8 @@ class Supervisor:
             poller.register(self.child.pidfd, select.POLLIN)
         while True:
             wait = self._next_wake()
-            poller.poll(None if wait is None else max(0, int(wait * 1000) + 1))
+            # poll() takes an int of milliseconds: a far deadline is approached a day at a time.
+            poller.poll(None if wait is None else max(0, int(min(wait, 86400.0) * 1000) + 1))
             for sig in self.flags.drain():
                 self._on_signal(sig)
             status = self._reap_main()
@@ -183,14 +185,12 @@ class Supervisor:
 
     def _record(self, **fields: object) -> None:
         try:
-            self.store.update_task(self.task_id, **fields)
+            self.store.update_task(self.task_id, where_token=self.token, **fields)
         except StoreError as e:  # a status is not worth dying for; the archive is
             log.warning("could not record status: %s", e)
 
     # -- stopping ----------------------------------------------------------------
     def _on_signal(self, sig: int) -> None:
-        if sig == signal.SIGCHLD:
-            return
         if self.stop_reason is not None:
             log.debug("second %s: killing now", process.signal_name(sig))
             self._signal_tree(signal.SIGKILL)
@@ -208,15 +208,23 @@ class Supervisor:
 
     def _signal_tree(self, sig: int) -> None:
         self.sent = sig
+        if not self.reaped:
+            # The main process is our unreaped child, so its group id cannot be anyone
+            # else's; this also works where /proc lists no children (some sandboxes).
+            try:
+                os.killpg(self.child.pid, sig)
+            except ProcessLookupError:
+                pass
         process.signal_descendants(os.getpid(), sig)
 
     # -- the end -----------------------------------------------------------------
     def _reap_main(self) -> int | None:
-        try:
-            pid, status = os.waitpid(self.child.pid, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        return status if pid else None
+        """The main process's wait status once it has exited, else None."""
+        pid, status = os.waitpid(self.child.pid, os.WNOHANG)
+        if pid:
+            self.reaped = True
+            return status
+        return None
 
     def _reap_orphans(self) -> None:
         for kid in process.children(os.getpid()):
@@ -372,8 +380,10 @@ def run_task(
     argv = substitute(req.command, taskid, feedfile)
     process.set_child_subreaper()
     child = fork_held(argv, env, stdio)
+    token = str(task["token"])
     with store.transaction() as conn:
-        if store.task(taskid) is None:  # archived as lost meanwhile: do not run it
+        row = store.task(taskid)
+        if row is None or row["token"] != token:  # archived as lost meanwhile: do not run it
             child.abort()
             raise StoreError(f"task {taskid} vanished from the database before it started")
         store.update_task(
@@ -386,37 +396,34 @@ def run_task(
             launcherpid=os.getpid(),
             launcherstart=process.start_ticks(os.getpid()),
         )
-    failure = child.release()
+    # A stop asked for before the command runs (control --kill, which may have signalled
+    # the --detach parent rather than us, or a signal to us) means it never runs.
+    stopped = row["stopreason"] or next(
+        (f"launcher interrupted by {process.signal_name(sig)}" for sig in flags.drain()), None
+    )
+    if stopped:
+        child.abort()
+        failure: tuple[int, str] | None = (EXIT_CANNOT_START, f"{stopped} before it started")
+    else:
+        failure = child.release()
+        if failure is not None:
+            os.waitpid(child.pid, 0)
     if on_start is not None:
         on_start(failure)
     if failure is not None:
-        os.waitpid(child.pid, 0)
-        ending = Ending(failure[0], "", failure[1], exec_failed=True)
+        ending = Ending(failure[0], "", failure[1], exec_failed=not stopped)
     else:
-        ending = Supervisor(store, taskid, child, flags, feedfile, req.timeout, req.grace).run()
+        ending = Supervisor(store, taskid, token, child, flags, feedfile, req.timeout, req.grace).run()
     if child.pidfd is not None:
         os.close(child.pidfd)
-    archive_ending(store, taskid, ending)
+    archive_task(
+        store,
+        {"id": taskid, "token": token},
+        termsignal=ending.termsignal,
+        termerror=ending.termerror,
+        exitcode=ending.exitcode,
+    )
     return ending
-
-
-def archive_ending(store: Store, taskid: int, ending: Ending) -> None:
-    """Record the end in history with the final feedback, then delete the feedback file."""
-    with store.transaction() as conn:
-        row = store.task(taskid)
-        if row is None:
-            return
-        data = final_feedback(store, row)
-        store.archive(
-            conn,
-            row,
-            termsignal=ending.termsignal,
-            termerror=ending.termerror,
-            exitcode=ending.exitcode,
-            feedback=data,
-        )
-    if row["feedpath"]:
-        remove_feedback(row["feedpath"])
 
 
 def launch(db: str | None, req: LaunchRequest) -> Ending:
@@ -444,7 +451,7 @@ def _open_log(store: Store, task: dict[str, object]) -> int:
         return os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
     except OSError as e:
         reason = f"cannot open log file {logfile}: {e.strerror}"
-        archive_ending(store, int(task["id"]), Ending(EXIT_CANNOT_START, "", reason))  # type: ignore[call-overload]
+        archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START)  # type: ignore[arg-type]
         raise StartFailed(EXIT_CANNOT_START, reason) from None
 
 
@@ -464,27 +471,36 @@ def _detach(db: str, task: dict[str, object], req: LaunchRequest, log_fd: int) -
         raise StartFailed(int(code or EXIT_CANNOT_START), message or "the supervisor died")
     # The supervisor: its own session, so that a closing terminal does not stop it.
     os.close(report_r)
+    report = _Report(report_w)
     try:
         os.setsid()
         null = os.open(os.devnull, os.O_RDONLY)
         for target, fd in enumerate((null, log_fd, log_fd)):
             os.dup2(fd, target)
-
-        def report(failure: tuple[int, str] | None) -> None:
-            _send(report_w, "0 " if failure is None else f"{failure[0]} {failure[1]}")
-
         with Store(db) as store:  # a connection is never reused across fork
-            run_task(store, task, req, SignalFlags(), [0, 1, 2], report)
+            run_task(store, task, req, SignalFlags(), [0, 1, 2], report.started)
     except BaseException as e:
-        _send(report_w, f"{EXIT_CANNOT_START} {e}")
+        report.send(f"{EXIT_CANNOT_START} {e}")
         log.exception("detached supervisor failed")
     finally:
         os._exit(0)
 
 
-def _send(fd: int, text: str) -> None:
-    try:
-        os.write(fd, text.encode())
+class _Report:
+    """The detached supervisor's one message to the waiting parent, sent at most once."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def started(self, failure: tuple[int, str] | None) -> None:
+        self.send("0 " if failure is None else f"{failure[0]} {failure[1]}")
+
+    def send(self, text: str) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            os.write(fd, text.encode())
+        except OSError:
+            pass
         os.close(fd)
-    except OSError:
-        pass
