@@ -130,6 +130,7 @@ def archive_task(
             exitcode=exitcode,
             feedback=final_feedback(store, current),
         )
+        process.crash_point("archiving")  # inside the transaction: the history row is not committed
     if current["feedpath"]:
         remove_feedback(current["feedpath"])
     return True

@@ -219,3 +219,14 @@ def signal_name(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return f"SIG{sig}"
+
+
+def crash_point(name: str) -> None:
+    """Test-only fault injection: SIGKILL this process at the named point.
+
+    ``TASKWATCHER_CRASH_AT=NAME`` (reserved, spawned, waiting, archiving) lets the
+    fault tests (tests/faults) kill a launcher at the worst moments. Unset, as it
+    always is outside those tests, this does nothing.
+    """
+    if os.environ.get("TASKWATCHER_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -127,6 +127,7 @@ class Supervisor:
         poller.register(self.flags.wake_r, select.POLLIN)
         if self.child.pidfd is not None:
             poller.register(self.child.pidfd, select.POLLIN)
+        process.crash_point("waiting")
         while True:
             wait = self._next_wake()
             # poll() takes an int of milliseconds: a far deadline is approached a day at a time.
@@ -380,6 +381,7 @@ def run_task(
     argv = substitute(req.command, taskid, feedfile)
     process.set_child_subreaper()
     child = fork_held(argv, env, stdio)
+    process.crash_point("spawned")
     token = str(task["token"])
     with store.transaction() as conn:
         row = store.task(taskid)
@@ -437,6 +439,7 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
     with Store(db) as store:
         reconcile(store)
         task = claim(store, req)
+        process.crash_point("reserved")
         if not req.detach:
             return run_task(store, task, req, flags)
         log_fd = _open_log(store, task)
