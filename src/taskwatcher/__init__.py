@@ -1,3 +1,14 @@
 """taskwatcher: run any command as a supervised task, with feedback, timeouts and history."""
 
 __version__ = "2.0.0"
+
+__all__ = ["Feedback", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use, so that the CLI does not pay for what it does not need.
+    if name == "Feedback":
+        from .feedback import Feedback
+
+        return Feedback
+    raise AttributeError(f"module 'taskwatcher' has no attribute {name!r}")

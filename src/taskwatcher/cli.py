@@ -107,7 +107,7 @@ def build_parser(tool: str | None = None) -> Parser:
     """
     top = Parser(prog="taskwatcher", description="Run commands as supervised tasks.")
     top.add_argument("--version", action="version", version=f"taskwatcher {__version__}")
-    sub = top.add_subparsers(dest="tool", metavar="{launch,control,parse}", parser_class=Parser)
+    sub = top.add_subparsers(dest="tool", metavar="{launch,control,parse,feed}", parser_class=Parser)
     for name, (add_options, kwargs) in _TOOLS.items():
         p = sub.add_parser(name, **kwargs)
         if tool in (None, name):
@@ -179,6 +179,24 @@ def _parse_options(parse: Parser) -> None:
     parse.add_argument("--debug", "-d", action="store_true", help="say which lines are ignored and why")
 
 
+FEED_EXAMPLES = """examples (inside a task launched with --feedpath):
+  taskwatcher feed progress 42        # [progress]42
+  taskwatcher feed --clear phase      # [phase]
+  taskwatcher feed --clear-all        # []
+  taskwatcher feed --heartbeat        # resets the timeout, changes no data
+"""
+
+
+def _feed_options(feed: Parser) -> None:
+    what = feed.add_mutually_exclusive_group()
+    what.add_argument("--clear", metavar="KEY", help="remove KEY")
+    what.add_argument("--clear-all", action="store_true", help="remove every key")
+    what.add_argument("--heartbeat", action="store_true", help="only say the task is alive")
+    feed.add_argument("key", nargs="?", help="the key to set")
+    feed.add_argument("value", nargs="?", help="its value (one line)")
+    feed.add_argument("--debug", "-d", action="store_true", help="log what happens, on stderr")
+
+
 _TOOLS = {
     "launch": (
         _launch_options,
@@ -201,6 +219,14 @@ _TOOLS = {
         ),
     ),
     "parse": (_parse_options, dict(help="print a feedback file as JSON")),
+    "feed": (
+        _feed_options,
+        dict(
+            help="append a line to this task's feedback file ($TASKWATCHER_FEEDBACK)",
+            epilog=FEED_EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+    ),
 }
 
 
@@ -237,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_launch(args, command)
         if args.tool == "control":
             return run_control(args)
+        if args.tool == "feed":
+            return run_feed(args)
         return run_parse(args)
     except TaskwatcherError as e:
         # launch keeps 0-123 for the command's own status: its own failures are 125 and up.
@@ -356,4 +384,25 @@ def run_parse(args: argparse.Namespace) -> int:
     from .feedback import parse_file
 
     _print_json(parse_file(args.feedback))
+    return 0
+
+
+def run_feed(args: argparse.Namespace) -> int:
+    from .feedback import Feedback
+
+    special = args.clear is not None or args.clear_all or args.heartbeat
+    if (special and args.key is not None) or (not special and (args.key is None or args.value is None)):
+        raise UsageError("give KEY VALUE, or one of --clear KEY, --clear-all, --heartbeat")
+    try:
+        feedback = Feedback()
+        if args.clear is not None:
+            feedback.clear(args.clear)
+        elif args.clear_all:
+            feedback.clear_all()
+        elif args.heartbeat:
+            feedback.heartbeat()
+        else:
+            feedback.set(args.key, args.value)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return 0

@@ -195,3 +195,82 @@ def _consume(f: BinaryIO, state: FeedbackState, final: bool) -> bool:
     moved = offset != state.offset
     state.offset, state.lines = offset, lineno
     return moved
+
+
+# -- writing -----------------------------------------------------------------------------
+FEEDBACK_VARIABLE = "TASKWATCHER_FEEDBACK"
+
+
+def feedback_line(key: str | None, value: str = "") -> str:
+    """One line of the format: ``[key]value``; ``[key]`` removes; key None gives ``[]`` (clear all)."""
+    if key is None:
+        return "[]\n"
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"bad feedback key {key!r}: no white space or brackets, not starting with a digit")
+    if "\n" in value or "\r" in value:
+        raise ValueError("a feedback value is one line: it cannot hold a line break")
+    return f"[{key}]{value}\n"
+
+
+class Feedback:
+    """Write a task's feedback file, one whole line per write (readers never see half a line).
+
+    ``Feedback()`` writes to ``$TASKWATCHER_FEEDBACK``, which ``taskwatcher launch
+    --feedpath`` gives the task. As a context manager with ``every=N`` it also
+    beats a heartbeat every N seconds from a thread, for work that is busy but
+    has nothing to report.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, every: float | None = None) -> None:
+        if path is None:
+            path = os.environ.get(FEEDBACK_VARIABLE)
+            if not path:
+                raise FeedbackFileError(
+                    f"{FEEDBACK_VARIABLE} is not set: run this under taskwatcher launch --feedpath"
+                )
+        self.path = os.fspath(path)
+        self.every = every
+        self._stop: object = None
+
+    def set(self, key: str, value: object) -> None:
+        self._write(feedback_line(key, str(value)))
+
+    def clear(self, key: str) -> None:
+        self._write(feedback_line(key))
+
+    def clear_all(self) -> None:
+        self._write(feedback_line(None))
+
+    def heartbeat(self) -> None:
+        """A change of the file that changes no data: it only resets the timeout."""
+        self._write(feedback_line("heartbeat"))
+
+    def _write(self, line: str) -> None:
+        data = line.encode("utf-8")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            raise FeedbackFileError(f"cannot write feedback file {self.path}: {e.strerror}") from None
+        try:
+            os.write(fd, data)  # O_APPEND and one write: the line lands whole, after the others
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> Feedback:
+        if self.every:
+            import threading
+
+            stop = threading.Event()
+            self._stop = stop
+
+            def beat() -> None:
+                while not stop.wait(self.every):
+                    self.heartbeat()
+
+            threading.Thread(target=beat, name="taskwatcher-heartbeat", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._stop.set()  # type: ignore[attr-defined]
+            self._stop = None
