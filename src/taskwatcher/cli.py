@@ -96,6 +96,7 @@ CONTROL_EXAMPLES = """examples:
   taskwatcher control --feedback 7
   taskwatcher control --history --json
   taskwatcher control --kill 7
+  taskwatcher control --wait 7 --timeout 600; echo "task 7 exited $?"
 """
 
 
@@ -160,7 +161,13 @@ def _control_options(control: Parser) -> None:
     cmds.add_argument("--clear", action="store_true", help="delete the history")
     cmds.add_argument("--kill", type=task_id, metavar="ID", help="stop a task, or cancel a reservation")
     cmds.add_argument("--killall", metavar="NAME", help="stop every task of that name")
+    cmds.add_argument(
+        "--wait", type=task_id, metavar="ID", help="wait for the task to end; exit with its exit status"
+    )
     control.add_argument("--json", action="store_true", help="with --list, --history: JSON output")
+    control.add_argument(
+        "--timeout", type=duration, metavar="SECONDS", help="with --wait: give up after this long (exit 124)"
+    )
     control.add_argument(
         "--force", action="store_true", help="with --initialize: stop running tasks and go ahead"
     )
@@ -365,6 +372,11 @@ def run_control(args: argparse.Namespace) -> int:
             print(control.kill(store, args.kill))
         elif args.killall is not None:
             print("\n".join(control.killall(store, args.killall)))
+        elif args.wait is not None:
+            entry = control.wait(store, args.wait, args.timeout)
+            if entry["exitcode"] is None:
+                raise TaskwatcherError(f"task {args.wait} ended without an exit status: {entry['termerror']}")
+            return int(entry["exitcode"])
     return 0
 
 
@@ -372,6 +384,8 @@ def _check_control_options(args: argparse.Namespace) -> None:
     """Options that only make sense with one command are refused elsewhere, not ignored."""
     if args.json and not (args.list or args.history):
         raise UsageError("--json goes with --list or --history")
+    if args.timeout is not None and args.wait is None:
+        raise UsageError("--timeout goes with --wait")
     if args.force and not args.initialize:
         raise UsageError("--force goes with --initialize")
     if not args.reserve:

@@ -427,6 +427,57 @@ def _signal_launcher(row: Row) -> int | None:
     return fd
 
 
+# -- waiting ---------------------------------------------------------------------------
+RESERVATION_POLL = 0.2  # seconds between looks at a reservation that is not launched yet
+
+
+class WaitTimeout(TaskwatcherError):
+    """The task was still running when the wait's time ran out."""
+
+    exit_code = 124
+
+
+def wait(store: Store, taskid: int, timeout: float | None = None) -> Row:
+    """Block until the task ends; return its history row.
+
+    A running task is waited for on its launcher's pidfd (no polling); a finished
+    one answers at once; a reservation is looked at every 0.2 s until it is
+    launched (or expires: then there is nothing to wait for).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        row = store.task(taskid)
+        if row is None:
+            entry = store.history_of(taskid)
+            if entry is None:
+                raise NoSuchTask(f"no task {taskid} (or a reservation that expired or was cancelled)")
+            return entry
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise WaitTimeout(f"task {taskid} is still running")
+        if row["status"] == TaskStatus.RESERVED or not _wait_for_launcher(row, left):
+            time.sleep(RESERVATION_POLL if left is None else max(0.0, min(RESERVATION_POLL, left)))
+        reconcile(store)  # a launcher that died without archiving: its row is archived now
+
+
+def _wait_for_launcher(row: Row, limit: float | None) -> bool:
+    """Wait until the row's launcher exits (or ``limit`` passes); False if it cannot be waited on."""
+    if row["launcherpid"] is None or (row["host"] and row["host"] != process.host_name()):
+        return False
+    launcher = Identity(row["launcherpid"], row["launcherstart"], row["bootid"])
+    try:
+        fd = os.pidfd_open(launcher.pid)
+    except OSError:
+        return False
+    try:
+        if process.read_stat(launcher.pid) is None or not launcher.is_alive():
+            return True  # already gone: reconcile archives it
+        select.select([fd], [], [], limit)
+        return True
+    finally:
+        os.close(fd)
+
+
 # -- the database as a whole -----------------------------------------------------------
 def initialize(store: Store, force: bool = False) -> None:
     """Recreate the database; running tasks refuse it, or with ``force`` are stopped first."""
