@@ -347,7 +347,12 @@ def run_control(args: argparse.Namespace) -> int:
             else:
                 from .display import print_tasks
 
-                print_tasks(tasks)
+                progress = {
+                    taskid: control.task_feedback(store, int(taskid)).get("progress")
+                    for taskid, task in tasks.items()
+                    if task["feedback"] and task["status"] != "RESERVED"
+                }
+                print_tasks(tasks, progress)
         elif args.reserve:
             if args.unique and not args.name:
                 raise UsageError("--unique needs --name")

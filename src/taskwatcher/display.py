@@ -55,7 +55,19 @@ def _texts(*values: str) -> list[Any]:
     return [Text(v) for v in values]
 
 
-def print_tasks(tasks: Mapping[str, Mapping[str, Any]]) -> None:
+def progress_bar(value: str | None, width: int = 10) -> str:
+    """``[####------] 42%`` from a feedback ``progress`` value (a number 0-100), else ""."""
+    try:
+        percent = min(100.0, max(0.0, float(value)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return ""
+    filled = round(percent * width / 100)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {percent:.0f}%"
+
+
+def print_tasks(
+    tasks: Mapping[str, Mapping[str, Any]], progress: Mapping[str, str | None] | None = None
+) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -74,6 +86,7 @@ def print_tasks(tasks: Mapping[str, Mapping[str, Any]]) -> None:
         "feedback",
         "timer",
         "timeout",
+        "progress",
     ):
         table.add_column(col, overflow="fold")
     for taskid, t in tasks.items():
@@ -94,6 +107,7 @@ def print_tasks(tasks: Mapping[str, Mapping[str, Any]]) -> None:
                 "yes" if t["feedback"] else "no",
                 format_duration(t["timer"]),
                 format_duration(t["timeout"]) if t["timeout"] else "-",
+                progress_bar((progress or {}).get(taskid)),
             ),
         )
     if not tasks:
