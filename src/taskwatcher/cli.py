@@ -54,6 +54,16 @@ def duration(text: str) -> float:
     return value
 
 
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_TASK_ID:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
 def task_id(text: str) -> int:
     try:
         value = int(text)
@@ -165,6 +175,12 @@ def _control_options(control: Parser) -> None:
         "--wait", type=task_id, metavar="ID", help="wait for the task to end; exit with its exit status"
     )
     control.add_argument("--json", action="store_true", help="with --list, --history: JSON output")
+    control.add_argument("--last", type=count, metavar="N", help="with --history: only the last N")
+    control.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="with --history: ended since (2026-11-28, 2026-11-28T14:30, 2h, 7d...)",
+    )
     control.add_argument(
         "--timeout", type=duration, metavar="SECONDS", help="with --wait: give up after this long (exit 124)"
     )
@@ -363,14 +379,17 @@ def run_control(args: argparse.Namespace) -> int:
             print(control.reserve(store, args.name, infos, args.unique, ttl))
         elif args.feedback is not None:
             _print_json(control.task_feedback(store, args.feedback))
-        elif args.history and args.json:
-            out = sys.stdout
-            out.flush()
-            out.buffer.writelines(piece.encode("utf-8", "replace") for piece in control.history_json(store))
         elif args.history:
-            from .display import print_history
+            since = None if args.since is None else control.parse_when(args.since)
+            only = control.HistoryFilter(args.name, since, args.last)
+            if args.json:
+                sys.stdout.flush()
+                pieces = control.history_json(store, only)
+                sys.stdout.buffer.writelines(piece.encode("utf-8", "replace") for piece in pieces)
+            else:
+                from .display import print_history
 
-            print_history(control.history(store))
+                print_history(control.history(store, only))
         elif args.clear:
             control.clear_history(store)
         elif args.kill is not None:
@@ -393,8 +412,11 @@ def _check_control_options(args: argparse.Namespace) -> None:
         raise UsageError("--timeout goes with --wait")
     if args.force and not args.initialize:
         raise UsageError("--force goes with --initialize")
+    if (args.last is not None or args.since is not None) and not args.history:
+        raise UsageError("--last and --since go with --history")
     if not args.reserve:
-        given = [o for o in _RESERVE_ONLY if getattr(args, o) not in (None, False)]
+        reserve_only = _RESERVE_ONLY[1:] if args.history else _RESERVE_ONLY  # --history --name filters
+        given = [o for o in reserve_only if getattr(args, o) not in (None, False)]
         if given:
             raise UsageError(f"--{given[0]} goes with --reserve")
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from . import process
-from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError
+from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError, UsageError
 from .feedback import FeedbackState, read_increment
 from .logs import Logger
 from .process import Identity
@@ -305,9 +305,54 @@ def describe_entry(row: Row) -> dict[str, Any]:
     }
 
 
-def history(store: Store) -> dict[str, dict[str, Any]]:
+class HistoryFilter:
+    """Which finished tasks to show: of one name, ended since a time, the last N of them."""
+
+    __slots__ = ("last", "name", "since")
+
+    def __init__(self, name: str | None = None, since: float | None = None, last: int | None = None) -> None:
+        self.name, self.since, self.last = name, since, last
+
+    def where(self) -> tuple[str, list[Any]]:
+        """An SQL condition on history (never empty) and its parameters."""
+        terms, params = ["1"], []
+        if self.name is not None:
+            terms.append("taskname = ?")
+            params.append(self.name)
+        if self.since is not None:
+            terms.append("endtime >= ?")
+            params.append(self.since)
+        if self.last is not None:  # the newest N of those, still shown oldest first
+            terms.append(f"id >= coalesce((SELECT id FROM history WHERE {' AND '.join(terms)}"
+                         " ORDER BY id DESC LIMIT 1 OFFSET ?), 0)")  # fmt: skip
+            params = [*params, *params, self.last - 1]
+        return " AND ".join(terms), params
+
+
+def history(store: Store, only: HistoryFilter | None = None) -> dict[str, dict[str, Any]]:
     """Finished tasks, oldest first, keyed by history id (as a string)."""
-    return {str(r["id"]): describe_entry(r) for r in store.history()}
+    where, params = (only or HistoryFilter()).where()
+    rows = store.query(f"SELECT * FROM history WHERE {where} ORDER BY id", params)
+    return {str(r["id"]): describe_entry(r) for r in rows}
+
+
+def parse_when(text: str, now: float | None = None) -> float:
+    """A point in time: unix seconds, an ISO date or date and time (local), or an age
+    such as ``90s``, ``30m``, ``2h``, ``7d`` (that long ago)."""
+    import datetime as dt
+
+    now = time.time() if now is None else now
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    try:
+        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+            return now - float(text[:-1]) * units[text[-1]]
+        if text.replace(".", "", 1).isdigit():
+            return float(text)
+        return dt.datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError):
+        raise UsageError(
+            f"not a time: {text!r} (unix seconds, 2026-11-28, 2026-11-28T14:30, or an age like 2h)"
+        ) from None
 
 
 # describe_entry as SQL: SQLite builds each row's JSON, so that --history --json streams
@@ -324,19 +369,20 @@ _ENTRY_JSON = (
 ).format(fb=_TEXT.format("feedback"), cmd=_TEXT.format("command"))
 
 
-def history_json(store: Store, chunk: int = 5000) -> Iterator[str]:
+def history_json(store: Store, only: HistoryFilter | None = None, chunk: int = 5000) -> Iterator[str]:
     """``--history --json`` as text, in pieces: the same object as :func:`history` gives.
 
     SQLite joins ``chunk`` rows at a time, so Python handles a few strings, not rows.
     """
+    where, params = (only or HistoryFilter()).where()
     yield "{"
     after, sep = -1, ""
     sql = (
         f"SELECT max(id), group_concat(entry, ', ') FROM (SELECT id, '\"' || id || '\": ' || {_ENTRY_JSON}"
-        " AS entry FROM history WHERE id > ? ORDER BY id LIMIT ?)"
+        f" AS entry FROM history WHERE id > ? AND {where} ORDER BY id LIMIT ?)"
     )
     while True:
-        ((last, text),) = store.cursor(sql, (after, chunk))
+        ((last, text),) = store.cursor(sql, (after, *params, chunk))
         if last is None:
             break
         yield sep + text
