@@ -118,7 +118,9 @@ def build_parser(tool: str | None = None) -> Parser:
     """
     top = Parser(prog="taskwatcher", description="Run commands as supervised tasks.")
     top.add_argument("--version", action="version", version=f"taskwatcher {__version__}")
-    sub = top.add_subparsers(dest="tool", metavar="{launch,control,parse,feed}", parser_class=Parser)
+    sub = top.add_subparsers(
+        dest="tool", metavar="{launch,control,parse,feed,completion}", parser_class=Parser
+    )
     for name, (add_options, kwargs) in _TOOLS.items():
         p = sub.add_parser(name, **kwargs)
         if tool in (None, name):
@@ -220,6 +222,10 @@ def _feed_options(feed: Parser) -> None:
     feed.add_argument("--debug", "-d", action="store_true", help="log what happens, on stderr")
 
 
+def _completion_options(completion: Parser) -> None:
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
+
+
 _TOOLS = {
     "launch": (
         _launch_options,
@@ -242,6 +248,14 @@ _TOOLS = {
         ),
     ),
     "parse": (_parse_options, dict(help="print a feedback file as JSON")),
+    "completion": (
+        _completion_options,
+        dict(
+            help="print a shell completion script",
+            description='Print a completion script: eval "$(taskwatcher completion bash)" in ~/.bashrc, '
+            "or the same with zsh in ~/.zshrc.",
+        ),
+    ),
     "feed": (
         _feed_options,
         dict(
@@ -273,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tool is None:
         parser.print_usage(sys.stderr)
         return EXIT_USAGE
+    args.debug = getattr(args, "debug", False)  # completion has no --debug
     if args.debug:
         import logging
 
@@ -288,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_control(args)
         if args.tool == "feed":
             return run_feed(args)
+        if args.tool == "completion":
+            sys.stdout.write(completion_script(args.shell))
+            return 0
         return run_parse(args)
     except TaskwatcherError as e:
         # launch keeps 0-123 for the command's own status: its own failures are 125 and up.
@@ -447,3 +465,36 @@ def run_feed(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     return 0
+
+
+def completion_script(shell: str) -> str:
+    """A bash (or zsh, through bashcompinit) completion script, made from the parser itself."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cases = []
+    for name, sub in subparsers.choices.items():
+        options = sorted(
+            opt for action in sub._actions for opt in action.option_strings if opt.startswith("--")
+        )
+        cases.append(f'        {name}) opts="{" ".join(options)}" ;;')
+    script = _COMPLETION.replace("TOOLS", " ".join(subparsers.choices)).replace("CASES", "\n".join(cases))
+    return ("autoload -U +X bashcompinit && bashcompinit\n" if shell == "zsh" else "") + script
+
+
+_COMPLETION = """_taskwatcher() {
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} opts
+    if [ "$COMP_CWORD" -eq 1 ]; then
+        COMPREPLY=($(compgen -W "TOOLS --help --version" -- "$cur"))
+        return
+    fi
+    case "$prev" in
+        --db|--feedback|--feedpath|--log) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    esac
+    case "${COMP_WORDS[1]}" in
+CASES
+        *) opts="" ;;
+    esac
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}
+complete -o default -F _taskwatcher taskwatcher
+"""
