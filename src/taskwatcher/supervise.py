@@ -108,8 +108,17 @@ class SignalFlags:
 class Supervisor:
     """Supervises one spawned task until it and all its descendants are gone."""
 
-    def __init__(self, store: Store, task_id: int, token: str, child: Child, flags: SignalFlags,
-                 feedfile: str | None, timeout: float | None, grace: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        task_id: int,
+        token: str,
+        child: Child,
+        flags: SignalFlags,
+        feedfile: str | None,
+        timeout: float | None,
+        grace: float,
+    ) -> None:
         self.store, self.task_id, self.token, self.child, self.flags = store, task_id, token, child, flags
         self.feedfile, self.timeout, self.grace = feedfile, timeout, grace
         self.started = self.last_heartbeat = self.last_look = time.monotonic()
@@ -285,8 +294,8 @@ def _signature(path: str) -> tuple[int, int, int] | None:
 # -- the launch ------------------------------------------------------------------
 def claim(store: Store, req: LaunchRequest) -> dict[str, object]:
     """Turn the reservation (made now if none is named) into a RUNNING task row."""
-    t = time.time()
     with store.transaction() as conn:
+        t = time.time()  # once the write lock is ours: waiting for it is not run time
         if req.taskid is None:
             name = req.name or os.path.basename(req.command[0])
             try:
