@@ -70,8 +70,57 @@ def _legacy_identity(row: Row) -> Identity | None:
     return process.identity_started_near(row["pid"], row["starttime"])
 
 
+# -- ends that could not be written -------------------------------------------------------
+def pending_dir(db_path: str) -> str:
+    """Where a launcher keeps a task's end that the database would not take (locked too long)."""
+    stem = os.path.splitext(os.path.basename(db_path))[0]
+    return os.path.join(os.path.dirname(db_path), f"{stem}-pending")
+
+
+def keep_pending_end(store: Store, taskid: int, token: str, ending: dict[str, Any]) -> str:
+    """Write a task's end beside the database, for the next command to archive; its path."""
+    path = _pending_path(store.path, taskid)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"token": token, **ending}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # whole or not at all
+    return path
+
+
+def _pending_path(db_path: str, taskid: int) -> str:
+    return os.path.join(pending_dir(db_path), f"task_{taskid}.json")
+
+
+def archive_pending_ends(store: Store) -> None:
+    """Archive the ends that launchers kept aside, as they recorded them."""
+    folder = pending_dir(store.path)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not (name.startswith("task_") and name.endswith(".json")):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                end = json.load(f)
+            taskid = int(name[5:-5])
+        except (OSError, ValueError):
+            continue
+        row = store.task(taskid)
+        if row is not None and row["token"] == end.get("token"):
+            archive_task(store, row, termsignal=end.get("termsignal", ""),
+                         termerror=end.get("termerror", ""), exitcode=end.get("exitcode"))  # fmt: skip
+        os.unlink(path)  # archived now, or the task is gone (archived by someone else)
+
+
 def reconcile(store: Store) -> list[int]:
-    """Expire reservations and archive lost tasks; return the ids archived as lost."""
+    """Archive kept-aside ends, expire reservations, archive lost tasks; the ids archived as lost."""
+    archive_pending_ends(store)
     t = time.time()
     rows = store.tasks()
     stale = [r["id"] for r in rows if _expired(r, t) or launcher_gone(r)]
@@ -88,14 +137,17 @@ def reconcile(store: Store) -> list[int]:
             log.debug("reservation %d expired", taskid)
         elif launcher_gone(row):
             why = "launcher lost" if row["bootid"] in (None, process.boot_id()) else "launcher lost (reboot)"
-            if archive_task(store, row, termerror=why, kill_remains=True, unless=_launcher_back):
+            if archive_task(
+                store, row, termerror=why, kill_remains=True, unless=lambda r: _not_lost(store, r)
+            ):
                 log.debug("task %d lost its launcher", taskid)
                 lost.append(taskid)
     return lost
 
 
-def _launcher_back(row: Row) -> bool:
-    return not launcher_gone(row)
+def _not_lost(store: Store, row: Row) -> bool:
+    """Its launcher is back, or it left the task's end aside (the next command archives that)."""
+    return not launcher_gone(row) or os.path.exists(_pending_path(store.path, row["id"]))
 
 
 def archive_task(

@@ -26,6 +26,7 @@ log = Logger(__name__)
 
 SCHEMA_VERSION = 2  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
 APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
+# How long a write waits for another's lock, in seconds; TASKWATCHER_BUSY_TIMEOUT changes it.
 BUSY_TIMEOUT = 30.0
 RESERVATION_TTL = 60.0  # seconds a reservation is held for a launch, by default
 
@@ -113,6 +114,13 @@ def default_db_path() -> str:
     return os.path.join(state, "taskwatcher", "taskwatcher.db")
 
 
+def busy_timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get("TASKWATCHER_BUSY_TIMEOUT", BUSY_TIMEOUT)))
+    except ValueError:
+        return BUSY_TIMEOUT
+
+
 def now() -> int:
     return int(time.time())
 
@@ -139,7 +147,7 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot create the folder of database {self.path}: {e.strerror}") from None
         try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=busy_timeout(), isolation_level=None)
         except sqlite3.Error as e:
             raise _store_error(e, self.path) from None
         conn.row_factory = sqlite3.Row

@@ -14,12 +14,13 @@ import json
 import os
 import select
 import signal
+import sys
 import time
 from collections import namedtuple
 from collections.abc import Callable
 
 from . import process
-from .control import TOKEN_VARIABLE, archive_task, reconcile, remove_feedback
+from .control import TOKEN_VARIABLE, archive_task, keep_pending_end, reconcile, remove_feedback
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
 from .logs import Logger
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
@@ -427,13 +428,14 @@ def run_task(
         ending = Supervisor(store, taskid, token, child, flags, feedfile, req.timeout, req.grace).run()
     if child.pidfd is not None:
         os.close(child.pidfd)
-    archive_task(
-        store,
-        {"id": taskid, "token": token},
-        termsignal=ending.termsignal,
-        termerror=ending.termerror,
-        exitcode=ending.exitcode,
-    )
+    end = dict(termsignal=ending.termsignal, termerror=ending.termerror, exitcode=ending.exitcode)
+    try:
+        archive_task(store, {"id": taskid, "token": token}, **end)
+    except StoreError as e:  # locked past the busy timeout, or unwritable: never drop the end
+        kept = keep_pending_end(store, taskid, token, end)
+        sys.stderr.write(
+            f"taskwatcher: task {taskid} ended but {e}: its end is kept in {kept} for the next command\n"
+        )
     return ending
 
 
