@@ -141,3 +141,35 @@ def test_signal_verified_does_not_count_a_zombie(tmp_path):
     assert ident is not None and not process.signal_verified(ident, signal.SIGTERM)
     child.wait()
     assert gone(child.pid)
+
+
+def test_a_row_from_a_previous_boot_is_archived_without_signalling_anything(tw):
+    """Same pid, same start ticks, other boot: after a reboot those numbers name a stranger."""
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        ident = process.Identity.of(stranger.pid)
+        with Store(tw.db) as store, store.transaction() as conn:
+            taskid = store.reserve("before-reboot", (None, None, None), False, 60, conn)
+            store.update_task(
+                taskid,
+                conn,
+                status="RUNNING",
+                pid=stranger.pid,
+                pgid=stranger.pid,
+                procstart=ident.start,
+                launcherpid=stranger.pid,  # even the "launcher" looks alive on this boot
+                launcherstart=ident.start,
+                bootid="00000000-0000-0000-0000-000000000000",
+                host=process.host_name(),
+                token="fedcba9876543210",
+                starttime=int(time.time()),
+                started=time.time(),
+            )
+        tw.run("control", "--list", check=True)
+        entry = tw.history_of(taskid)
+        assert entry is not None
+        assert (entry["termerror"], entry["termsignal"]) == ("launcher lost (reboot)", "")
+        assert stranger.poll() is None, "a process of this boot was signalled"
+    finally:
+        stranger.kill()
+        stranger.wait()
