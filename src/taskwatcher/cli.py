@@ -247,7 +247,14 @@ _TOOLS = {
             formatter_class=argparse.RawDescriptionHelpFormatter,
         ),
     ),
-    "parse": (_parse_options, dict(help="print a feedback file as JSON")),
+    "parse": (
+        _parse_options,
+        dict(
+            help="print a feedback file as JSON",
+            epilog='example:\n  taskwatcher parse --feedback /tmp/run/feedback_7.log   # {"progress": "100"}',
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+    ),
     "completion": (
         _completion_options,
         dict(
