@@ -15,38 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import TW, wait_for
+from conftest import SEED_HISTORY_COLUMNS, SEED_TASK_COLUMNS, TW, wait_for
 from test_store import make_1x
 
-LIST_KEYS = {
-    "name",
-    "info1",
-    "info2",
-    "info3",
-    "pid",
-    "status",
-    "feedback",
-    "reservetime",
-    "starttime",
-    "duration",
-    "lastupdate",
-    "timeout",
-    "timer",
-}
-HISTORY_KEYS = {
-    "taskid",
-    "taskname",
-    "info1",
-    "info2",
-    "info3",
-    "termsignal",
-    "termerror",
-    "starttime",
-    "endtime",
-    "duration",
-    "feedback",
-    "exitcode",
-}
+LIST_KEYS = (set(SEED_TASK_COLUMNS) - {"id"}) | {"timer"}
+HISTORY_KEYS = (set(SEED_HISTORY_COLUMNS) - {"id"}) | {"exitcode"}
 RAW_UNIX_TIME = re.compile(r"\b1\d{9}\b")
 
 

@@ -14,42 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TW, wait_for
+from conftest import SEED_FEEDBACK_COLUMNS, SEED_HISTORY_COLUMNS, SEED_TASK_COLUMNS, TW, wait_for
 from taskwatcher import store as store_mod
 from taskwatcher.errors import NameTaken, NotADatabase, StoreError
 from taskwatcher.store import Store
 
 SEED_COLUMNS = {
-    "tasks": [
-        "id",
-        "name",
-        "info1",
-        "info2",
-        "info3",
-        "pid",
-        "status",
-        "feedback",
-        "reservetime",
-        "starttime",
-        "duration",
-        "lastupdate",
-        "timeout",
-    ],
-    "feedbacks": ["id", "feedback", "lastupdate"],
-    "history": [
-        "id",
-        "taskid",
-        "taskname",
-        "info1",
-        "info2",
-        "info3",
-        "termsignal",
-        "termerror",
-        "starttime",
-        "endtime",
-        "duration",
-        "feedback",
-    ],
+    "tasks": list(SEED_TASK_COLUMNS),
+    "feedbacks": list(SEED_FEEDBACK_COLUMNS),
+    "history": list(SEED_HISTORY_COLUMNS),
 }
 
 # The schema exactly as taskwatcher 1.x created it.

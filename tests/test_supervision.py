@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import wait_for
+from conftest import SEED_HISTORY_COLUMNS, wait_for
 from taskwatcher import process
 from taskwatcher.process import Identity
 from test_launch import Launches, ended, gone, helper, kill_own_processes, own_processes, running_task
@@ -38,19 +38,7 @@ def launches(tw) -> Iterator[Launches]:
         lx.close()
 
 
-HISTORY_SEED_KEYS = {
-    "taskid",
-    "taskname",
-    "info1",
-    "info2",
-    "info3",
-    "termsignal",
-    "termerror",
-    "starttime",
-    "endtime",
-    "duration",
-    "feedback",
-}
+HISTORY_SEED_KEYS = set(SEED_HISTORY_COLUMNS) - {"id"}
 
 
 def tree(root: int) -> list[psutil.Process]:
