@@ -321,7 +321,7 @@ def test_store_ids_grow_across_delete_archive_clear(tmp_path):
         assert s.task(b) is None
         assert s.history_of(b)["exitcode"] == 0
         assert json.loads(s.history_of(b)["feedback"]) == {"k": "v"}
-        assert s.clear_history() == 1
+        assert len(s.delete_history()) == 1
         assert s.history() == []
         c_id = s.reserve("c", (None, None, None), False, 60)
         assert c_id > b
@@ -347,7 +347,7 @@ def test_store_ids_strictly_increase_property(tmp_path_factory, ops):
                 with s.transaction() as c:
                     s.archive(c, s.task(live[-1]), termsignal="", termerror="", exitcode=0, feedback={})
             elif op == "clear":
-                s.clear_history()
+                s.delete_history()
         assert seen == sorted(set(seen))
 
 

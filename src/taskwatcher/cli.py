@@ -54,6 +54,11 @@ def duration(text: str) -> float:
     return value
 
 
+def whole(text: str) -> int:
+    """0 or a positive whole number."""
+    return 0 if text.strip() == "0" else count(text)
+
+
 def count(text: str) -> int:
     try:
         value = int(text)
@@ -62,6 +67,16 @@ def count(text: str) -> int:
     if not 1 <= value <= MAX_TASK_ID:
         raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
     return value
+
+
+def size(text: str) -> int:
+    """A number of bytes, with an optional K, M or G (powers of 1024)."""
+    from .config import parse_size
+
+    try:
+        return parse_size(text)
+    except (ValueError, OverflowError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def task_id(text: str) -> int:
@@ -107,6 +122,9 @@ CONTROL_EXAMPLES = """examples:
   taskwatcher control --history --json
   taskwatcher control --kill 7
   taskwatcher control --wait 7 --timeout 600; echo "task 7 exited $?"
+  taskwatcher control --log 7 --follow
+  taskwatcher control --watch
+  taskwatcher control --prune --keep 1000 --max-age 90d
 """
 
 
@@ -154,7 +172,22 @@ def _launch_options(launch: Parser) -> None:
         action="store_true",
         help="return once the task runs, printing its id; output goes to a log",
     )
-    launch.add_argument("--log", metavar="FILE", help="with --detach: the task's output file")
+    launch.add_argument(
+        "--log",
+        metavar="FILE",
+        help="the task's output log (default: beside the database, <db>-logs/task_ID.log)",
+    )
+    launch.add_argument(
+        "--log-max",
+        type=size,
+        metavar="BYTES",
+        help="the log keeps the last BYTES of output (512K, 8M, 1G...; default 8M, or the config file's)",
+    )
+    launch.add_argument(
+        "--no-log",
+        action="store_true",
+        help="foreground only: no log; the command writes to this terminal directly",
+    )
 
 
 def _control_options(control: Parser) -> None:
@@ -175,6 +208,16 @@ def _control_options(control: Parser) -> None:
     cmds.add_argument("--killall", metavar="NAME", help="stop every task of that name")
     cmds.add_argument(
         "--wait", type=task_id, metavar="ID", help="wait for the task to end; exit with its exit status"
+    )
+    cmds.add_argument("--log", type=task_id, metavar="ID", help="print the task's output log")
+    cmds.add_argument("--watch", action="store_true", help="a live view of the tasks (q or Ctrl-C leaves)")
+    cmds.add_argument("--prune", action="store_true", help="delete old history (with --keep, --max-age)")
+    control.add_argument("--follow", "-f", action="store_true", help="with --log: go on until the task ends")
+    control.add_argument(
+        "--keep", type=whole, metavar="N", help="with --prune: keep the newest N finished tasks"
+    )
+    control.add_argument(
+        "--max-age", metavar="AGE", help="with --prune: delete finished tasks older than AGE (90d, 12h...)"
     )
     control.add_argument("--json", action="store_true", help="with --list, --history: JSON output")
     control.add_argument("--last", type=count, metavar="N", help="with --history: only the last N")
@@ -338,23 +381,24 @@ def _fail(message: str, code: int, debug: bool) -> int:
 
 
 def run_launch(args: argparse.Namespace, command: list[str]) -> int:
-    from .supervise import DEFAULT_GRACE, LaunchRequest, launch
+    from .api import TaskWatcher
 
-    if args.log and not args.detach:
-        raise UsageError("--log goes with --detach")
-    req = LaunchRequest(
-        command=command,
+    ending = TaskWatcher(args.db).run(
+        command,
         taskid=args.taskid,
         name=args.name,
-        infos=(args.info1, args.info2, args.info3),
+        info1=args.info1,
+        info2=args.info2,
+        info3=args.info3,
         feedpath=args.feedpath,
         timeout=args.timeout,
-        grace=DEFAULT_GRACE if args.grace is None else args.grace,
+        grace=args.grace,
         unique=args.unique,
         detach=args.detach,
-        logfile=args.log,
+        log=args.log,
+        log_max=args.log_max,
+        no_log=args.no_log,
     )
-    ending = launch(args.db, req)
     if ending.exec_failed:  # as timeout(1) does; history has it too
         sys.stderr.write(f"taskwatcher: {ending.termerror}\n")
     return ending.exitcode if ending.exitcode is not None else EXIT_LAUNCH_FAILED
@@ -371,62 +415,67 @@ _RESERVE_ONLY = ("name", "info1", "info2", "info3", "unique", "ttl")
 
 
 def run_control(args: argparse.Namespace) -> int:
-    from . import control
-    from .store import Store
+    from .api import TaskWatcher
 
     _check_control_options(args)
-    with Store(args.db) as store:
-        control.reconcile(store)
-        if args.initialize:
-            control.initialize(store, args.force)
-        elif args.update:
-            control.update(store)
-        elif args.list:
-            tasks = control.list_tasks(store)
-            if args.json:
-                _print_json(tasks)
-            else:
-                from .display import print_tasks
+    tw = TaskWatcher(args.db)
+    if args.initialize:
+        tw.initialize(args.force)
+    elif args.update:
+        tw.update()
+    elif args.list:
+        if args.json:
+            _print_json(tw.tasks_json())
+        else:
+            from .display import print_tasks
 
-                progress = {
-                    taskid: control.task_feedback(store, int(taskid)).get("progress")
-                    for taskid, task in tasks.items()
-                    if task["feedback"] and task["status"] != "RESERVED"
-                }
-                print_tasks(tasks, progress)
-        elif args.reserve:
-            if args.unique and not args.name:
-                raise UsageError("--unique needs --name")
-            ttl = control.DEFAULT_TTL if args.ttl is None else args.ttl
-            if ttl <= 0:
-                raise UsageError("--ttl must be more than 0 seconds")
-            infos = (args.info1, args.info2, args.info3)
-            print(control.reserve(store, args.name, infos, args.unique, ttl))
-        elif args.feedback is not None:
-            _print_json(control.task_feedback(store, args.feedback))
-        elif args.history:
-            since = None if args.since is None else control.parse_when(args.since)
-            only = control.HistoryFilter(args.name, since, args.last)
-            if args.json:
-                sys.stdout.flush()
-                pieces = control.history_json(store, only)
-                sys.stdout.buffer.writelines(piece.encode("utf-8", "replace") for piece in pieces)
-            else:
-                from .display import print_history
+            print_tasks(tw.tasks(feedback=True))
+    elif args.watch:
+        from .watch import watch
 
-                print_history(control.history(store, only))
-        elif args.clear:
-            control.clear_history(store)
-        elif args.kill is not None:
-            print(control.kill(store, args.kill))
-        elif args.killall is not None:
-            print("\n".join(control.killall(store, args.killall)))
-        elif args.wait is not None:
-            entry = control.wait(store, args.wait, args.timeout)
-            if entry["exitcode"] is None:
-                raise TaskwatcherError(f"task {args.wait} ended without an exit status: {entry['termerror']}")
-            return int(entry["exitcode"])
+        watch(tw)
+    elif args.reserve:
+        infos = dict(info1=args.info1, info2=args.info2, info3=args.info3)
+        print(tw.reserve(args.name, **infos, unique=args.unique, ttl=args.ttl))
+    elif args.feedback is not None:
+        _print_json(tw.feedback(args.feedback))
+    elif args.history:
+        only = dict(name=args.name, since=args.since, last=args.last)
+        if args.json:
+            sys.stdout.flush()
+            pieces = tw.iter_history_json(**only)
+            sys.stdout.buffer.writelines(piece.encode("utf-8", "replace") for piece in pieces)
+        else:
+            from .display import print_history
+
+            print_history(tw.history(**only))
+    elif args.clear:
+        tw.clear()
+    elif args.prune:
+        print(f"{tw.prune(keep=args.keep, max_age=args.max_age)} finished tasks pruned")
+    elif args.log is not None:
+        _print_log(tw, args.log, args.follow)
+    elif args.kill is not None:
+        print(tw.kill(args.kill))
+    elif args.killall is not None:
+        print("\n".join(tw.killall(args.killall)))
+    elif args.wait is not None:
+        entry = tw.wait(args.wait, args.timeout)
+        if entry.exitcode is None:
+            raise TaskwatcherError(f"task {args.wait} ended without an exit status: {entry.termerror}")
+        return entry.exitcode
     return 0
+
+
+def _print_log(tw: Any, taskid: int, follow: bool) -> None:
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    if not follow:
+        out.write(tw.read_log(taskid))
+        return
+    for chunk in tw.follow_log(taskid):
+        out.write(chunk)
+        out.flush()
 
 
 def _check_control_options(args: argparse.Namespace) -> None:
@@ -439,6 +488,12 @@ def _check_control_options(args: argparse.Namespace) -> None:
         raise UsageError("--force goes with --initialize")
     if (args.last is not None or args.since is not None) and not args.history:
         raise UsageError("--last and --since go with --history")
+    if args.follow and args.log is None:
+        raise UsageError("--follow goes with --log")
+    if (args.keep is not None or args.max_age is not None) and not args.prune:
+        raise UsageError("--keep and --max-age go with --prune")
+    if args.prune and args.keep is None and args.max_age is None:
+        raise UsageError("--prune needs --keep N or --max-age AGE")
     if not args.reserve:
         reserve_only = _RESERVE_ONLY[1:] if args.history else _RESERVE_ONLY  # --history --name filters
         given = [o for o in reserve_only if getattr(args, o) not in (None, False)]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from . import process
-from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError, UsageError
+from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError, UsageError, WaitTimeout
 from .feedback import FeedbackState, read_increment
 from .logs import Logger
 from .process import Identity
@@ -529,12 +529,6 @@ def _signal_launcher(row: Row) -> int | None:
 RESERVATION_POLL = 0.2  # seconds between looks at a reservation that is not launched yet
 
 
-class WaitTimeout(TaskwatcherError):
-    """The task was still running when the wait's time ran out."""
-
-    exit_code = 124
-
-
 def wait(store: Store, taskid: int, timeout: float | None = None) -> Row:
     """Block until the task ends; return its history row.
 
@@ -592,4 +586,50 @@ def initialize(store: Store, force: bool = False) -> None:
 
 
 def clear_history(store: Store) -> int:
-    return store.clear_history()
+    """Delete the whole history, and the logs taskwatcher kept for it."""
+    return _forget(store, store.delete_history())
+
+
+def prune(store: Store, keep: int | None = None, max_age: float | None = None) -> int:
+    """Delete finished tasks beyond the newest ``keep`` or ended more than ``max_age`` seconds ago."""
+    terms, params = [], []
+    if keep is not None:
+        terms.append("id <= coalesce((SELECT id FROM history ORDER BY id DESC LIMIT 1 OFFSET ?), 0)")
+        params.append(keep)
+    if max_age is not None:
+        terms.append("endtime < ?")
+        params.append(time.time() - max_age)
+    if not terms:
+        return 0
+    return _forget(store, store.delete_history(" OR ".join(terms), params))
+
+
+def prune_by_config(store: Store) -> int:
+    """Apply the configuration file's retention (``[history] keep``, ``max_age``), if it sets one."""
+    from .config import load
+
+    conf = load()
+    return prune(store, conf.keep, conf.max_age) if conf.prunes else 0
+
+
+def _forget(store: Store, logfiles: list[str | None]) -> int:
+    """Remove the logs of deleted history rows that taskwatcher itself placed (never a user's --log)."""
+    from .output import remove_log
+
+    ours = log_dir(store.path) + os.sep
+    for path in logfiles:
+        if path and path.startswith(ours):
+            remove_log(path)
+    return len(logfiles)
+
+
+def log_dir(db_path: str) -> str:
+    """Where task logs go by default: ``<db stem>-logs/`` beside the database."""
+    stem = os.path.splitext(os.path.basename(db_path))[0]
+    return os.path.join(os.path.dirname(db_path), f"{stem}-logs")
+
+
+def history_entry(store: Store, taskid: int) -> tuple[int, dict[str, Any]] | None:
+    """The latest history entry of a task id, as (history id, ``--history --json`` fields)."""
+    row = store.history_of(taskid)
+    return None if row is None else (row["id"], describe_entry(row))

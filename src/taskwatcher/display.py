@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
     from typing import Any
+
+    from .records import FinishedTask, Task
 
 
 def format_time(unix: float | None, now: float | None = None) -> str:
@@ -55,7 +57,7 @@ def _texts(*values: str) -> list[Any]:
     return [Text(v) for v in values]
 
 
-def progress_bar(value: str | None, width: int = 10) -> str:
+def progress_bar(value: str | float | None, width: int = 10) -> str:
     """``[####------] 42%`` from a feedback ``progress`` value (a number 0-100), else ""."""
     try:
         percent = min(100.0, max(0.0, float(value)))  # type: ignore[arg-type]
@@ -65,98 +67,107 @@ def progress_bar(value: str | None, width: int = 10) -> str:
     return f"[{'#' * filled}{'-' * (width - filled)}] {percent:.0f}%"
 
 
-def print_tasks(
-    tasks: Mapping[str, Mapping[str, Any]], progress: Mapping[str, str | None] | None = None
-) -> None:
+def tasks_table(tasks: Sequence[Task], now: float | None = None, bar: Callable[[Task], Any] | None = None):  # type: ignore[no-untyped-def]
+    """The running and reserved tasks as a rich Table; ``bar`` makes the progress cell."""
     from rich.table import Table
     from rich.text import Text
 
-    now = time.time()
+    now = time.time() if now is None else now
     table = Table(title=None, box=None, header_style="bold")
-    for col in (
-        "taskid",
-        "name",
-        "info1",
-        "info2",
-        "info3",
-        "pid",
-        "status",
-        "started",
-        "duration",
-        "feedback",
-        "timer",
-        "timeout",
-        "progress",
-    ):
+    for col in _TASK_COLUMNS:
         table.add_column(col, overflow="fold")
-    for taskid, t in tasks.items():
-        status = t["status"]
+    for t in tasks:
         table.add_row(
             *_texts(
-                taskid,
-                t["name"] or "-",
-                t["info1"] or "",
-                t["info2"] or "",
-                t["info3"] or "",
-                str(t["pid"] or "-"),
+                str(t.taskid), t.name or "-", t.info1 or "", t.info2 or "", t.info3 or "", str(t.pid or "-")
             ),
-            Text(status, style=_STATUS_STYLE.get(status, "")),
+            Text(t.status, style=_STATUS_STYLE.get(t.status, "")),
             *_texts(
-                format_time(t["starttime"], now),
-                format_duration(t["duration"]),
-                "yes" if t["feedback"] else "no",
-                format_duration(t["timer"]),
-                format_duration(t["timeout"]) if t["timeout"] else "-",
-                progress_bar((progress or {}).get(taskid)),
+                format_time(t.starttime, now),
+                format_duration(t.duration),
+                "yes" if t.feedback else "no",
+                format_duration(t.timer),
+                format_duration(t.timeout) if t.timeout else "-",
             ),
+            bar(t)
+            if bar is not None
+            else Text(progress_bar(None if t.progress is None else str(t.progress))),
         )
+    return table
+
+
+_TASK_COLUMNS = [
+    "taskid",
+    "name",
+    "info1",
+    "info2",
+    "info3",
+    "pid",
+    "status",
+    "started",
+    "duration",
+    "feedback",
+    "timer",
+    "timeout",
+    "progress",
+]
+
+
+def print_tasks(tasks: Sequence[Task]) -> None:
     if not tasks:
         print("no task running or reserved")
         return
-    _console().print(table)
+    _console().print(tasks_table(tasks))
 
 
-def print_history(entries: Mapping[str, Mapping[str, Any]]) -> None:
+def history_table(entries: Sequence[FinishedTask], now: float | None = None):  # type: ignore[no-untyped-def]
+    """Finished tasks as a rich Table, oldest first."""
     from rich.table import Table
 
+    now = time.time() if now is None else now
+    table = Table(box=None, header_style="bold")
+    for col in _HISTORY_COLUMNS:
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(
+            *_texts(
+                str(e.historyid),
+                str(e.taskid),
+                e.taskname or "-",
+                e.info1 or "",
+                e.info2 or "",
+                e.info3 or "",
+                format_time(e.starttime, now),
+                format_time(e.endtime, now),
+                format_duration(e.duration),
+                "-" if e.exitcode is None else str(e.exitcode),
+                e.termsignal,
+                e.termerror,
+                json.dumps(e.feedback, ensure_ascii=False) if e.feedback else "",
+            )
+        )
+    return table
+
+
+_HISTORY_COLUMNS = [
+    "id",
+    "taskid",
+    "name",
+    "info1",
+    "info2",
+    "info3",
+    "started",
+    "ended",
+    "duration",
+    "exit",
+    "signal",
+    "why",
+    "feedback",
+]
+
+
+def print_history(entries: Sequence[FinishedTask]) -> None:
     if not entries:
         print("history is empty")
         return
-    now = time.time()
-    table = Table(box=None, header_style="bold")
-    for col in (
-        "id",
-        "taskid",
-        "name",
-        "info1",
-        "info2",
-        "info3",
-        "started",
-        "ended",
-        "duration",
-        "exit",
-        "signal",
-        "why",
-        "feedback",
-    ):
-        table.add_column(col, overflow="fold")
-    for hid, e in entries.items():
-        exitcode = e["exitcode"]
-        table.add_row(
-            *_texts(
-                hid,
-                str(e["taskid"]),
-                e["taskname"] or "-",
-                e["info1"] or "",
-                e["info2"] or "",
-                e["info3"] or "",
-                format_time(e["starttime"], now),
-                format_time(e["endtime"], now),
-                format_duration(e["duration"]),
-                "-" if exitcode is None else str(exitcode),
-                e["termsignal"],
-                e["termerror"],
-                json.dumps(e["feedback"], ensure_ascii=False) if e["feedback"] else "",
-            )
-        )
-    _console().print(table)
+    _console().print(history_table(entries))

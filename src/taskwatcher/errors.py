@@ -50,6 +50,18 @@ class NoSuchTask(TaskwatcherError):
     exit_code = 4
 
 
+class WaitTimeout(TaskwatcherError):
+    """The task was still running when the wait's time ran out."""
+
+    exit_code = 124
+
+
+class NoLog(TaskwatcherError):
+    """The task keeps no log (launched with --no-log, or before logs existed)."""
+
+    exit_code = 1
+
+
 class ReservationError(TaskwatcherError):
     """A launch names a task id that is not a current reservation."""
 

@@ -114,6 +114,11 @@ def default_db_path() -> str:
     return os.path.join(state, "taskwatcher", "taskwatcher.db")
 
 
+def resolve_db_path(path: str | os.PathLike[str] | None = None) -> str:
+    """The database file a command uses: ``path``, else the default; absolute."""
+    return os.path.abspath(os.fspath(path or default_db_path()))
+
+
 def busy_timeout() -> float:
     try:
         return max(0.0, float(os.environ.get("TASKWATCHER_BUSY_TIMEOUT", BUSY_TIMEOUT)))
@@ -129,7 +134,7 @@ class Store:
     """A taskwatcher database, opened (and created or upgraded) on construction."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = os.path.abspath(os.fspath(path or default_db_path()))
+        self.path = resolve_db_path(path)
         self.conn = self._connect()
         try:
             self._prepare()
@@ -424,9 +429,12 @@ class Store:
         rows = self.query("SELECT * FROM history WHERE taskid = ? ORDER BY id DESC LIMIT 1", (taskid,))
         return rows[0] if rows else None
 
-    def clear_history(self) -> int:
+    def delete_history(self, where: str = "1", params: Sequence[Any] = ()) -> list[str | None]:
+        """Delete the finished tasks ``where`` says, in one transaction; their log files."""
         with self.transaction() as c:
-            return c.execute("DELETE FROM history").rowcount
+            logs = [r[0] for r in c.execute(f"SELECT logfile FROM history WHERE {where}", params)]
+            c.execute(f"DELETE FROM history WHERE {where}", params)
+        return logs
 
     def recreate(self) -> None:
         """Drop and recreate every table, ids starting again at 1 (call inside a transaction)."""

@@ -20,9 +20,18 @@ from collections import namedtuple
 from collections.abc import Callable
 
 from . import process
-from .control import TOKEN_VARIABLE, archive_task, keep_pending_end, reconcile, remove_feedback
+from .control import (
+    TOKEN_VARIABLE,
+    archive_task,
+    keep_pending_end,
+    log_dir,
+    prune_by_config,
+    reconcile,
+    remove_feedback,
+)
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
 from .logs import Logger
+from .output import DEFAULT_LOG_MAX, LogFile, Relay
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
 from .status import TaskStatus, heartbeat_status, next_status_change
 from .store import Store
@@ -38,13 +47,26 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class LaunchRequest(
     namedtuple(
         "LaunchRequest",
-        "command taskid name infos feedpath timeout grace unique detach logfile",
-        defaults=(None, None, (None, None, None), None, None, DEFAULT_GRACE, False, False, None),
+        "command taskid name infos feedpath timeout grace unique detach logfile logmax nolog",
+        defaults=(
+            None,
+            None,
+            (None, None, None),
+            None,
+            None,
+            DEFAULT_GRACE,
+            False,
+            False,
+            None,
+            DEFAULT_LOG_MAX,
+            False,
+        ),
     )
 ):
     """What ``taskwatcher launch`` was asked to run, and how: the argv (list of str);
     a reserved task id or None; name; (info1, info2, info3); the feedback folder;
-    timeout and grace in seconds; unique, detach; the log file of a detached task."""
+    timeout and grace in seconds; unique, detach; the log file (None: the default
+    one), its cap in bytes, and nolog (foreground only: no log, the terminal as is)."""
 
     __slots__ = ()
 
@@ -61,8 +83,7 @@ def feedback_file(feedpath: str, taskid: int) -> str:
 
 
 def default_logfile(db_path: str, taskid: int) -> str:
-    stem = os.path.splitext(os.path.basename(db_path))[0]
-    return os.path.join(os.path.dirname(db_path), f"{stem}-logs", f"task_{taskid}.log")
+    return os.path.join(log_dir(db_path), f"task_{taskid}.log")
 
 
 def validate(req: LaunchRequest) -> None:
@@ -80,6 +101,12 @@ def validate(req: LaunchRequest) -> None:
             raise ReservationError(f"feedback folder {req.feedpath} is not writable")
     elif any("{feedback}" in arg for arg in req.command):
         raise ReservationError("{feedback} is used in the command but --feedpath is not given")
+    if req.nolog and (req.detach or req.logfile):
+        raise ReservationError(
+            "--no-log goes without --detach and --log: a detached task's output needs a log"
+        )
+    if req.logmax < 1:
+        raise ReservationError("--log-max must be at least 1 byte")
 
 
 class SignalFlags:
@@ -87,14 +114,19 @@ class SignalFlags:
 
     def __init__(self) -> None:
         self.received: list[int] = []
+        self.resized = False  # SIGWINCH: the terminal the task's pseudo-terminal mirrors changed size
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in _STOP_SIGNALS:
             signal.signal(sig, self._note)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGWINCH, self._resize)
 
     def _note(self, signum: int, _frame: object) -> None:
         self.received.append(signum)
+
+    def _resize(self, _signum: int, _frame: object) -> None:
+        self.resized = True
 
     def drain(self) -> list[int]:
         try:
@@ -119,9 +151,10 @@ class Supervisor:
         feedfile: str | None,
         timeout: float | None,
         grace: float,
+        relay: Relay | None = None,
     ) -> None:
         self.store, self.task_id, self.token, self.child, self.flags = store, task_id, token, child, flags
-        self.feedfile, self.timeout, self.grace = feedfile, timeout, grace
+        self.feedfile, self.timeout, self.grace, self.relay = feedfile, timeout, grace, relay
         self.started = self.last_heartbeat = self.last_look = time.monotonic()
         self.status = TaskStatus.RUNNING
         self.signature: tuple[int, int, int] | None = None  # the feedback file's (ino, mtime, size)
@@ -137,11 +170,20 @@ class Supervisor:
         poller.register(self.flags.wake_r, select.POLLIN)
         if self.child.pidfd is not None:
             poller.register(self.child.pidfd, select.POLLIN)
+        if self.relay is not None:
+            self.relay.register(poller)
         process.crash_point("waiting")
         while True:
             wait = self._next_wake()
             # poll() takes an int of milliseconds: a far deadline is approached a day at a time.
-            poller.poll(None if wait is None else max(0, int(min(wait, 86400.0) * 1000) + 1))
+            events = poller.poll(None if wait is None else max(0, int(min(wait, 86400.0) * 1000) + 1))
+            if self.relay is not None:
+                for fd, mask in events:
+                    if self.relay.owns(fd):
+                        self.relay.handle(fd, mask)
+                if self.flags.resized:
+                    self.flags.resized = False
+                    self.relay.resize_terminal()
             for sig in self.flags.drain():
                 self._on_signal(sig)
             status = self._reap_main()
@@ -248,6 +290,8 @@ class Supervisor:
     def _finish(self, status: int) -> Ending:
         code, sig = decode_wait_status(status)
         self._stop_leftovers()
+        if self.relay is not None:
+            self.relay.drain()
         if self.stop_reason is not None:
             signame = process.signal_name(sig or self.sent or signal.SIGTERM)
             return Ending(
@@ -270,7 +314,12 @@ class Supervisor:
             while process.children(me) and time.monotonic() < deadline:
                 self._reap_orphans()
                 # SIGCHLD wakes this for our children; grandchildren are looked at each 50 ms.
-                select.select([self.flags.wake_r], [], [], min(0.05, max(0, deadline - time.monotonic())))
+                # Their output is still taken meanwhile, so that none of them blocks on a full pipe.
+                outputs = self.relay.readable_fds() if self.relay is not None else []
+                pause = min(0.05, max(0, deadline - time.monotonic()))
+                for fd in select.select([self.flags.wake_r, *outputs], [], [], pause)[0]:
+                    if fd != self.flags.wake_r:
+                        self.relay.handle(fd, select.POLLIN)  # type: ignore[union-attr]
                 if set(self.flags.drain()) & set(_STOP_SIGNALS):
                     break  # asked again: no more grace
         for _ in range(100):  # each round kills what the last one's victims forked
@@ -326,7 +375,7 @@ def claim(store: Store, req: LaunchRequest) -> dict[str, object]:
         assert row is not None
         infos = [new if new is not None else row[f"info{i}"] for i, new in enumerate(req.infos, 1)]
         feedfile = feedback_file(req.feedpath, taskid) if req.feedpath else None
-        logfile = req.logfile or (default_logfile(store.path, taskid) if req.detach else None)
+        logfile = None if req.nolog else req.logfile or default_logfile(store.path, taskid)
         fields = dict(
             name=name,
             info1=infos[0],
@@ -372,13 +421,43 @@ def run_task(
     task: dict[str, object],
     req: LaunchRequest,
     flags: SignalFlags,
-    stdio: list[int] | None = None,
     on_start: Callable[[tuple[int, str] | None], None] | None = None,
 ) -> Ending:
     """Spawn the claimed task, supervise it to its end and archive it.
 
     ``on_start`` hears whether exec succeeded (None) or failed (status, reason).
     """
+    relay = open_output(store, task, req)
+    try:
+        return _run(store, task, req, flags, relay, on_start)
+    finally:
+        if relay is not None:
+            relay.close_unused()
+
+
+def open_output(store: Store, task: dict[str, object], req: LaunchRequest) -> Relay | None:
+    """The task's log and the relay of its output; a log that cannot be opened is a failed start."""
+    if task["logfile"] is None:
+        return None
+    try:
+        log_file = LogFile(str(task["logfile"]), req.logmax, fresh=req.logfile is None)
+    except OSError as e:
+        reason = f"cannot open log file {task['logfile']}: {e.strerror}"
+        archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START)  # type: ignore[arg-type]
+        raise StartFailed(EXIT_CANNOT_START, reason) from None
+    relay = Relay(log_file)
+    relay.capture(foreground=not req.detach)
+    return relay
+
+
+def _run(
+    store: Store,
+    task: dict[str, object],
+    req: LaunchRequest,
+    flags: SignalFlags,
+    relay: Relay | None,
+    on_start: Callable[[tuple[int, str] | None], None] | None,
+) -> Ending:
     taskid = int(task["id"])  # type: ignore[call-overload]
     feedfile = task["feedpath"]
     assert feedfile is None or isinstance(feedfile, str)
@@ -390,7 +469,9 @@ def run_task(
         env["TASKWATCHER_FEEDBACK"] = feedfile
     argv = substitute(req.command, taskid, feedfile)
     process.set_child_subreaper()
-    child = fork_held(argv, env, stdio)
+    child = fork_held(argv, env, relay.child_fds if relay is not None else None)
+    if relay is not None:
+        relay.child_started()
     process.crash_point("spawned")
     token = str(task["token"])
     with store.transaction() as conn:
@@ -425,7 +506,7 @@ def run_task(
     if failure is not None:
         ending = Ending(failure[0], "", failure[1], exec_failed=not stopped)
     else:
-        ending = Supervisor(store, taskid, token, child, flags, feedfile, req.timeout, req.grace).run()
+        ending = Supervisor(store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay).run()
     if child.pidfd is not None:
         os.close(child.pidfd)
     end = dict(termsignal=ending.termsignal, termerror=ending.termerror, exitcode=ending.exitcode)
@@ -436,6 +517,11 @@ def run_task(
         sys.stderr.write(
             f"taskwatcher: task {taskid} ended but {e}: its end is kept in {kept} for the next command\n"
         )
+    else:
+        try:
+            prune_by_config(store)  # history grows here, so here it is kept to its configured size
+        except TaskwatcherError as e:
+            sys.stderr.write(f"taskwatcher: history not pruned: {e}\n")
     return ending
 
 
@@ -453,28 +539,18 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
         process.crash_point("reserved")
         if not req.detach:
             return run_task(store, task, req, flags)
-        log_fd = _open_log(store, task)
-    _detach(store.path, task, req, log_fd)
+        relay = open_output(store, task, req)
+    _detach(store.path, task, req, relay)
     return Ending(0)
 
 
-def _open_log(store: Store, task: dict[str, object]) -> int:
-    logfile = str(task["logfile"])
-    try:
-        os.makedirs(os.path.dirname(logfile), exist_ok=True)
-        return os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
-    except OSError as e:
-        reason = f"cannot open log file {logfile}: {e.strerror}"
-        archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START)  # type: ignore[arg-type]
-        raise StartFailed(EXIT_CANNOT_START, reason) from None
-
-
-def _detach(db: str, task: dict[str, object], req: LaunchRequest, log_fd: int) -> None:
+def _detach(db: str, task: dict[str, object], req: LaunchRequest, relay: Relay | None) -> None:
     """Fork a supervisor in its own session; print the id once the task runs."""
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     if os.fork():
         os.close(report_w)
-        os.close(log_fd)
+        if relay is not None:
+            relay.close_unused()
         report = b""
         while chunk := os.read(report_r, 4096):
             report += chunk
@@ -488,11 +564,17 @@ def _detach(db: str, task: dict[str, object], req: LaunchRequest, log_fd: int) -
     report = _Report(report_w)
     try:
         os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        for target, fd in enumerate((null, log_fd, log_fd)):
+        null = os.open(os.devnull, os.O_RDWR)
+        # The supervisor's own few words (a warning, a kept end) go to the task's log.
+        messages = relay.log.fd if relay is not None and relay.log is not None else null
+        for target, fd in enumerate((null, null, messages)):
             os.dup2(fd, target)
         with Store(db) as store:  # a connection is never reused across fork
-            run_task(store, task, req, SignalFlags(), [0, 1, 2], report.started)
+            try:
+                _run(store, task, req, SignalFlags(), relay, report.started)
+            finally:
+                if relay is not None:
+                    relay.close_unused()
     except BaseException as e:
         report.send(f"{EXIT_CANNOT_START} {e}")
         log.exception("detached supervisor failed")

@@ -1,0 +1,345 @@
+"""The Python API: ``TaskWatcher(db)``, what the CLI is built on.
+
+Each call opens the database, reconciles it (lost tasks archived, expired
+reservations dropped: what every command does) and closes it again, so a
+``TaskWatcher`` holds no connection and may be shared between threads and kept
+for the life of a web back-end. Failures are the typed exceptions of
+``taskwatcher.errors``; each carries the CLI's exit code as ``exit_code``.
+
+The methods that return records (:class:`~taskwatcher.records.Task`,
+:class:`~taskwatcher.records.FinishedTask`) import them on first use; the
+``*_json`` methods give exactly the CLI's JSON without building them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from . import control
+from .errors import NoLog, NoSuchTask, StartFailed, UsageError
+from .store import Store
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    import datetime
+
+    from .records import FinishedTask, Task
+    from .supervise import Ending
+
+    When = float | str | datetime.datetime | None
+
+
+class TaskWatcher:
+    """Tasks of one database: ``TaskWatcher()`` is the default one, as the CLI's."""
+
+    def __init__(self, db: str | os.PathLike[str] | None = None) -> None:
+        self.db = None if db is None else os.fspath(db)
+        if self.db == "":
+            raise UsageError("the database needs a path")
+
+    def __repr__(self) -> str:
+        return f"TaskWatcher({self.path!r})"
+
+    @property
+    def path(self) -> str:
+        """The database file's absolute path."""
+        from .store import resolve_db_path
+
+        return resolve_db_path(self.db)
+
+    @contextmanager
+    def _store(self) -> Iterator[Store]:
+        with Store(self.db) as store:
+            control.reconcile(store)
+            yield store
+
+    # -- starting tasks -----------------------------------------------------------
+    def reserve(
+        self,
+        name: str | None = None,
+        *,
+        info1: str | None = None,
+        info2: str | None = None,
+        info3: str | None = None,
+        unique: bool = False,
+        ttl: float | None = None,
+    ) -> int:
+        """A new task id, held ``ttl`` seconds (default 60) for a launch; ``unique``: refused
+        while a reserved or running task has that name."""
+        if unique and not name:
+            raise UsageError("--unique needs --name")
+        ttl = control.DEFAULT_TTL if ttl is None else ttl
+        if not ttl > 0:
+            raise UsageError("--ttl must be more than 0 seconds")
+        with self._store() as store:
+            return control.reserve(store, name, (info1, info2, info3), unique, ttl)
+
+    def launch(
+        self,
+        command: Sequence[str],
+        *,
+        taskid: int | None = None,
+        name: str | None = None,
+        info1: str | None = None,
+        info2: str | None = None,
+        info3: str | None = None,
+        feedpath: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        grace: float | None = None,
+        unique: bool = False,
+        log: str | os.PathLike[str] | None = None,
+        log_max: int | None = None,
+    ) -> int:
+        """Start ``command`` detached, under a supervisor of its own; return its task id once it runs.
+
+        The supervisor is a fresh ``python -m taskwatcher launch --detach`` (never a
+        fork of the calling process, which may hold threads, sockets or a web
+        server's state). Raises :class:`~taskwatcher.errors.StartFailed` with the
+        launcher's exit status (125, 126, 127) and its message.
+        """
+        import subprocess
+
+        argv = [sys.executable, "-m", "taskwatcher", "launch", "--detach"]
+        if self.db is not None:
+            argv += ["--db", self.db]
+        options = {
+            "--taskid": taskid,
+            "--name": name,
+            "--info1": info1,
+            "--info2": info2,
+            "--info3": info3,
+            "--feedpath": None if feedpath is None else os.fspath(feedpath),
+            "--timeout": timeout,
+            "--grace": grace,
+            "--log": None if log is None else os.fspath(log),
+            "--log-max": log_max,
+        }
+        argv += [f"{k}={v}" for k, v in options.items() if v is not None]
+        if unique:
+            argv.append("--unique")
+        argv += ["--", *command]
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        out = done.stdout.decode(errors="replace").strip()
+        if done.returncode == 0 and out.isdigit():
+            return int(out)
+        message = done.stderr.decode(errors="replace").strip().removeprefix("taskwatcher: ")
+        raise StartFailed(done.returncode or 125, message or f"launch failed with status {done.returncode}")
+
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        taskid: int | None = None,
+        name: str | None = None,
+        info1: str | None = None,
+        info2: str | None = None,
+        info3: str | None = None,
+        feedpath: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        grace: float | None = None,
+        unique: bool = False,
+        detach: bool = False,
+        log: str | os.PathLike[str] | None = None,
+        log_max: int | None = None,
+        no_log: bool = False,
+    ) -> Ending:
+        """Run ``command`` supervised by this process (what ``taskwatcher launch`` does); how it ended.
+
+        It installs signal handlers and makes this process a child subreaper:
+        meant for the main thread of a script or of the CLI. A back-end uses
+        :meth:`launch`.
+        """
+        from .config import load
+        from .output import DEFAULT_LOG_MAX
+        from .supervise import DEFAULT_GRACE, LaunchRequest
+        from .supervise import launch as supervise_launch
+
+        if log_max is None:
+            log_max = load().log_max or DEFAULT_LOG_MAX
+        req = LaunchRequest(
+            command=list(command),
+            taskid=taskid,
+            name=name,
+            infos=(info1, info2, info3),
+            feedpath=None if feedpath is None else os.fspath(feedpath),
+            timeout=timeout,
+            grace=DEFAULT_GRACE if grace is None else grace,
+            unique=unique,
+            detach=detach,
+            logfile=None if log is None else os.fspath(log),
+            logmax=log_max,
+            nolog=no_log,
+        )
+        return supervise_launch(self.db, req)
+
+    # -- looking ------------------------------------------------------------------
+    def tasks_json(self) -> dict[str, dict]:
+        """``control --list --json``: reserved and running tasks keyed by id (a string)."""
+        with self._store() as store:
+            return control.list_tasks(store)
+
+    def tasks(self, *, feedback: bool = False) -> list[Task]:
+        """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback."""
+        from .records import Task
+
+        with self._store() as store:
+            listed = control.list_tasks(store)
+            return [
+                Task.from_json(taskid, fields, _latest(store, int(taskid), fields) if feedback else None)
+                for taskid, fields in listed.items()
+            ]
+
+    def task(self, taskid: int) -> Task | FinishedTask:
+        """One task: reserved or running (with its latest feedback), else finished (from history)."""
+        from .records import FinishedTask, Task
+
+        with self._store() as store:
+            listed = control.list_tasks(store).get(str(taskid))
+            if listed is not None:
+                return Task.from_json(taskid, listed, _latest(store, taskid, listed))
+            entry = control.history_entry(store, taskid)
+            if entry is None:
+                raise NoSuchTask(f"no task {taskid}")
+            return FinishedTask.from_json(*entry)
+
+    def feedback(self, taskid: int) -> dict[str, str]:
+        """``control --feedback ID``: the latest feedback, or a finished task's final one."""
+        with self._store() as store:
+            return control.task_feedback(store, taskid)
+
+    def history(
+        self, *, name: str | None = None, since: When = None, last: int | None = None
+    ) -> list[FinishedTask]:
+        """Finished tasks, oldest first: of ``name``; ended since ``since`` (unix time,
+        datetime, ISO text or an age like ``"2h"``); only the last ``last``."""
+        from .records import FinishedTask
+
+        with self._store() as store:
+            entries = control.history(store, _filter(name, since, last))
+        return [FinishedTask.from_json(hid, fields) for hid, fields in entries.items()]
+
+    def history_json(self, *, name: str | None = None, since: When = None, last: int | None = None) -> str:
+        """``control --history --json`` as text."""
+        return "".join(self.iter_history_json(name=name, since=since, last=last))
+
+    def iter_history_json(
+        self, *, name: str | None = None, since: When = None, last: int | None = None
+    ) -> Iterator[str]:
+        """``control --history --json`` in pieces, for streaming a large history."""
+        only = _filter(name, since, last)
+        with self._store() as store:
+            yield from control.history_json(store, only)
+
+    # -- a task's output -----------------------------------------------------------
+    def log_path(self, taskid: int) -> str:
+        """Where the task's output is kept (``FILE``, and its older half ``FILE.1``)."""
+        with self._store() as store:
+            return _log_path(store, taskid)
+
+    def read_log(self, taskid: int) -> bytes:
+        """The task's output kept so far (the older half, then the current file)."""
+        from .output import copy_log
+
+        parts: list[bytes] = []
+        copy_log(self.log_path(taskid), parts.append)
+        return b"".join(parts)
+
+    def follow_log(self, taskid: int) -> Iterator[bytes]:
+        """The task's output, then what it writes, until it ends (as ``tail -f``)."""
+        from .output import follow_log
+
+        path = self.log_path(taskid)
+        yield from follow_log(path, lambda: self._running(taskid))
+
+    def _running(self, taskid: int) -> bool:
+        with Store(self.db) as store:
+            control.reconcile(store)
+            return store.task(taskid) is not None
+
+    # -- stopping and waiting -------------------------------------------------------
+    def kill(self, taskid: int) -> str:
+        """Stop the task (a reservation is cancelled), returning once it is archived; what was done."""
+        with self._store() as store:
+            return control.kill(store, taskid)
+
+    def killall(self, name: str) -> list[str]:
+        """Stop every reserved or running task of that name."""
+        with self._store() as store:
+            return control.killall(store, name)
+
+    def wait(self, taskid: int, timeout: float | None = None) -> FinishedTask:
+        """Block until the task ends (no polling: on its launcher's pidfd); its history entry.
+
+        Raises :class:`~taskwatcher.errors.WaitTimeout` if ``timeout`` seconds pass first.
+        """
+        from .records import FinishedTask
+
+        with self._store() as store:
+            row = control.wait(store, taskid, timeout)
+            return FinishedTask.from_json(row["id"], control.describe_entry(row))
+
+    # -- the database as a whole ------------------------------------------------------
+    def update(self) -> int:
+        """Write fresh durations and statuses into the tasks table (``control --update``)."""
+        with self._store() as store:
+            done = control.update(store)
+            control.prune_by_config(store)
+            return done
+
+    def clear(self) -> int:
+        """Delete the history (and the logs taskwatcher kept for it); how many tasks."""
+        with self._store() as store:
+            return control.clear_history(store)
+
+    def prune(self, *, keep: int | None = None, max_age: float | str | None = None) -> int:
+        """Delete finished tasks beyond the newest ``keep``, or ended more than ``max_age`` ago."""
+        from .config import parse_age
+
+        try:
+            age = None if max_age is None else parse_age(max_age)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if keep is not None and keep < 0:
+            raise UsageError("--keep must be 0 or more")
+        with self._store() as store:
+            return control.prune(store, keep, age)
+
+    def initialize(self, force: bool = False) -> None:
+        """Recreate the database (everything is lost); refused while tasks run, unless ``force``."""
+        with self._store() as store:
+            control.initialize(store, force)
+
+
+def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
+    if not fields["feedback"] or fields["status"] == "RESERVED":
+        return None
+    try:
+        return control.task_feedback(store, taskid)
+    except NoSuchTask:  # it ended between the two reads
+        return None
+
+
+def _filter(name: str | None, since: When, last: int | None) -> control.HistoryFilter:
+    if last is not None and last < 1:
+        raise UsageError("--last must be 1 or more")
+    if since is None or isinstance(since, (int, float)):
+        when = since
+    elif isinstance(since, str):
+        when = control.parse_when(since)
+    else:
+        when = since.timestamp()
+    return control.HistoryFilter(name, when, last)
+
+
+def _log_path(store: Store, taskid: int) -> str:
+    row = store.task(taskid)
+    if row is None:
+        row = store.history_of(taskid)
+        if row is None:
+            raise NoSuchTask(f"no task {taskid}")
+    if not row["logfile"]:
+        raise NoLog(f"task {taskid} keeps no log")
+    return str(row["logfile"])

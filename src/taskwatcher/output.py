@@ -1,0 +1,390 @@
+"""A task's output: captured from the task, kept in a capped log file, relayed to the terminal.
+
+The task's stdout and stderr are pipes (or, where the launcher's own stream is a
+terminal, one pseudo-terminal, so that the task still line-buffers and colours its
+output as on a terminal). The launcher reads them in its poll loop and writes what
+comes to the task's log file and, in the foreground, to its own stdout/stderr.
+
+The log keeps the tail: once the file reaches half the cap it is renamed to
+``FILE.1`` (replacing the older half) and a new ``FILE`` is started, so a chatty
+task never holds more than the cap on disk. Readers print ``FILE.1`` then ``FILE``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import stat
+import time
+from collections.abc import Callable, Iterator
+
+DEFAULT_LOG_MAX = 8 * 2**20  # bytes kept per task: two halves of 4 MiB
+CHUNK = 65536
+TERMINAL_BACKLOG = 1 << 20  # bytes waiting for a slow terminal before the task is made to wait
+PIPE_BUF = select.PIPE_BUF  # a pipe that polls writable takes this much without blocking
+
+
+def older_half(path: str) -> str:
+    return path + ".1"
+
+
+class LogFile:
+    """The task's log: appended to, and rotated at half the cap when it is a regular file."""
+
+    def __init__(self, path: str, cap: int = DEFAULT_LOG_MAX, fresh: bool = False) -> None:
+        """``fresh``: the file is this task's alone (the default path), so an old one is replaced."""
+        self.path, self.half = path, max(1, cap // 2)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        if fresh:  # ids start again at 1 after --initialize: an old task_1.log is not this task's
+            remove_log(path)
+        self.fd = self._open()
+        st = os.fstat(self.fd)
+        # /dev/null or a fifo given as --log is written to, never renamed.
+        self.rotates = stat.S_ISREG(st.st_mode)
+        self.size = st.st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+
+    def write(self, data: bytes) -> None:
+        if self.rotates and self.size and self.size + len(data) > self.half:
+            self._rotate()
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+            self.size += n
+
+    def _rotate(self) -> None:
+        os.replace(self.path, older_half(self.path))
+        os.close(self.fd)
+        self.fd = self._open()
+        self.size = 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class _Stream:
+    """One readable end from the task, and where its bytes go besides the log."""
+
+    def __init__(self, fd: int, terminal: int | None) -> None:
+        self.fd, self.terminal = fd, terminal
+        self.backlog = bytearray()  # read from the task, not yet taken by the terminal
+        self.open = True
+
+
+class Relay:
+    """Copies the task's output to the log and, in the foreground, to the launcher's stdout/stderr.
+
+    It lives in the launcher's poll loop: ``register`` its fds, hand it the events
+    of those fds, ``drain`` it once the task's processes are gone. A terminal that
+    does not keep up gets a backlog of up to 1 MiB, then the task is made to wait
+    (its writes block), exactly as if it wrote to that terminal itself; the
+    launcher never blocks on it, so timeouts and signals are still handled.
+    """
+
+    def __init__(self, log: LogFile | None) -> None:
+        self.log = log
+        self.streams: list[_Stream] = []
+        self.poller: select.poll | None = None
+        self.child_fds: list[int] = [0, 1, 2]  # the task's stdin, stdout, stderr
+        self._to_close: list[int] = []
+
+    # -- setting up, before the fork --------------------------------------------------
+    def capture(self, foreground: bool) -> list[int]:
+        """Make the task's stdout and stderr; return its stdin, stdout, stderr fds.
+
+        Detached: stdin is /dev/null and both streams are one pipe to the log.
+        Foreground: stdin is the launcher's; a stream whose launcher side is a
+        terminal goes through a pseudo-terminal (one for both, if both are), the
+        other through a pipe, and each is relayed to the launcher's own.
+        """
+        if not foreground:
+            stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            r, w = os.pipe2(os.O_CLOEXEC)
+            self._add(r, None)
+            self.child_fds = [stdin, w, w]
+            self._to_close = [stdin, w]
+            return self.child_fds
+        fds = [0]
+        pty_slave = None
+        for target in (1, 2):
+            if _isatty(target):
+                if pty_slave is None:
+                    master, pty_slave = _open_pty(target)
+                    self._add(master, target)
+                    self._to_close.append(pty_slave)
+                fds.append(pty_slave)
+            else:
+                r, w = os.pipe2(os.O_CLOEXEC)
+                self._add(r, target if _is_open(target) else None)
+                self._to_close.append(w)
+                fds.append(w)
+        self.child_fds = fds
+        return fds
+
+    def _add(self, fd: int, terminal: int | None) -> None:
+        os.set_blocking(fd, False)
+        self.streams.append(_Stream(fd, terminal))
+
+    def child_started(self) -> None:
+        """The task holds its ends now: ours are closed, so that its exit gives us end of file."""
+        for fd in self._to_close:
+            os.close(fd)
+        self._to_close = []
+
+    def resize_terminal(self) -> None:
+        """Give the task's pseudo-terminal the size of the launcher's terminal (after SIGWINCH)."""
+        for s in self.streams:
+            if s.terminal is not None and _isatty(s.fd):
+                _copy_window_size(s.terminal, s.fd)
+
+    # -- in the poll loop ---------------------------------------------------------------
+    def register(self, poller: select.poll) -> None:
+        self.poller = poller
+        for s in self.streams:
+            poller.register(s.fd, select.POLLIN)
+
+    def readable_fds(self) -> list[int]:
+        return [s.fd for s in self.streams if s.open]
+
+    def owns(self, fd: int) -> bool:
+        return any(s.fd == fd or s.terminal == fd for s in self.streams)
+
+    def handle(self, fd: int, events: int) -> None:
+        for s in self.streams:
+            if s.fd == fd and s.open:
+                self._read(s)
+            if s.terminal == fd and s.backlog:
+                self._flush(s)
+        self._update_registrations()
+
+    def _read(self, s: _Stream) -> bool:
+        """Read what is there; False once the task's end is closed (or nothing more comes now)."""
+        try:
+            data = os.read(s.fd, CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno != errno.EIO:  # EIO: a pseudo-terminal whose last writer has gone
+                raise
+            data = b""
+        if not data:
+            self._close(s)
+            return False
+        if self.log is not None:
+            try:
+                self.log.write(data)
+            except OSError as e:
+                self._log_failed(e)
+        if s.terminal is not None:
+            s.backlog += data
+            self._flush(s)
+        return True
+
+    def _flush(self, s: _Stream) -> None:
+        """Write to the terminal only what it takes without blocking the launcher."""
+        assert s.terminal is not None
+        while s.backlog:
+            ready = select.select([], [s.terminal], [], 0)[1]
+            if not ready:
+                return
+            try:
+                n = os.write(s.terminal, s.backlog[:PIPE_BUF])
+            except OSError as e:
+                if e.errno == errno.EAGAIN:
+                    return
+                # EPIPE (the reader left, as with | head) or a closed stream: the task's
+                # output still goes to the log; the terminal side is dropped.
+                s.terminal, s.backlog = None, bytearray()
+                return
+            del s.backlog[:n]
+
+    def _update_registrations(self) -> None:
+        if self.poller is None:
+            return
+        for s in self.streams:
+            if s.open:
+                # A full backlog stops reading: the task's own writes then wait.
+                self.poller.modify(s.fd, 0 if len(s.backlog) >= TERMINAL_BACKLOG else select.POLLIN)
+            if s.terminal is not None:
+                try:
+                    if s.backlog:
+                        self.poller.register(s.terminal, select.POLLOUT)
+                    else:
+                        self.poller.unregister(s.terminal)
+                except KeyError:
+                    pass
+
+    def _close(self, s: _Stream) -> None:
+        if not s.open:
+            return
+        s.open = False
+        if self.poller is not None:
+            try:
+                self.poller.unregister(s.fd)
+            except KeyError:
+                pass
+        os.close(s.fd)
+
+    def _log_failed(self, e: OSError) -> None:
+        from .logs import Logger
+
+        Logger(__name__).warning("cannot write the task's log %s: %s", self.log.path, e.strerror)  # type: ignore[union-attr]
+        if self.log is not None:
+            self.log.close()
+        self.log = None
+
+    # -- the end ------------------------------------------------------------------------
+    def drain(self, deadline: float = 5.0) -> None:
+        """The task's processes are gone: take what is left in the pipes, then close everything.
+
+        A pipe held open by a process that is not the task's (it was handed the fd)
+        does not keep the launcher: whatever is readable now is taken, no more.
+        """
+        for fd in self._to_close:
+            os.close(fd)
+        self._to_close = []
+        for s in self.streams:
+            while s.open and self._read(s):
+                pass
+            self._close(s)
+        end = time.monotonic() + deadline
+        for s in self.streams:
+            if s.terminal is not None and s.backlog:
+                # The task has ended: waiting for the terminal to take the rest is all that is left.
+                while s.backlog and s.terminal is not None and time.monotonic() < end:
+                    select.select([], [s.terminal], [], max(0.0, end - time.monotonic()))
+                    self._flush(s)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def close_unused(self) -> None:
+        """The task never ran: close every fd the relay made."""
+        for fd in self._to_close:
+            os.close(fd)
+        self._to_close = []
+        for s in self.streams:
+            self._close(s)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _open_pty(terminal: int) -> tuple[int, int]:
+    import termios
+
+    master, slave = os.openpty()
+    os.set_inheritable(master, False)
+    os.set_inheritable(slave, False)
+    # Output passes through unchanged ("\n" stays "\n" in the log); the real terminal
+    # does its own newline translation when the launcher writes to it.
+    attrs = termios.tcgetattr(slave)
+    attrs[1] &= ~termios.OPOST
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    _copy_window_size(terminal, slave)
+    return master, slave
+
+
+def _copy_window_size(src: int, dst: int) -> None:
+    import fcntl
+    import termios
+
+    try:
+        size = fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
+    except OSError:
+        pass
+
+
+def remove_log(path: str) -> None:
+    for part in (path, older_half(path)):
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            from .logs import Logger
+
+            Logger(__name__).warning("cannot remove log %s: %s", part, e.strerror)
+
+
+# -- reading a log ----------------------------------------------------------------------
+def copy_log(path: str, write: Callable[[bytes], object]) -> int:
+    """Hand the whole log (the older half, then the current file) to ``write``; the bytes given."""
+    total = 0
+    for part in (older_half(path), path):
+        try:
+            with open(part, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    write(chunk)
+                    total += len(chunk)
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def follow_log(path: str, still_running: Callable[[], bool], interval: float = 0.1) -> Iterator[bytes]:
+    """The log's content, then what is appended to it, until ``still_running`` says no.
+
+    Like ``tail -F``: a rotation (a new file of that name) is followed from its
+    start. Looked at every ``interval`` seconds while nothing comes.
+    """
+    f = None
+    ino = None
+    try:
+        for part in (older_half(path),):
+            try:
+                with open(part, "rb") as old:
+                    while chunk := old.read(CHUNK):
+                        yield chunk
+            except FileNotFoundError:
+                pass
+        while True:
+            running = still_running()  # asked before reading, so nothing written before the end is missed
+            if f is None:
+                try:
+                    f = open(path, "rb")  # noqa: SIM115 - kept open across iterations
+                    ino = os.fstat(f.fileno()).st_ino
+                except FileNotFoundError:
+                    f = None
+            got = False
+            if f is not None:
+                while chunk := f.read(CHUNK):
+                    got = True
+                    yield chunk
+                try:
+                    rotated = os.stat(path).st_ino != ino
+                except FileNotFoundError:
+                    rotated = False
+                if rotated:  # the old file is complete now: take its last bytes, then the new one
+                    while chunk := f.read(CHUNK):
+                        yield chunk
+                    f.close()
+                    f = None
+                    continue
+            if not running:
+                return
+            if not got:
+                time.sleep(interval)
+    finally:
+        if f is not None:
+            f.close()
