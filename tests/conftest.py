@@ -92,6 +92,7 @@ def env(tmp_path: Path, state: Path) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("TASKWATCHER_")}
     e["XDG_STATE_HOME"] = str(state)
     e["HOME"] = str(tmp_path / "home")
+    e.pop("XDG_CONFIG_HOME", None)  # the configuration file is looked for under HOME
     e["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1] / "src"), e.get("PYTHONPATH", "")])
     return e
 

@@ -196,9 +196,10 @@ class Relay:
             except OSError as e:
                 if e.errno == errno.EAGAIN:
                     return
-                # EPIPE (the reader left, as with | head) or a closed stream: the task's
-                # output still goes to the log; the terminal side is dropped.
+                # The reader left (| head) or the stream is closed: the task is told so as
+                # if it wrote there itself (its next write fails with EPIPE / SIGPIPE).
                 s.terminal, s.backlog = None, bytearray()
+                self._close(s)
                 return
             del s.backlog[:n]
 
@@ -351,13 +352,7 @@ def follow_log(path: str, still_running: Callable[[], bool], interval: float = 0
     f = None
     ino = None
     try:
-        for part in (older_half(path),):
-            try:
-                with open(part, "rb") as old:
-                    while chunk := old.read(CHUNK):
-                        yield chunk
-            except FileNotFoundError:
-                pass
+        yield from _whole_if_not(older_half(path), None)
         while True:
             running = still_running()  # asked before reading, so nothing written before the end is missed
             if f is None:
@@ -380,6 +375,8 @@ def follow_log(path: str, still_running: Callable[[], bool], interval: float = 0
                         yield chunk
                     f.close()
                     f = None
+                    # Rotated twice since the last look: the older half is a generation not seen yet.
+                    yield from _whole_if_not(older_half(path), ino)
                     continue
             if not running:
                 return
@@ -388,3 +385,15 @@ def follow_log(path: str, still_running: Callable[[], bool], interval: float = 0
     finally:
         if f is not None:
             f.close()
+
+
+def _whole_if_not(path: str, ino: int | None) -> Iterator[bytes]:
+    """The whole file, unless it is missing or is the file of inode ``ino`` (already read)."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_ino == ino:
+                return
+            while chunk := f.read(CHUNK):
+                yield chunk
+    except FileNotFoundError:
+        return
