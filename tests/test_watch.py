@@ -1,0 +1,119 @@
+"""control --watch: the live view, driven through a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import TW, wait_for
+from test_launch import kill_own_processes, one_line_error, running_task
+
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
+
+
+class Screen:
+    """``control --watch`` on a pseudo-terminal of 160 x 40; what it has drawn so far."""
+
+    def __init__(self, tw) -> None:
+        self.master, slave = os.openpty()
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+        env = dict(tw.env, TERM="xterm-256color")
+        env.pop("COLUMNS", None)
+        env.pop("LINES", None)
+        self.proc = subprocess.Popen(
+            [*TW, "control", "--db", str(tw.db), "--watch"],
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.raw = b""
+
+    def text(self) -> str:
+        while select.select([self.master], [], [], 0)[0]:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: the program has gone
+                break
+            if not chunk:
+                break
+            self.raw += chunk
+        return ANSI.sub(b"", self.raw).decode(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 15) -> None:
+        wait_for(lambda: re.search(pattern, self.text()), timeout, f"{pattern!r} on the screen")
+
+    def press(self, key: bytes) -> None:
+        os.write(self.master, key)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        os.close(self.master)
+
+
+@pytest.fixture
+def screen(tw, tmp_path):
+    s = Screen(tw)
+    yield s
+    s.close()
+    kill_own_processes(tmp_path / "home")
+
+
+def test_watch_shows_tasks_progress_and_history_and_q_leaves(tw, tmp_path, screen):
+    tw.run("launch", "--name", "finished-one", "--", "true", check=True)
+    feedpath = tmp_path / "fb"
+    feedpath.mkdir()
+    beat = tmp_path / "beat"
+    script = (
+        'echo "[progress]30" > $TASKWATCHER_FEEDBACK; '
+        f'while [ ! -e {beat} ]; do sleep 0.05; done; echo "[progress]75" >> $TASKWATCHER_FEEDBACK; sleep 60'
+    )
+    tw.run("launch", "--detach", "--name", "long-job", "--feedpath", str(feedpath), "--", "sh", "-c", script)
+    screen.wait_for(r"long-job.*RUNNING.*30%")
+    screen.wait_for(r"finished-one")
+    assert "1 running" in screen.text()
+    beat.touch()
+    screen.wait_for(r"long-job.*75%")  # refreshed on its own, about once a second
+    screen.press(b"q")
+    assert screen.proc.wait(10) == 0
+    assert running_task(tw)[1]["name"] == "long-job"  # leaving the view stops nothing
+
+
+def test_watch_leaves_on_ctrl_c(tw, screen):
+    screen.wait_for("no task running or reserved")
+    os.killpg(screen.proc.pid, signal.SIGINT)
+    assert screen.proc.wait(10) == 0
+
+
+def test_watch_puts_the_terminal_back(tw, screen):
+    import termios
+
+    before = termios.tcgetattr(screen.master)
+    screen.wait_for("history is empty")
+    screen.press(b"q")
+    assert screen.proc.wait(10) == 0
+    assert termios.tcgetattr(screen.master)[3] == before[3]  # echo and canonical mode are back
+    screen.text()
+    assert b"\x1b[?1049l" in screen.raw  # the alternate screen is left: the shell's screen is back
+
+
+def test_watch_without_a_terminal_is_a_usage_error(tw):
+    started = time.monotonic()
+    proc = tw.run("control", "--watch", timeout=10)
+    assert proc.returncode == 2
+    assert "needs a terminal" in one_line_error(proc)
+    assert time.monotonic() - started < 10
