@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Quick start demo: a task that writes feedback, watched by taskwatcher on the
-# default database, listed while it runs, then its history and final feedback.
+# default database, listed while it runs, then its history, final feedback and log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 feed=$(mktemp -d)
@@ -28,8 +28,9 @@ echo "\$ taskwatcher control --history"
 taskwatcher control --history
 echo "\$ taskwatcher control --feedback $id     # the final feedback, kept in history"
 taskwatcher control --feedback "$id"
-db=${TASKWATCHER_DB:-${XDG_STATE_HOME:-$HOME/.local/state}/taskwatcher/taskwatcher.db}
-echo
-echo "The database is $db; the task's output is in its log file:"
-taskwatcher control --history --json | python3 -c \
-    "import json,sys; e=[v for v in json.load(sys.stdin).values() if v['taskid']==$id][0]; print(e['logfile'])"
+echo "\$ taskwatcher control --log $id          # what the task printed, kept in its log"
+taskwatcher control --log "$id"
+echo "\$ taskwatcher control --wait $id; echo \$?  # its exit status"
+set +e
+taskwatcher control --wait "$id"
+echo $?

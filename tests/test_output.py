@@ -305,3 +305,10 @@ def test_follow_takes_every_generation_of_a_double_rotation(tmp_path):
 
     got = b"".join(follow_log(path, still_running, interval=0))
     assert got.split() == [b"gen1-abcd", b"gen1-more", b"gen2-abcd", b"gen2-more", b"gen3-abcd"]
+
+
+def test_log_of_a_reservation_says_it_has_not_started(tw):
+    taskid = tw.run("control", "--reserve", check=True).stdout.strip()
+    proc = tw.run("control", "--log", taskid)
+    assert proc.returncode == 1
+    assert one_line_error(proc) == f"taskwatcher: task {taskid} is reserved, not started: it has no log yet"

@@ -341,5 +341,7 @@ def _log_path(store: Store, taskid: int) -> str:
         if row is None:
             raise NoSuchTask(f"no task {taskid}")
     if not row["logfile"]:
+        if "status" in row.keys() and row["status"] == "RESERVED":
+            raise NoLog(f"task {taskid} is reserved, not started: it has no log yet")
         raise NoLog(f"task {taskid} keeps no log")
     return str(row["logfile"])
