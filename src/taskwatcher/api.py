@@ -336,12 +336,12 @@ def _filter(name: str | None, since: When, last: int | None) -> control.HistoryF
 
 def _log_path(store: Store, taskid: int) -> str:
     row = store.task(taskid)
+    if row is not None and row["status"] == "RESERVED":
+        raise NoLog(f"task {taskid} is reserved, not started: it has no log yet")
     if row is None:
         row = store.history_of(taskid)
         if row is None:
             raise NoSuchTask(f"no task {taskid}")
     if not row["logfile"]:
-        if "status" in row.keys() and row["status"] == "RESERVED":
-            raise NoLog(f"task {taskid} is reserved, not started: it has no log yet")
         raise NoLog(f"task {taskid} keeps no log")
     return str(row["logfile"])
