@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import TW, wait_for
-from taskwatcher.output import LogFile, follow_log
+from taskwatcher.output import LogFile, copy_log, follow_log
 from test_launch import ended, kill_own_processes, one_line_error, running_task
 
 PY = sys.executable
@@ -312,3 +314,19 @@ def test_log_of_a_reservation_says_it_has_not_started(tw):
     proc = tw.run("control", "--log", taskid)
     assert proc.returncode == 1
     assert one_line_error(proc) == f"taskwatcher: task {taskid} is reserved, not started: it has no log yet"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cap=st.integers(2, 64), writes=st.lists(st.binary(min_size=1, max_size=200), max_size=30))
+def test_the_log_is_always_a_tail_of_the_output_within_the_cap(tmp_path_factory, cap, writes):
+    path = str(tmp_path_factory.mktemp("cap") / "task.log")
+    log = LogFile(path, cap)
+    for data in writes:
+        log.write(data)
+    log.close()
+    kept: list[bytes] = []
+    copy_log(path, kept.append)
+    everything, tail = b"".join(writes), b"".join(kept)
+    assert everything.endswith(tail)  # only the newest bytes, in order, none changed
+    assert len(tail) <= cap
+    assert len(tail) >= min(len(everything), cap // 2)  # at least half the cap is always kept

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 
 DEFAULT_LOG_MAX = 8 * 2**20  # bytes kept per task: two halves of 4 MiB
-CHUNK = 65536
+CHUNK = 65536  # bytes read from a file at a time
+PIPE_SIZE = 1 << 20  # bytes the task's pipes hold, and read from them at a time
 TERMINAL_BACKLOG = 1 << 20  # bytes waiting for a slow terminal before the task is made to wait
 PIPE_BUF = select.PIPE_BUF  # a pipe that polls writable takes this much without blocking
 
@@ -48,11 +49,14 @@ class LogFile:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
 
     def write(self, data: bytes) -> None:
-        if self.rotates and self.size and self.size + len(data) > self.half:
-            self._rotate()
         view = memoryview(data)
+        if self.rotates and len(view) > 2 * self.half:
+            view = view[-2 * self.half :]  # the rest would be rotated away at once
         while view:
-            n = os.write(self.fd, view)
+            if self.rotates and self.size >= self.half:
+                self._rotate()
+            piece = view[: self.half - self.size] if self.rotates else view
+            n = os.write(self.fd, piece)
             view = view[n:]
             self.size += n
 
@@ -66,11 +70,58 @@ class LogFile:
         os.close(self.fd)
 
 
+class _Sink:
+    """The launcher's stdout or stderr, written to without ever blocking the launcher.
+
+    A pipe or a terminal is written through a file description of our own, opened
+    non-blocking (setting O_NONBLOCK on fd 1 itself would change it for every
+    process sharing it). A regular file or /dev/null never makes anyone wait on a
+    reader, so it is written as is; anything else (a socket) gets what select()
+    says it takes, PIPE_BUF at a time.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.target, self.fd, self.mode = fd, fd, "select"
+        try:
+            kind = os.fstat(fd).st_mode
+        except OSError:
+            return
+        if stat.S_ISREG(kind) or (stat.S_ISCHR(kind) and not _isatty(fd)):
+            self.mode = "plain"
+        elif stat.S_ISFIFO(kind) or stat.S_ISCHR(kind):
+            try:
+                self.fd = os.open(
+                    f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+                )
+                self.mode = "nonblocking"
+            except OSError:  # no /proc, or a pipe without a reader (ENXIO)
+                pass
+
+    def write(self, data: bytearray) -> int:
+        """Write what the sink takes now; the bytes taken (0 if none). OSError if it is gone."""
+        if self.mode == "plain":
+            return os.write(self.fd, data)
+        if self.mode == "nonblocking":
+            try:
+                return os.write(self.fd, data)
+            except BlockingIOError:
+                return 0
+        if not select.select([], [self.fd], [], 0)[1]:
+            return 0
+        return os.write(self.fd, memoryview(data)[:PIPE_BUF])
+
+    def close(self) -> None:
+        if self.fd != self.target:
+            os.close(self.fd)
+            self.fd = self.target
+
+
 class _Stream:
     """One readable end from the task, and where its bytes go besides the log."""
 
     def __init__(self, fd: int, terminal: int | None) -> None:
-        self.fd, self.terminal = fd, terminal
+        self.fd = fd
+        self.sink = None if terminal is None else _Sink(terminal)
         self.backlog = bytearray()  # read from the task, not yet taken by the terminal
         self.open = True
 
@@ -127,6 +178,7 @@ class Relay:
 
     def _add(self, fd: int, terminal: int | None) -> None:
         os.set_blocking(fd, False)
+        _widen_pipe(fd)
         self.streams.append(_Stream(fd, terminal))
 
     def child_started(self) -> None:
@@ -138,8 +190,8 @@ class Relay:
     def resize_terminal(self) -> None:
         """Give the task's pseudo-terminal the size of the launcher's terminal (after SIGWINCH)."""
         for s in self.streams:
-            if s.terminal is not None and _isatty(s.fd):
-                _copy_window_size(s.terminal, s.fd)
+            if s.sink is not None and _isatty(s.fd):
+                _copy_window_size(s.sink.target, s.fd)
 
     # -- in the poll loop ---------------------------------------------------------------
     def register(self, poller: select.poll) -> None:
@@ -151,20 +203,20 @@ class Relay:
         return [s.fd for s in self.streams if s.open]
 
     def owns(self, fd: int) -> bool:
-        return any(s.fd == fd or s.terminal == fd for s in self.streams)
+        return any(s.fd == fd or (s.sink is not None and s.sink.fd == fd) for s in self.streams)
 
     def handle(self, fd: int, events: int) -> None:
         for s in self.streams:
             if s.fd == fd and s.open:
                 self._read(s)
-            if s.terminal == fd and s.backlog:
+            if s.sink is not None and s.sink.fd == fd and s.backlog:
                 self._flush(s)
         self._update_registrations()
 
     def _read(self, s: _Stream) -> bool:
         """Read what is there; False once the task's end is closed (or nothing more comes now)."""
         try:
-            data = os.read(s.fd, CHUNK)
+            data = os.read(s.fd, PIPE_SIZE)
         except BlockingIOError:
             return False
         except OSError as e:
@@ -179,29 +231,37 @@ class Relay:
                 self.log.write(data)
             except OSError as e:
                 self._log_failed(e)
-        if s.terminal is not None:
+        if s.sink is not None:
             s.backlog += data
             self._flush(s)
         return True
 
     def _flush(self, s: _Stream) -> None:
         """Write to the terminal only what it takes without blocking the launcher."""
-        assert s.terminal is not None
+        assert s.sink is not None
         while s.backlog:
-            ready = select.select([], [s.terminal], [], 0)[1]
-            if not ready:
-                return
             try:
-                n = os.write(s.terminal, s.backlog[:PIPE_BUF])
-            except OSError as e:
-                if e.errno == errno.EAGAIN:
-                    return
+                n = s.sink.write(s.backlog)
+            except OSError:
                 # The reader left (| head) or the stream is closed: the task is told so as
                 # if it wrote there itself (its next write fails with EPIPE / SIGPIPE).
-                s.terminal, s.backlog = None, bytearray()
+                self._drop_sink(s)
                 self._close(s)
                 return
+            if not n:
+                return
             del s.backlog[:n]
+
+    def _drop_sink(self, s: _Stream) -> None:
+        if s.sink is None:
+            return
+        if self.poller is not None:
+            try:
+                self.poller.unregister(s.sink.fd)
+            except KeyError:
+                pass
+        s.sink.close()
+        s.sink, s.backlog = None, bytearray()
 
     def _update_registrations(self) -> None:
         if self.poller is None:
@@ -210,12 +270,12 @@ class Relay:
             if s.open:
                 # A full backlog stops reading: the task's own writes then wait.
                 self.poller.modify(s.fd, 0 if len(s.backlog) >= TERMINAL_BACKLOG else select.POLLIN)
-            if s.terminal is not None:
+            if s.sink is not None:
                 try:
                     if s.backlog:
-                        self.poller.register(s.terminal, select.POLLOUT)
+                        self.poller.register(s.sink.fd, select.POLLOUT)
                     else:
-                        self.poller.unregister(s.terminal)
+                        self.poller.unregister(s.sink.fd)
                 except KeyError:
                     pass
 
@@ -254,11 +314,11 @@ class Relay:
             self._close(s)
         end = time.monotonic() + deadline
         for s in self.streams:
-            if s.terminal is not None and s.backlog:
-                # The task has ended: waiting for the terminal to take the rest is all that is left.
-                while s.backlog and s.terminal is not None and time.monotonic() < end:
-                    select.select([], [s.terminal], [], max(0.0, end - time.monotonic()))
-                    self._flush(s)
+            # The task has ended: waiting for the terminal to take the rest is all that is left.
+            while s.sink is not None and s.backlog and time.monotonic() < end:
+                select.select([], [s.sink.fd], [], max(0.0, end - time.monotonic()))
+                self._flush(s)
+            self._drop_sink(s)
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -270,9 +330,22 @@ class Relay:
         self._to_close = []
         for s in self.streams:
             self._close(s)
+            self._drop_sink(s)
         if self.log is not None:
             self.log.close()
             self.log = None
+
+
+def _widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe (the unprivileged maximum) instead of 64 KiB: 16 times fewer wake-ups
+    and system calls for a chatty task."""
+    import fcntl
+
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
 
 
 def _isatty(fd: int) -> bool:
