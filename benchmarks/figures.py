@@ -760,6 +760,45 @@ def parse_big(ctx: Ctx) -> Figure:
     return f
 
 
+# -- 11. a chatty task's output, relayed and logged --------------------------------------------------------
+def output_relay(ctx: Ctx) -> Figure:
+    t, s = ctx.tools, ctx.sizes
+    size = s.parse_bytes
+    f = Figure(
+        "output",
+        f"`launch -- cat FILE | cat`, {mib(size)} of output relayed and logged",
+        "`cat FILE | tee LOG | cat` (the same copies, in C)",
+        "≤ 2x",  # a Python relay against C's tee, the launcher's start-up (~70 ms) included
+    )
+    data = ctx.path("output.bin")
+    with open(data, "wb") as fh:
+        for _ in range(size >> 20 or 1):
+            fh.write(os.urandom(1 << 20))
+    db = ctx.path("output.db")
+    dbgen.create_ours(t, db)
+    tee_log, our_log = ctx.path("tee.log"), ctx.path("ours.log")
+    ours = " ".join([*t.ours, "launch", "--db", db, "--log", our_log, "--log-max", "4G", "--", "cat", data])
+    sm = interleaved(
+        {
+            "tee": lambda: wall(
+                ["sh", "-c", f"rm -f {tee_log}; cat {data} | tee {tee_log} | cat > /dev/null"]
+            ),
+            "ours": lambda: wall(["sh", "-c", f"rm -f {our_log}; {ours} | cat > /dev/null"]),
+        },
+        s.slow_reps + 2,
+    )
+    if os.path.getsize(our_log) != os.path.getsize(data):
+        raise BenchError(f"the task's log has {os.path.getsize(our_log)} bytes of {os.path.getsize(data)}")
+    f.ours = ratio_cell(median(sm["ours"]), median(sm["tee"]))
+    f.notes.append(
+        "the launcher reads the task's pipe, writes each chunk to the task's log and to its own "
+        "stdout (here a pipe); each repetition writes its log anew, tee's too"
+    )
+    f.met = f.ours.value <= 2
+    f.raw = sm
+    return f
+
+
 # -- the plot's other half: --list and --history against history size -----------------------------------
 def history_scaling(ctx: Ctx) -> None:
     t, s = ctx.tools, ctx.sizes

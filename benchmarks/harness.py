@@ -26,7 +26,19 @@ from figures import Ctx, Figure
 from plot import plot
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ["launch", "list", "history", "timeout", "exit", "quiet", "feedback", "burst", "parse", "scaling"]
+ORDER = [
+    "launch",
+    "list",
+    "history",
+    "timeout",
+    "exit",
+    "quiet",
+    "feedback",
+    "burst",
+    "parse",
+    "output",
+    "scaling",
+]
 
 
 def parse_args() -> argparse.Namespace:
@@ -100,6 +112,7 @@ def main() -> int:
         "feedback": lambda: [figures.feedback_increment(ctx)],
         "burst": lambda: [figures.burst(ctx)],
         "parse": lambda: [figures.parse_big(ctx)],
+        "output": lambda: [figures.output_relay(ctx)],
         "scaling": lambda: (figures.history_scaling(ctx), figures.feedback_scaling(ctx), [])[-1],
     }
     try:

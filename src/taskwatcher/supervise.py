@@ -175,15 +175,23 @@ class Supervisor:
         process.crash_point("waiting")
         while True:
             wait = self._next_wake()
+            due = None if wait is None else time.monotonic() + wait
             # poll() takes an int of milliseconds: a far deadline is approached a day at a time.
             events = poller.poll(None if wait is None else max(0, int(min(wait, 86400.0) * 1000) + 1))
             if self.relay is not None:
+                output_only = bool(events)
                 for fd, mask in events:
                     if self.relay.owns(fd):
                         self.relay.handle(fd, mask)
+                    else:
+                        output_only = False
                 if self.flags.resized:
                     self.flags.resized = False
                     self.relay.resize_terminal()
+                # Output alone changes nothing else: a chatty task costs a read and a write
+                # per chunk, not a look at /proc. An exit or a signal wakes a non-output fd.
+                if output_only and (due is None or time.monotonic() < due):
+                    continue
             for sig in self.flags.drain():
                 self._on_signal(sig)
             status = self._reap_main()
