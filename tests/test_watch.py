@@ -117,3 +117,21 @@ def test_watch_without_a_terminal_is_a_usage_error(tw):
     assert proc.returncode == 2
     assert "needs a terminal" in one_line_error(proc)
     assert time.monotonic() - started < 10
+
+
+def test_watch_outlasts_a_database_it_cannot_read_for_a_while(tw, screen):
+    """A database that becomes unreadable is said in red, and the view comes back with it."""
+    screen.wait_for("no task running or reserved")
+    good = tw.db.read_bytes()
+    moved = tw.db.with_suffix(".away")
+    tw.db.rename(moved)
+    tw.db.write_bytes(b"not a database at all" * 100)
+    screen.wait_for("not a taskwatcher database")
+    assert screen.proc.poll() is None
+    tw.db.unlink()
+    moved.rename(tw.db)
+    assert tw.db.read_bytes() == good
+    before = len(screen.text())
+    wait_for(lambda: "no task running or reserved" in screen.text()[before:], 15, "the view back")
+    screen.press(b"q")
+    assert screen.proc.wait(10) == 0

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .display import format_time, history_table, tasks_table
-from .errors import UsageError
+from .errors import TaskwatcherError, UsageError
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -38,9 +38,20 @@ def watch(tw: TaskWatcher, refresh: float = REFRESH, history_rows: int = HISTORY
             Live(_view(tw, history_rows), console=console, screen=True, auto_refresh=False) as live,
         ):
             while not key_pressed(refresh):
-                live.update(_view(tw, history_rows), refresh=True)
+                live.update(_view_or_error(tw, history_rows), refresh=True)
     except KeyboardInterrupt:
         pass
+
+
+def _view_or_error(tw: TaskWatcher, history_rows: int) -> Any:
+    """The view; if the database fails this time (locked past the busy timeout, say), the
+    error in red: a live view outlasts a passing failure, and says so rather than freezing."""
+    from rich.text import Text
+
+    try:
+        return _view(tw, history_rows)
+    except TaskwatcherError as e:
+        return Text(f"{format_time(time.time())}  {e}  (retrying each {REFRESH:g} s; q quits)", style="red")
 
 
 def _view(tw: TaskWatcher, history_rows: int) -> Any:
