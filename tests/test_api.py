@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -179,3 +180,17 @@ def test_prune_and_clear(api):
     assert api.clear() == 1 and api.history() == []
     with pytest.raises(UsageError):
         api.prune(max_age="soon")
+
+
+def test_the_readmes_python_example_runs(api, tmp_path):
+    """The README's "From Python" example, with a real task for ./nightly.sh and a test folder."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("### From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    task = '["sh", "-c", "echo [progress]50 > $TASKWATCHER_FEEDBACK; echo nightly output"]'
+    assert '["./nightly.sh", "--full"]' in example and 'feedpath="/tmp"' in example
+    example = example.replace('["./nightly.sh", "--full"]', task).replace('"/tmp"', repr(str(tmp_path)))
+    example = example.replace("TaskWatcher()", f"TaskWatcher({str(api.db)!r})")
+    out = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-3:] == ["0  {'progress': '50'}", "nightly output", ""]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +27,35 @@ MAX_SECONDS = 1e9  # about 31 years: any longer is a typo, and overflows system 
 MAX_TASK_ID = 2**63 - 1  # SQLite's largest integer
 
 
+def _columns() -> int:
+    """The terminal's width, as shutil.get_terminal_size gives it, without importing shutil."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class _KnownWidth:
+    # argparse builds a formatter for every option it adds (to check its metavar), and
+    # the formatter imports shutil (with bz2 and lzma: 5 ms) to ask the terminal's width.
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(
+            prog, indent_increment, max_help_position, _columns() - 2 if width is None else width
+        )  # type: ignore[call-arg]
+
+
+class Formatter(_KnownWidth, argparse.HelpFormatter):
+    pass
+
+
+class ExamplesFormatter(_KnownWidth, argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of a description and of the examples in an epilog."""
+
+
 class Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are one line and a chosen exit code."""
 
@@ -34,6 +64,7 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # "--lis" for "--list" would change meaning the day another option starts alike.
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -278,7 +309,7 @@ _TOOLS = {
             "its timeout; 125 if it could not be started; 126 not executable; 127 not found; "
             "128+N if it died of signal N.",
             epilog=LAUNCH_EXAMPLES,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=ExamplesFormatter,
             usage="taskwatcher launch [options] -- CMD [ARG...]",
         ),
     ),
@@ -287,7 +318,7 @@ _TOOLS = {
         dict(
             help="list, reserve, kill tasks; read feedback and history",
             epilog=CONTROL_EXAMPLES,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=ExamplesFormatter,
         ),
     ),
     "parse": (
@@ -295,7 +326,7 @@ _TOOLS = {
         dict(
             help="print a feedback file as JSON",
             epilog='example:\n  taskwatcher parse --feedback /tmp/run/feedback_7.log   # {"progress": "100"}',
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=ExamplesFormatter,
         ),
     ),
     "completion": (
@@ -311,7 +342,7 @@ _TOOLS = {
         dict(
             help="append a line to this task's feedback file ($TASKWATCHER_FEEDBACK)",
             epilog=FEED_EXAMPLES,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=ExamplesFormatter,
         ),
     ),
 }
