@@ -330,3 +330,26 @@ def test_the_log_is_always_a_tail_of_the_output_within_the_cap(tmp_path_factory,
     assert everything.endswith(tail)  # only the newest bytes, in order, none changed
     assert len(tail) <= cap
     assert len(tail) >= min(len(everything), cap // 2)  # at least half the cap is always kept
+
+
+def test_a_launcher_with_closed_streams_still_logs_the_output(tw):
+    """Started with stdout, stderr and stdin closed (as some daemons start things): the
+    pipes it makes must not take fds 0-2 and pass for them."""
+    launch = f"{' '.join(TW)} launch --db {tw.db} -- sh -c 'echo out; echo err >&2'"
+    proc = subprocess.run(["sh", "-c", f"exec {launch} <&- >&- 2>&-"], env=tw.env, timeout=30)
+    assert proc.returncode == 0
+    assert log_of(tw, 1) == "out\nerr\n"
+
+
+def test_a_closed_stdout_is_never_taken_by_a_pipe_of_the_launchers(tw, tmp_path):
+    """The first pipe the launcher made (its signal wake-up pipe) once took fd 1, and the
+    task's output was relayed into it. Fds 0-2 hold /dev/null before anything is made."""
+    go = tmp_path / "go"
+    launch = f"{' '.join(TW)} launch --db {tw.db} -- sh -c 'while [ ! -e {go} ]; do sleep 0.05; done'"
+    with subprocess.Popen(["sh", "-c", f"exec {launch} <&- >&-"], env=tw.env, stderr=subprocess.PIPE) as p:
+        try:
+            wait_for(lambda: tw.tasks().get("1", {}).get("pid"), 10, "the task")
+            assert [os.readlink(f"/proc/{p.pid}/fd/{fd}") for fd in (0, 1)] == ["/dev/null", "/dev/null"]
+        finally:
+            go.touch()
+        assert p.wait(15) == 0

@@ -136,8 +136,9 @@ class Relay:
     launcher never blocks on it, so timeouts and signals are still handled.
     """
 
-    def __init__(self, log: LogFile | None) -> None:
-        self.log = log
+    def __init__(self, log: LogFile | None, closed: frozenset[int] = frozenset()) -> None:
+        """``closed``: which of the launcher's fds 0-2 were closed when it started."""
+        self.log, self.closed = log, closed
         self.streams: list[_Stream] = []
         self.poller: select.poll | None = None
         self.child_fds: list[int] = [0, 1, 2]  # the task's stdin, stdout, stderr
@@ -152,6 +153,7 @@ class Relay:
         terminal goes through a pseudo-terminal (one for both, if both are), the
         other through a pipe, and each is relayed to the launcher's own.
         """
+        is_open = {target: target not in self.closed for target in (0, 1, 2)}
         if not foreground:
             stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             r, w = os.pipe2(os.O_CLOEXEC)
@@ -162,7 +164,7 @@ class Relay:
         fds = [0]
         pty_slave = None
         for target in (1, 2):
-            if _isatty(target):
+            if is_open[target] and _isatty(target):
                 if pty_slave is None:
                     master, pty_slave = _open_pty(target)
                     self._add(master, target)
@@ -170,7 +172,7 @@ class Relay:
                 fds.append(pty_slave)
             else:
                 r, w = os.pipe2(os.O_CLOEXEC)
-                self._add(r, target if _is_open(target) else None)
+                self._add(r, target if is_open[target] else None)
                 self._to_close.append(w)
                 fds.append(w)
         self.child_fds = fds
@@ -346,6 +348,22 @@ def _widen_pipe(fd: int) -> None:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass
+
+
+def claim_standard_fds() -> frozenset[int]:
+    """Put /dev/null on whichever of fds 0-2 is closed; return those that were.
+
+    Called first thing in the launcher: a launcher started with stdout closed (as some
+    daemons start programs) would otherwise hand fd 1 to the first pipe it makes, and
+    take that pipe for its stdout. What was closed stays closed to the task's output.
+    """
+    closed = frozenset(fd for fd in (0, 1, 2) if not _is_open(fd))
+    for fd in sorted(closed):
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    return closed
 
 
 def _isatty(fd: int) -> bool:

@@ -31,7 +31,7 @@ from .control import (
 )
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
 from .logs import Logger
-from .output import DEFAULT_LOG_MAX, LogFile, Relay
+from .output import DEFAULT_LOG_MAX, LogFile, Relay, claim_standard_fds
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
 from .status import TaskStatus, heartbeat_status, next_status_change
 from .store import Store
@@ -430,12 +430,14 @@ def run_task(
     req: LaunchRequest,
     flags: SignalFlags,
     on_start: Callable[[tuple[int, str] | None], None] | None = None,
+    closed: frozenset[int] = frozenset(),
 ) -> Ending:
     """Spawn the claimed task, supervise it to its end and archive it.
 
-    ``on_start`` hears whether exec succeeded (None) or failed (status, reason).
+    ``on_start`` hears whether exec succeeded (None) or failed (status, reason);
+    ``closed``: the launcher's standard fds that were closed (see claim_standard_fds).
     """
-    relay = open_output(store, task, req)
+    relay = open_output(store, task, req, closed)
     try:
         return _run(store, task, req, flags, relay, on_start)
     finally:
@@ -443,7 +445,9 @@ def run_task(
             relay.close_unused()
 
 
-def open_output(store: Store, task: dict[str, object], req: LaunchRequest) -> Relay | None:
+def open_output(
+    store: Store, task: dict[str, object], req: LaunchRequest, closed: frozenset[int] = frozenset()
+) -> Relay | None:
     """The task's log and the relay of its output; a log that cannot be opened is a failed start."""
     if task["logfile"] is None:
         return None
@@ -453,7 +457,7 @@ def open_output(store: Store, task: dict[str, object], req: LaunchRequest) -> Re
         reason = f"cannot open log file {task['logfile']}: {e.strerror}"
         archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START)  # type: ignore[arg-type]
         raise StartFailed(EXIT_CANNOT_START, reason) from None
-    relay = Relay(log_file)
+    relay = Relay(log_file, closed)
     relay.capture(foreground=not req.detach)
     return relay
 
@@ -540,14 +544,15 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
     as soon as the task runs under a supervisor of its own.
     """
     validate(req)
+    closed = claim_standard_fds()  # before any fd is made: none may take 0-2's place
     flags = SignalFlags()
     with Store(db) as store:
         reconcile(store)
         task = claim(store, req)
         process.crash_point("reserved")
         if not req.detach:
-            return run_task(store, task, req, flags)
-        relay = open_output(store, task, req)
+            return run_task(store, task, req, flags, closed=closed)
+        relay = open_output(store, task, req, closed)
     _detach(store.path, task, req, relay)
     return Ending(0)
 
