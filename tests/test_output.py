@@ -353,3 +353,11 @@ def test_a_closed_stdout_is_never_taken_by_a_pipe_of_the_launchers(tw, tmp_path)
         finally:
             go.touch()
         assert p.wait(15) == 0
+
+
+def test_a_log_that_was_deleted_is_an_error_not_an_empty_answer(tw):
+    tw.run("launch", "--", "echo", "hi", check=True)
+    Path(tw.history_of(1)["logfile"]).unlink()
+    proc = tw.run("control", "--log", "1")
+    assert proc.returncode == 1
+    assert one_line_error(proc).startswith("taskwatcher: the log of task 1 is gone: ")

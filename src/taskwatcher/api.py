@@ -241,10 +241,13 @@ class TaskWatcher:
 
     def read_log(self, taskid: int) -> bytes:
         """The task's output kept so far (the older half, then the current file)."""
-        from .output import copy_log
+        from .output import copy_log, older_half
 
+        path = self.log_path(taskid)
+        if not (os.path.exists(path) or os.path.exists(older_half(path))):
+            raise NoLog(f"the log of task {taskid} is gone: {path}")
         parts: list[bytes] = []
-        copy_log(self.log_path(taskid), parts.append)
+        copy_log(path, parts.append)
         return b"".join(parts)
 
     def follow_log(self, taskid: int) -> Iterator[bytes]:
