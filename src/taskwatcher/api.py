@@ -217,8 +217,9 @@ class TaskWatcher:
         datetime, ISO text or an age like ``"2h"``); only the last ``last``."""
         from .records import FinishedTask
 
+        only = _filter(name, since, last)  # a bad filter is refused before the database is opened
         with self._store() as store:
-            entries = control.history(store, _filter(name, since, last))
+            entries = control.history(store, only)
         return [FinishedTask.from_json(hid, fields) for hid, fields in entries.items()]
 
     def history_json(self, *, name: str | None = None, since: When = None, last: int | None = None) -> str:
