@@ -374,7 +374,8 @@ def run_control(args: argparse.Namespace) -> int:
     from . import control
     from .store import Store
 
-    _check_control_options(args)
+    _check_control_options(args)  # usage errors before the database is opened (or created)
+    since = None if args.since is None else control.parse_when(args.since)
     with Store(args.db) as store:
         control.reconcile(store)
         if args.initialize:
@@ -395,17 +396,12 @@ def run_control(args: argparse.Namespace) -> int:
                 }
                 print_tasks(tasks, progress)
         elif args.reserve:
-            if args.unique and not args.name:
-                raise UsageError("--unique needs --name")
             ttl = control.DEFAULT_TTL if args.ttl is None else args.ttl
-            if ttl <= 0:
-                raise UsageError("--ttl must be more than 0 seconds")
             infos = (args.info1, args.info2, args.info3)
             print(control.reserve(store, args.name, infos, args.unique, ttl))
         elif args.feedback is not None:
             _print_json(control.task_feedback(store, args.feedback))
         elif args.history:
-            since = None if args.since is None else control.parse_when(args.since)
             only = control.HistoryFilter(args.name, since, args.last)
             if args.json:
                 sys.stdout.flush()
@@ -435,6 +431,10 @@ def _check_control_options(args: argparse.Namespace) -> None:
         raise UsageError("--json goes with --list or --history")
     if args.timeout is not None and args.wait is None:
         raise UsageError("--timeout goes with --wait")
+    if args.reserve and args.unique and not args.name:
+        raise UsageError("--unique needs --name")
+    if args.ttl is not None and args.ttl <= 0:
+        raise UsageError("--ttl must be more than 0 seconds")
     if args.force and not args.initialize:
         raise UsageError("--force goes with --initialize")
     if (args.last is not None or args.since is not None) and not args.history:

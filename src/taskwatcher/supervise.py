@@ -74,8 +74,11 @@ def validate(req: LaunchRequest) -> None:
     if req.grace < 0:
         raise ReservationError("--grace must be zero or a positive number of seconds")
     if req.feedpath is not None:
+        if not req.feedpath:
+            raise ReservationError("--feedpath needs a folder")
         if not os.path.isdir(req.feedpath):
-            raise ReservationError(f"feedback folder {req.feedpath} does not exist")
+            what = "is not a folder" if os.path.exists(req.feedpath) else "does not exist"
+            raise ReservationError(f"feedback folder {req.feedpath} {what}")
         if not os.access(req.feedpath, os.W_OK | os.X_OK):
             raise ReservationError(f"feedback folder {req.feedpath} is not writable")
     elif any("{feedback}" in arg for arg in req.command):
@@ -461,10 +464,13 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
 def _open_log(store: Store, task: dict[str, object]) -> int:
     logfile = str(task["logfile"])
     try:
-        os.makedirs(os.path.dirname(logfile), exist_ok=True)
-        return os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+        # Never world-writable, whatever the umask (a planted symlink would redirect the output).
+        os.makedirs(os.path.dirname(logfile), mode=0o755, exist_ok=True)
+        return os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     except OSError as e:
-        reason = f"cannot open log file {logfile}: {e.strerror}"
+        # makedirs says "File exists" for a file where the folder should be: say what is wrong
+        why = f"{os.path.dirname(logfile)} is a file" if isinstance(e, FileExistsError) else e.strerror
+        reason = f"cannot open log file {logfile}: {why}"
         archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START)  # type: ignore[arg-type]
         raise StartFailed(EXIT_CANNOT_START, reason) from None
 
