@@ -80,9 +80,10 @@ def pending_dir(db_path: str) -> str:
 def keep_pending_end(store: Store, taskid: int, token: str, ending: dict[str, Any]) -> str:
     """Write a task's end beside the database, for the next command to archive; its path."""
     path = _pending_path(store.path, taskid)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # private, like the database's folder
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
         json.dump({"token": token, **ending}, f)
         f.flush()
         os.fsync(f.fileno())
@@ -115,6 +116,7 @@ def archive_pending_ends(store: Store) -> None:
         if row is not None and row["token"] == end.get("token"):
             archive_task(store, row, termsignal=end.get("termsignal", ""),
                          termerror=end.get("termerror", ""), exitcode=end.get("exitcode"))  # fmt: skip
+            process.crash_point("pending-archived")  # archived, its file not yet removed
         os.unlink(path)  # archived now, or the task is gone (archived by someone else)
 
 
@@ -331,6 +333,7 @@ def task_feedback(store: Store, taskid: int) -> dict[str, str]:
             state = load_feedback_state(store, taskid)
             if read_increment(row["feedpath"], state) or store.feedback_row(taskid) is None:
                 store.save_feedback(conn, taskid, state.data, state.dev, state.ino, state.offset, state.lines)
+                process.crash_point("feedback-saving")  # the new offset and data not committed
     return task_feedback(store, taskid) if ended else state.data
 
 
@@ -493,6 +496,7 @@ def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
             if current["host"] and current["host"] != process.host_name():
                 raise StoreError(f"task {row['id']} runs on host {current['host']}: stop it there")
             conn.execute("UPDATE tasks SET stopreason = ? WHERE id = ?", ("killed by request", row["id"]))
+        process.crash_point("kill-requested")  # the request is recorded, the launcher not signalled
         fd = _signal_launcher(current)
         if fd is None:  # no launcher to do it: stop and archive the task here
             archive_task(store, current, termerror="killed by request", kill_remains=True)

@@ -36,7 +36,8 @@ class LogFile:
     def __init__(self, path: str, cap: int = DEFAULT_LOG_MAX, fresh: bool = False) -> None:
         """``fresh``: the file is this task's alone (the default path), so an old one is replaced."""
         self.path, self.half = path, max(1, cap // 2)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        # Never world-writable, whatever the umask (a planted symlink would redirect the output).
+        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         if fresh:  # ids start again at 1 after --initialize: an old task_1.log is not this task's
             remove_log(path)
         self.fd = self._open()
@@ -46,7 +47,7 @@ class LogFile:
         self.size = st.st_size
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)

@@ -224,9 +224,10 @@ def signal_name(sig: int) -> str:
 def crash_point(name: str) -> None:
     """Test-only fault injection: SIGKILL this process at the named point.
 
-    ``TASKWATCHER_CRASH_AT=NAME`` (reserved, spawned, waiting, archiving) lets the
-    fault tests (tests/faults) kill a launcher at the worst moments. Unset, as it
-    always is outside those tests, this does nothing.
+    ``TASKWATCHER_CRASH_AT=NAME`` lets the fault tests (tests/faults) kill a launcher
+    (reserved, spawned, waiting, archiving) or a control command (archiving, inside
+    any archive; kill-requested, feedback-saving, pending-archived) at the worst
+    moments. Unset, as it always is outside those tests, this does nothing.
     """
     if os.environ.get("TASKWATCHER_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -148,7 +148,11 @@ class Store:
             raise StoreError(f"database {self.path} is a folder")
         folder = os.path.dirname(self.path)
         try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
+            _make_private_folders(folder)
+        except FileExistsError:  # a file where the folder should be: "File exists" would mislead
+            raise StoreError(
+                f"cannot create the folder of database {self.path}: {folder} is a file"
+            ) from None
         except OSError as e:
             raise StoreError(f"cannot create the folder of database {self.path}: {e.strerror}") from None
         try:
@@ -189,7 +193,10 @@ class Store:
                 "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
             )
         ]
-        return {n: {c[1] for c in self.conn.execute(f"PRAGMA table_info('{n}')")} for n in names}
+        # A parameter, not the name in the SQL text: a foreign file's table may be called anything.
+        return {
+            n: {c[0] for c in self.conn.execute("SELECT name FROM pragma_table_info(?)", (n,))} for n in names
+        }
 
     def _check_foreign(self, app_id: int, version: int) -> None:
         if app_id == APPLICATION_ID:
@@ -265,9 +272,11 @@ class Store:
             raise _store_error(e, self.path) from None
         try:
             yield self.conn
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):  # a statement refused (read-only file, disk full...)
+                raise _store_error(e, self.path) from None
             raise
         try:
             self.conn.execute("COMMIT")
@@ -443,8 +452,43 @@ class Store:
         self._create()
 
 
+def _make_private_folders(folder: str) -> None:
+    """``os.makedirs(folder, 0o700)``, the missing parents 0o700 too (makedirs gives them
+    0o777 less the umask: world-writable under umask 000)."""
+    if os.path.isdir(folder):
+        return
+    parent = os.path.dirname(folder)
+    if parent and parent != folder:
+        _make_private_folders(parent)
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(folder):
+            raise
+
+
 def _store_error(e: sqlite3.Error, path: str) -> StoreError:
     text = str(e)
     if isinstance(e, sqlite3.DatabaseError) and "not a database" in text:
         return NotADatabase(f"{path} is not a taskwatcher database (not an SQLite file)")
-    return StoreError(f"database {path}: {text}")
+    return StoreError(f"database {path}: {text}{_hint(text, path)}")
+
+
+def _hint(text: str, path: str) -> str:
+    """Why SQLite's terse "disk I/O error" or "unable to open" happened, where it can be told."""
+    folder = os.path.dirname(path)
+    if "disk I/O error" in text or "disk is full" in text:
+        import resource
+
+        with contextlib.suppress(OSError):
+            if os.statvfs(folder).f_bavail == 0:
+                return f" (no space left in {folder})"
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            return f" (file size limit: {limit} bytes)"
+    elif "unable to open" in text:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f" (its folder {folder} is not writable: SQLite keeps its -wal and -shm files there)"
+        if os.path.exists(path) and not os.access(path, os.R_OK):
+            return " (no permission to read it)"
+    return ""

@@ -95,8 +95,11 @@ def validate(req: LaunchRequest) -> None:
     if req.grace < 0:
         raise ReservationError("--grace must be zero or a positive number of seconds")
     if req.feedpath is not None:
+        if not req.feedpath:
+            raise ReservationError("--feedpath needs a folder")
         if not os.path.isdir(req.feedpath):
-            raise ReservationError(f"feedback folder {req.feedpath} does not exist")
+            what = "is not a folder" if os.path.exists(req.feedpath) else "does not exist"
+            raise ReservationError(f"feedback folder {req.feedpath} {what}")
         if not os.access(req.feedpath, os.W_OK | os.X_OK):
             raise ReservationError(f"feedback folder {req.feedpath} is not writable")
     elif any("{feedback}" in arg for arg in req.command):
@@ -454,7 +457,10 @@ def open_output(
     try:
         log_file = LogFile(str(task["logfile"]), req.logmax, fresh=req.logfile is None)
     except OSError as e:
-        reason = f"cannot open log file {task['logfile']}: {e.strerror}"
+        # makedirs says "File exists" for a file where the folder should be: say what is wrong
+        folder = os.path.dirname(str(task["logfile"]))
+        why = f"{folder} is a file" if isinstance(e, FileExistsError) else e.strerror
+        reason = f"cannot open log file {task['logfile']}: {why}"
         archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START)  # type: ignore[arg-type]
         raise StartFailed(EXIT_CANNOT_START, reason) from None
     relay = Relay(log_file, closed)
