@@ -361,3 +361,41 @@ def test_a_log_that_was_deleted_is_an_error_not_an_empty_answer(tw):
     proc = tw.run("control", "--log", "1")
     assert proc.returncode == 1
     assert one_line_error(proc).startswith("taskwatcher: the log of task 1 is gone: ")
+
+
+def test_the_tasks_terminal_has_the_size_of_the_launchers_and_follows_it(tw):
+    import fcntl
+    import signal
+    import struct
+    import termios
+
+    # The task prints its terminal's size, then again once it changes (for 15 s at most).
+    script = (
+        "import os, time\n"
+        "first = os.get_terminal_size(1)\n"
+        "print(first, flush=True)\n"
+        "end = time.monotonic() + 15\n"
+        "while os.get_terminal_size(1) == first and time.monotonic() < end: time.sleep(0.02)\n"
+        "print(os.get_terminal_size(1), flush=True)\n"
+    )
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    cmd = [*TW, "launch", "--db", str(tw.db), "--", PY, "-c", script]
+    seen = b""
+
+    def read_until(text: bytes) -> bool:
+        nonlocal seen
+        if select.select([master], [], [], 0.1)[0]:
+            seen += os.read(master, 4096)
+        return text in seen
+
+    with subprocess.Popen(cmd, env=tw.env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave) as p:
+        try:
+            wait_for(lambda: read_until(b"columns=160, lines=40"), 15, "the first size")
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 100, 0, 0))
+            p.send_signal(signal.SIGWINCH)  # what the terminal sends its foreground group
+            wait_for(lambda: read_until(b"columns=100, lines=50"), 15, "the new size")
+        finally:
+            os.close(slave)
+        assert p.wait(15) == 0
+    os.close(master)
