@@ -194,3 +194,28 @@ def test_the_readmes_python_example_runs(api, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[-3:] == ["0  {'progress': '50'}", "nightly output", ""]
+
+
+def test_launch_in_a_folder_with_more_environment(api, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(tmp_path)  # relative paths are the caller's, not the task's folder
+    taskid = api.launch(
+        ["sh", "-c", 'pwd; echo "$GREETING"'], cwd=work, env={"GREETING": "hello"}, log="out.log"
+    )
+    assert api.wait(taskid, 30).exitcode == 0
+    assert (tmp_path / "out.log").read_text() == f"{work}\nhello\n"
+    with pytest.raises(StartFailed) as e:
+        api.launch(["true"], cwd=tmp_path / "missing")
+    assert e.value.exit_code == 125 and "cannot start in" in str(e.value)
+
+
+def test_a_relative_database_is_the_callers_whatever_the_tasks_folder(tmp_path, monkeypatch, env):
+    for key in ("HOME", "XDG_STATE_HOME", "PYTHONPATH"):
+        monkeypatch.setenv(key, env[key])
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path)
+    tw = TaskWatcher("rel.db")
+    taskid = tw.launch(["true"], cwd="work")
+    assert tw.wait(taskid, 30).exitcode == 0
+    assert (tmp_path / "rel.db").exists() and not (tmp_path / "work" / "rel.db").exists()

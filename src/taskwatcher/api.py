@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from . import control
@@ -92,36 +92,45 @@ class TaskWatcher:
         unique: bool = False,
         log: str | os.PathLike[str] | None = None,
         log_max: int | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> int:
         """Start ``command`` detached, under a supervisor of its own; return its task id once it runs.
 
         The supervisor is a fresh ``python -m taskwatcher launch --detach`` (never a
         fork of the calling process, which may hold threads, sockets or a web
-        server's state). Raises :class:`~taskwatcher.errors.StartFailed` with the
-        launcher's exit status (125, 126, 127) and its message.
+        server's state). The task runs in ``cwd`` (default: this process's) with this
+        process's environment plus ``env``. Relative paths (the database, ``feedpath``,
+        ``log``) are this process's, whatever ``cwd`` is. Raises
+        :class:`~taskwatcher.errors.StartFailed` with the launcher's exit status
+        (125, 126, 127) and its message.
         """
         import subprocess
 
-        argv = [sys.executable, "-m", "taskwatcher", "launch", "--detach"]
-        if self.db is not None:
-            argv += ["--db", self.db]
+        argv = [sys.executable, "-m", "taskwatcher", "launch", "--detach", "--db", self.path]
         options = {
             "--taskid": taskid,
             "--name": name,
             "--info1": info1,
             "--info2": info2,
             "--info3": info3,
-            "--feedpath": None if feedpath is None else os.fspath(feedpath),
+            "--feedpath": None if feedpath is None else os.path.abspath(feedpath),
             "--timeout": timeout,
             "--grace": grace,
-            "--log": None if log is None else os.fspath(log),
+            "--log": None if log is None else os.path.abspath(log),
             "--log-max": log_max,
         }
         argv += [f"{k}={v}" for k, v in options.items() if v is not None]
         if unique:
             argv.append("--unique")
         argv += ["--", *command]
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        environ = None if env is None else {**os.environ, **env}
+        try:
+            done = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, check=False, cwd=cwd, env=environ
+            )
+        except OSError as e:  # cwd missing or not a folder
+            raise StartFailed(125, f"cannot start in {cwd}: {e.strerror}") from None
         out = done.stdout.decode(errors="replace").strip()
         if done.returncode == 0 and out.isdigit():
             return int(out)
