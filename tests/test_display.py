@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import wait_for
-from taskwatcher.display import format_duration, progress_bar
+from taskwatcher.display import escape_control, format_duration, progress_bar
 from test_launch import kill_own_processes
 
 
@@ -52,3 +52,21 @@ def test_list_shows_a_tasks_progress(tw, tmp_path):
     finally:
         go.touch()
         kill_own_processes(tmp_path / "home")
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("plain name", "plain name"),
+        ("\x1b]0;pwned\x07", "\\e]0;pwned\\a"),
+        ("\x1b[2J", "\\e[2J"),
+        ("two\nlines", "two\\nlines"),
+        ("tab\there", "tab\\there"),
+        ("c1\x9bcsi", "c1\\x9bcsi"),
+        ("del\x7f", "del\\x7f"),
+        (b"not \xff utf-8".decode("utf-8", "surrogateescape"), "not \\xff utf-8"),
+        ("accents é ü stay", "accents é ü stay"),
+    ],
+)
+def test_escape_control_shows_control_characters_escaped(raw, shown):
+    assert escape_control(raw) == shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .records import FinishedTask, Task
+
+# C0, DEL, C1, and lone surrogates (bytes that were not UTF-8, kept by surrogateescape).
+_CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
 
 
 def format_time(unix: float | None, now: float | None = None) -> str:
@@ -38,6 +42,33 @@ def format_duration(seconds: float | None) -> str:
         return f"{h}h{m:02d}m"
     d, h = divmod(h, 24)
     return f"{d}d{h:02d}h"
+
+
+_NAMED_ESCAPES = {"\x1b": "\\e", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\x07": "\\a"}
+
+
+def _escape_one(ch: str) -> str:
+    named = _NAMED_ESCAPES.get(ch)
+    if named:
+        return named
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8: show the byte itself
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\e``, ``\\n``, ``\\x07``...).
+
+    Anything a task or a user wrote (names, infos, commands, feedback values,
+    log lines) passes here before it reaches a terminal: a raw ESC could set the
+    window title or clear the screen, a newline would break a table row.
+    C0 controls, DEL and the C1 range (which some terminals also obey) are escaped,
+    and so are lone surrogates (undecodable bytes), which could not even be printed.
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: _escape_one(m.group()), text)
 
 
 _STATUS_STYLE = {"RUNNING": "green", "SILENT": "yellow", "STALLED": "red", "RESERVED": "cyan"}
