@@ -253,11 +253,12 @@ def task_lines(
     width: int | None,
     now: float | None = None,
     bar: Callable[[Task], str] | None = None,
+    columns: Sequence[Column] = TASK_COLUMNS,
 ) -> list[Line]:
     """The header and one line per task, fitted to ``width`` (None: whole values)."""
     now = time.time() if now is None else now
     rows = [task_cells(t, now, width, bar) for t in tasks]
-    layout = Layout(TASK_COLUMNS, width)
+    layout = Layout(columns, width)
     layout.add_page(rows)
     return [layout.header(), *(layout.line(r) for r in rows)]
 

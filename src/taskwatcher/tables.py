@@ -50,6 +50,15 @@ class Column:
         self.styles, self.always = styles or {}, always or rank is None
 
 
+def reranked(columns: Sequence[Column], **ranks: int) -> tuple[Column, ...]:
+    """The same columns, some of them ranked otherwise (another view of the same table)."""
+    out = []
+    for c in columns:
+        rank = ranks.get(c.header, c.rank)
+        out.append(Column(c.header, flex=c.flex, rank=rank, right=c.right, styles=c.styles, always=c.always))
+    return tuple(out)
+
+
 # -- measuring and cutting text ------------------------------------------------------------
 def _char_width(ch: str) -> int:
     import unicodedata

@@ -9,8 +9,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .display import escape_control, format_time, history_lines, task_lines
+from .display import TASK_COLUMNS, escape_control, format_time, history_lines, task_lines
 from .errors import TaskwatcherError, UsageError
+from .tables import reranked
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 REFRESH = 1.0  # seconds between two looks at the database
 HISTORY_ROWS = 5
 QUIT_KEYS = (b"q", b"Q")
+BAR = 10  # cells of the progress bar
+# The live view shows what the tasks are doing now: their feedback outranks their command.
+COLUMNS = reranked(TASK_COLUMNS, feedback=9, command=7)
 
 
 def watch(tw: TaskWatcher, refresh: float = REFRESH, history_rows: int = HISTORY_ROWS) -> None:
@@ -92,7 +96,7 @@ def _view(tw: TaskWatcher, history_rows: int, size: tuple[int, int] = (80, 24)) 
     parts: list[Any] = [header, Rule(style="dim")]
     room = height - 2  # lines left under the title and its rule
     if tasks:
-        lines = task_lines(tasks, width, now, _bar)
+        lines = task_lines(tasks, width, now, _bar, COLUMNS)
         if len(lines) > room:  # the header, as many tasks as fit, and what was left out
             shown = max(0, room - 2)
             lines = lines[: 1 + shown]
@@ -119,11 +123,8 @@ def _text(line: tuple[str, list[tuple[int, int, str]]]) -> Any:
     return Text(text, spans=[Span(*s) for s in spans], no_wrap=True, overflow="ellipsis")
 
 
-BAR = 20  # cells of the progress bar in the live view
-
-
 def _bar(task: Task) -> str:
-    """``██████████░░░░░░░░░░  50%``: the live view's progress bar, in plain text."""
+    """``█████░░░░░  50%``: the live view's progress bar, in plain text."""
     if task.progress is None:
         return ""
     filled = round(task.progress * BAR / 100)
