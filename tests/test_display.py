@@ -77,7 +77,10 @@ def test_list_shows_a_tasks_progress(tw, tmp_path):
         ("c1\x9bcsi", "c1\\x9bcsi"),
         ("del\x7f", "del\\x7f"),
         (b"not \xff utf-8".decode("utf-8", "surrogateescape"), "not \\xff utf-8"),
-        ("accents é ü stay", "accents é ü stay"),
+        ("accents é ü 日本 stay", "accents é ü 日本 stay"),
+        ("rtl \u202eevil\u202c", "rtl \\u202eevil\\u202c"),  # reorders what follows: shown, not obeyed
+        ("isolate \u2067x\u2069", "isolate \\u2067x\\u2069"),
+        ("line\u2028sep", "line\\u2028sep"),
     ],
 )
 def test_escape_control_shows_control_characters_escaped(raw, shown):
@@ -111,6 +114,7 @@ def hostile_tasks(tw, tmp_path) -> str:
 def test_list_on_a_terminal_fits_it_and_shows_escapes_never_raw(tw, tmp_path, columns):
     try:
         taskid = hostile_tasks(tw, tmp_path)
+        wide = reserve(tw, "--name", "日本語の名前" * 30)  # two cells a character
         raw = run_on_terminal(tw, "--list", columns=columns)
     finally:
         kill_own_processes(tmp_path / "home")
@@ -119,11 +123,12 @@ def test_list_on_a_terminal_fits_it_and_shows_escapes_never_raw(tw, tmp_path, co
     lines = lines_drawn(raw)  # no escape but colours reached the terminal
     assert_fits(lines, columns)
     header, *rows = lines
-    assert len(rows) == 3  # one line per task: nothing wrapped
+    assert len(rows) == 4  # one line per task: nothing wrapped
     assert set(header.split()) <= HEADER_WORDS and {"taskid", "name", "status"} <= set(header.split())
     assert "info2" not in header and "timeout" not in header  # empty for every task: left out
     by_id = {row.split()[0]: row for row in rows}
     assert "\\e]0;pwned" in by_id["1"] and "\\e[2Jwiped" in by_id["2"]
+    assert "日本語の名前" in by_id[str(wide)] and "…" in by_id[str(wide)]
     running = by_id[taskid]
     assert "a-long-name-xxx" in running and "…" in running  # cut to fit, and says so
     if "command" in header:
