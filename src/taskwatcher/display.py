@@ -118,7 +118,7 @@ def terminal_width(stream: TextIO | None = None) -> int | None:
         return 80
 
 
-def _colours(stream: TextIO) -> bool:
+def _colours() -> bool:
     """Colours on a terminal, unless NO_COLOR is set (no-color.org) or TERM is dumb."""
     return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
@@ -269,7 +269,7 @@ def print_tasks(tasks: Sequence[Task], stream: TextIO | None = None) -> None:
         print("no task running or reserved", file=stream)
         return
     width = terminal_width(stream)
-    colour = width is not None and _colours(stream)
+    colour = width is not None and _colours()
     write = _writer(stream)
     for line in task_lines(tasks, width):
         write(ansi(line, colour) + "\n")
@@ -346,7 +346,7 @@ def print_history(entries: Iterable[FinishedTask], stream: TextIO | None = None)
     """The history table, streamed: ``entries`` may be an iterator over a long history."""
     stream = sys.stdout if stream is None else stream
     width = terminal_width(stream)
-    colour = width is not None and _colours(stream)
+    colour = width is not None and _colours()
     write = _writer(stream)
     empty = True
     for line in history_lines(entries, width):
