@@ -121,7 +121,7 @@ def _fit(columns: Sequence[Column], natural: list[int], filled: list[bool], widt
         return sum(kept) + GAP * max(0, len(kept) - 1)
 
     # Columns give way, lowest rank first, until the narrowest of the rest fit.
-    for i in sorted((i for i, c in enumerate(columns) if c.rank is not None), key=lambda i: columns[i].rank):  # type: ignore[arg-type,return-value]
+    for _, i in sorted((c.rank, i) for i, c in enumerate(columns) if c.rank is not None):
         if needed(floor) <= width:
             break
         shown[i] = False
