@@ -34,11 +34,14 @@ def terminal_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run_on_terminal(tw, *args: str, columns: int, rows: int = 40, timeout: float = 30) -> bytes:
+def run_on_terminal(
+    tw, *args: str, columns: int, rows: int = 40, timeout: float = 30, env: dict[str, str] | None = None
+) -> bytes:
     """``taskwatcher control --db DB ARGS`` with stdout and stderr on a terminal; every byte it sent."""
     master, slave = sized_pty(columns, rows)
     cmd = [*TW, "control", "--db", str(tw.db), *args]
-    proc = subprocess.Popen(cmd, env=terminal_env(tw.env), stdin=slave, stdout=slave, stderr=slave)
+    env = {**terminal_env(tw.env), **(env or {})}
+    proc = subprocess.Popen(cmd, env=env, stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     raw = b""
     deadline = time.monotonic() + timeout

@@ -138,6 +138,12 @@ def test_list_on_a_terminal_fits_it_and_shows_escapes_never_raw(tw, tmp_path, co
         assert "command" in header
 
 
+def test_colours_on_a_terminal_unless_no_color_is_set(tw):
+    reserve(tw, "--name", "plain")
+    assert b"\x1b[36mRESERVED" in run_on_terminal(tw, "--list", columns=80)
+    assert b"\x1b" not in run_on_terminal(tw, "--list", columns=80, env={"NO_COLOR": "1"})
+
+
 def finished_with_escapes(tw, tmp_path) -> None:
     feedpath = tmp_path / "fb"
     feedpath.mkdir(exist_ok=True)
