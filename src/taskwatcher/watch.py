@@ -99,8 +99,8 @@ def _view(tw: TaskWatcher, history_rows: int, size: tuple[int, int] = (80, 24)) 
         lines = task_lines(tasks, width, now, _bar, COLUMNS)
         if len(lines) > room:  # the header, as many tasks as fit, and what was left out
             shown = max(0, room - 2)
-            lines = lines[: 1 + shown]
-            lines.append((f"… {len(tasks) - shown} more", [(0, len(f"… {len(tasks) - shown} more"), "dim")]))
+            more = f"… {len(tasks) - shown} more"
+            lines = [*lines[: 1 + shown], (more, [(0, len(more), "dim")])]
         parts += [_text(line) for line in lines]
         room -= len(lines)
     else:
