@@ -10,6 +10,7 @@ rows streams page by page, and rich is never imported for them.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -41,11 +42,10 @@ def format_time(unix: float | None, now: float | None = None) -> str:
     return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", local)
 
 
-def _today(now: float, _last: list[Any] = [None, None]) -> tuple[int, ...]:  # noqa: B006 - a cache
+@functools.lru_cache(maxsize=4)
+def _today(now: float) -> tuple[int, ...]:
     """The local date at ``now``, remembered: a table asks it for every row with the same ``now``."""
-    if _last[0] != now:
-        _last[:] = [now, tuple(time.localtime(now)[:3])]
-    return _last[1]
+    return tuple(time.localtime(now)[:3])
 
 
 def format_duration(seconds: float | None) -> str:
