@@ -106,7 +106,7 @@ def hostile_tasks(tw, tmp_path) -> str:
     name = "a-long-name-" + "x" * 150
     args = ("--detach", "--name", name, "--feedpath", str(feedpath), "--", "sh", "-c", script, WIPE)
     taskid = tw.run("launch", *args, check=True).stdout.strip()
-    wait_for(lambda: tw.json("control", "--feedback", taskid).get("phase"), 10, "the task's feedback")
+    wait_for(lambda: tw.json("control", "--feedback", taskid).get("phase"), 20, "the task's feedback")
     return taskid
 
 
