@@ -166,9 +166,11 @@ def test_history_on_a_terminal_takes_a_line_a_row_and_shows_escapes_never_raw(tw
     assert set(header.split()) <= HEADER_WORDS and {"taskid", "name", "exit"} <= set(header.split())
     assert "info2" not in header and "signal" not in header  # empty for every row: left out
     assert "\\e]0;pwned" in rows[0] and "\\e[2Jwiped" in rows[1]
-    assert rows[1].split()[-1] != "3" or "3" in rows[1]  # the exit status is on the row itself
+    assert " 3  " in rows[1]  # its exit status, on its own line
     if "info1" in header:
         assert "two\\nlines" in rows[0] and "y…" in rows[2]  # escaped; the long one cut
+    if columns == 120:
+        assert "feedback" in header and "phase=\\e]0;pwned\\a" in rows[1]
 
 
 def test_piped_tables_are_never_cut(tw, tmp_path):
