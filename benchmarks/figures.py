@@ -271,6 +271,35 @@ def history_json(ctx: Ctx) -> Figure:
     return f
 
 
+def history_table(ctx: Ctx) -> Figure:
+    """The history as a table for people, written whole (output that is not a terminal)."""
+    t, s = ctx.tools, ctx.sizes
+    n = s.history_rows
+    f = Figure(
+        "tables",
+        f"`control --history` as a table (not a terminal: whole values), {n // 1000}k rows",
+        "the same, `--last 10`",
+        "≥ 20k rows/s; peak RSS ≤ 1.5x `--last 10`'s",
+    )
+    _build_list_dbs(ctx)
+    db = ctx["list_db"]
+    out = run([*t.ours, "control", "--db", db, "--history"])
+    if out.count("\n") < n + 1:
+        raise BenchError(f"--history gave {out.count(chr(10))} lines for {n} rows")
+    history = [*t.ours, "control", "--db", db, "--history"]
+    sm = interleaved({"all": lambda: wall(history), "last 10": lambda: wall([*history, "--last", "10"])},
+                     max(3, s.reps // 3))  # fmt: skip
+    peak = int(run([t.python, t.script("maxrss.py"), *history]))
+    small = int(run([t.python, t.script("maxrss.py"), *history, "--last", "10"]))
+    m = median(sm["all"])
+    f.ours = Cell(n / m, f"{n / m / 1000:.0f}k rows/s ({ms(m)} for {n} rows); peak RSS {peak / 1024:.1f} MB "
+                  f"({peak / small:.2f}x `--last 10`'s {small / 1024:.1f} MB)")  # fmt: skip
+    f.notes.append("the table streams a page (500 rows) at a time: its memory does not grow with the history")
+    f.met = n / m >= 20_000 and peak <= 1.5 * small
+    f.raw = {**sm, "rss_kib": {"all": peak, "last 10": small}}
+    return f
+
+
 # -- 4. a 1 s timeout --------------------------------------------------------------------------
 _LOG17_TIME = re.compile(r"^(\d{8}:\d\d:\d\d:\d\d),\s*(\d+)")
 

@@ -12,24 +12,20 @@ import time
 import pytest
 
 from conftest import TW, wait_for
-from test_launch import kill_own_processes, one_line_error, running_task
+from terminal import assert_fits, sized_pty, terminal_env
+from test_display import RAW_DATA, hostile_tasks
+from test_launch import kill_own_processes, one_line_error, reserve, running_task
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 
 
 class Screen:
-    """``control --watch`` on a pseudo-terminal of 160 x 40; what it has drawn so far."""
+    """``control --watch`` on a pseudo-terminal (160 x 40 unless told); what it has drawn so far."""
 
-    def __init__(self, tw) -> None:
-        self.master, slave = os.openpty()
-        import fcntl
-        import struct
-        import termios
-
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-        env = dict(tw.env, TERM="xterm-256color")
-        env.pop("COLUMNS", None)
-        env.pop("LINES", None)
+    def __init__(self, tw, columns: int = 160, rows: int = 40) -> None:
+        self.master, slave = sized_pty(columns, rows)
+        self.columns, self.rows = columns, rows
+        env = terminal_env(tw.env)
         self.proc = subprocess.Popen(
             [*TW, "control", "--db", str(tw.db), "--watch"],
             env=env,
@@ -51,6 +47,15 @@ class Screen:
                 break
             self.raw += chunk
         return ANSI.sub(b"", self.raw).decode(errors="replace")
+
+    def frames(self) -> list[list[str]]:
+        """Each whole screen drawn so far, as its lines (the view redraws from the top each time)."""
+        self.text()
+        drawn = self.raw.split(b"\x1b[?1049h", 1)[-1]
+        left = b"\x1b[?1049l" in drawn  # the view was left: its last screen is whole
+        drawn = drawn.split(b"\x1b[?1049l", 1)[0]
+        frames = [ANSI.sub(b"", f).decode(errors="replace").split("\r\n") for f in drawn.split(b"\x1b[H")]
+        return [f for f in (frames if left else frames[:-1]) if len(f) > 1]
 
     def wait_for(self, pattern: str, timeout: float = 15) -> None:
         wait_for(lambda: re.search(pattern, self.text()), timeout, f"{pattern!r} on the screen")
@@ -135,3 +140,41 @@ def test_watch_outlasts_a_database_it_cannot_read_for_a_while(tw, screen):
     wait_for(lambda: "no task running or reserved" in screen.text()[before:], 15, "the view back")
     screen.press(b"q")
     assert screen.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_watch_fits_the_terminal_and_shows_feedback_escaped(tw, tmp_path, columns):
+    taskid = hostile_tasks(tw, tmp_path)
+    screen = Screen(tw, columns=columns, rows=30)
+    try:
+        screen.wait_for(r"RUNNING")
+        screen.wait_for(r"phase=\\e\[2Jwip")  # the latest feedback but progress, escaped
+        screen.press(b"q")
+        assert screen.proc.wait(10) == 0
+        frame = screen.frames()[-1]
+    finally:
+        screen.close()
+        kill_own_processes(tmp_path / "home")
+    for data in RAW_DATA:
+        assert data not in screen.raw  # names, infos, commands, feedback: never raw
+    assert_fits(frame, columns)
+    assert len(frame) <= 30
+    rows = [line for line in frame if re.match(r"\s*\d+  ", line)]
+    assert [r.split()[0] for r in rows] == ["1", "2", taskid]  # a line each: nothing wrapped
+    assert "40%" in rows[2] and "progress=" not in rows[2]
+
+
+def test_watch_says_how_many_tasks_it_could_not_show(tw, tmp_path):
+    for i in range(12):
+        reserve(tw, "--name", f"queued-{i}", "--ttl", "120")
+    screen = Screen(tw, columns=100, rows=12)
+    try:
+        # 12 lines: the title and its rule, the tasks' header, 8 tasks and the line saying so.
+        screen.wait_for(r"… 4 more")
+        screen.press(b"q")
+        assert screen.proc.wait(10) == 0
+        frame = screen.frames()[-1]
+    finally:
+        screen.close()
+    assert "queued-7" in "\n".join(frame) and "queued-8" not in "\n".join(frame)
+    assert len([line for line in frame if line.strip()]) <= 12

@@ -231,6 +231,18 @@ class TaskWatcher:
             entries = control.history(store, only)
         return [FinishedTask.from_json(hid, fields) for hid, fields in entries.items()]
 
+    def iter_history(
+        self, *, name: str | None = None, since: When = None, last: int | None = None
+    ) -> Iterator[FinishedTask]:
+        """What :meth:`history` gives, one at a time, read from the database in chunks:
+        for a history too long to hold."""
+        from .records import FinishedTask
+
+        only = _filter(name, since, last)
+        with self._store() as store:
+            for hid, fields in control.iter_history(store, only):
+                yield FinishedTask.from_json(hid, fields)
+
     def history_json(self, *, name: str | None = None, since: When = None, last: int | None = None) -> str:
         """``control --history --json`` as text."""
         return "".join(self.iter_history_json(name=name, since=since, last=last))

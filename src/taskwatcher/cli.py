@@ -479,7 +479,7 @@ def run_control(args: argparse.Namespace) -> int:
         else:
             from .display import print_history
 
-            print_history(tw.history(**only))
+            print_history(tw.iter_history(**only))
     elif args.clear:
         tw.clear()
     elif args.prune:

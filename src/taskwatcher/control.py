@@ -391,6 +391,21 @@ def history(store: Store, only: HistoryFilter | None = None) -> dict[str, dict[s
     return {str(r["id"]): describe_entry(r) for r in rows}
 
 
+def iter_history(
+    store: Store, only: HistoryFilter | None = None, chunk: int = 1000
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """What :func:`history` gives, as (history id, fields), read ``chunk`` rows at a time:
+    a long history is never held whole."""
+    where, params = (only or HistoryFilter()).where()
+    after = -1
+    while rows := store.query(
+        f"SELECT * FROM history WHERE id > ? AND {where} ORDER BY id LIMIT ?", (after, *params, chunk)
+    ):
+        for r in rows:
+            yield r["id"], describe_entry(r)
+        after = rows[-1]["id"]
+
+
 def parse_when(text: str, now: float | None = None) -> float:
     """A point in time: unix seconds, an ISO date or date and time (local), or an age
     such as ``90s``, ``30m``, ``2h``, ``7d`` (that long ago)."""

@@ -1,30 +1,51 @@
-"""Tables for people: readable times and durations (rich is imported only here)."""
+"""Tables for people: what ``--list`` and ``--history`` show, and how text meets a terminal.
+
+Every text a task or a user wrote passes through :func:`escape_control` before it is
+shown. On a terminal, tables fit its width (:mod:`tables` lays them out); written
+elsewhere (a pipe, a file) they are never cut. A cell's text is cut to the width of
+the terminal before anything measures it, so a 10 MB name costs what a short one does.
+The tables are plain text with SGR colours, written line by line: a history of 100k
+rows streams page by page, and rich is never imported for them.
+"""
 
 from __future__ import annotations
 
-import json
+import functools
+import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from .tables import ELLIPSIS, Column, Layout, Line, ansi
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TextIO
 
     from .records import FinishedTask, Task
 
-# C0, DEL, C1, and lone surrogates (bytes that were not UTF-8, kept by surrogateescape).
-_CONTROL = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
+# C0, DEL, C1; the line and paragraph separators and the bidirectional controls (they move
+# or reorder what follows them: text shown could read other than it is); lone surrogates
+# (bytes that were not UTF-8, kept by surrogateescape).
+_CONTROL = re.compile(
+    "[\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069\\ud800-\\udfff]"
+)
 
 
 def format_time(unix: float | None, now: float | None = None) -> str:
     """A local time; the date is left out for today."""
     if unix is None:
         return "-"
-    now = time.time() if now is None else now
-    same_day = time.localtime(unix)[:3] == time.localtime(now)[:3]
-    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", time.localtime(unix))
+    local = time.localtime(unix)
+    same_day = local[:3] == _today(time.time() if now is None else now)
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", local)
+
+
+@functools.lru_cache(maxsize=4)
+def _today(now: float) -> tuple[int, ...]:
+    """The local date at ``now``, remembered: a table asks it for every row with the same ``now``."""
+    return tuple(time.localtime(now)[:3])
 
 
 def format_duration(seconds: float | None) -> str:
@@ -64,17 +85,56 @@ def escape_control(text: str) -> str:
     log lines) passes here before it reaches a terminal: a raw ESC could set the
     window title or clear the screen, a newline would break a table row.
     C0 controls, DEL and the C1 range (which some terminals also obey) are escaped,
-    and so are lone surrogates (undecodable bytes), which could not even be printed.
+    and so are the Unicode line separators and bidirectional overrides, and lone
+    surrogates (undecodable bytes), which could not even be printed.
     """
     if _CONTROL.search(text) is None:
         return text
     return _CONTROL.sub(lambda m: _escape_one(m.group()), text)
 
 
-_STATUS_STYLE = {"RUNNING": "green", "SILENT": "yellow", "STALLED": "red", "RESERVED": "cyan"}
+# -- where a table goes ---------------------------------------------------------------------
+def terminal_width(stream: TextIO | None = None) -> int | None:
+    """The width of the terminal ``stream`` (default stdout) writes to; None if it is not one.
+
+    None means: never cut. ``COLUMNS``, when set, overrides the terminal's own size.
+    """
+    stream = sys.stdout if stream is None else stream
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, OSError):  # io.StringIO, a closed stream
+        return None
+    if not os.isatty(fd):
+        return None
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+        if columns > 0:
+            return columns
+    except ValueError:
+        pass
+    try:
+        return os.get_terminal_size(fd).columns or 80
+    except OSError:
+        return 80
+
+
+def _colours() -> bool:
+    """Colours on a terminal, unless NO_COLOR is set (no-color.org) or TERM is dumb."""
+    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def _writer(stream: TextIO) -> Callable[[str], object]:
+    """Write text whatever the stream's encoding: a character it cannot encode becomes ?."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        return stream.write
+    stream.flush()
+    return lambda text: buffer.write(text.encode(encoding, "replace"))
 
 
 def _console():  # type: ignore[no-untyped-def]
+    """A rich console, for views built of rich renderables (the tables here are plain text)."""
     from rich.console import Console
 
     # Piped output keeps whole rows rather than squeezing them into 80 columns.
@@ -88,6 +148,51 @@ def _texts(*values: str) -> list[Any]:
     return [Text(v) for v in values]
 
 
+# -- cells ----------------------------------------------------------------------------------
+def shown(text: str | None, limit: int | None) -> str:
+    """``text`` escaped for a terminal; with ``limit``, no more than ``limit`` characters of it
+    are looked at (an over-long one ends in ``…``): the table cuts it to its cell anyway."""
+    if not text:
+        return ""
+    if limit is None or len(text) <= limit:
+        return escape_control(text)
+    return escape_control(text[:limit]) + ELLIPSIS
+
+
+def command_text(argv: Sequence[str] | None, limit: int | None) -> str:
+    """The command as a shell would read it (``sh -c 'echo hi'``), escaped; see :func:`shown`."""
+    if not argv:
+        return ""
+    import shlex
+
+    words, length = [], 0
+    for arg in argv:
+        word = shlex.quote(arg[: limit + 1] if limit is not None else arg)
+        words.append(word)
+        length += len(word) + 1
+        if limit is not None and length > limit:
+            break
+    return shown(" ".join(words), limit)
+
+
+def feedback_text(feedback: Any, limit: int | None, skip: str | None = None) -> str:
+    """A task's feedback as ``key=value, key=value`` (all keys but ``skip``), escaped."""
+    if not feedback:
+        return ""
+    if not isinstance(feedback, dict):  # a 1.x history row may hold any text
+        return shown(str(feedback), limit)
+    pairs, length = [], 0
+    for key, value in feedback.items():
+        if key == skip:
+            continue
+        pair = f"{key}={value}"
+        pairs.append(pair if limit is None else pair[: limit + 1])
+        length += len(pair) + 2
+        if limit is not None and length > limit:
+            break
+    return shown(", ".join(pairs), limit)
+
+
 def progress_bar(value: str | float | None, width: int = 10) -> str:
     """``[####------] 42%`` from a feedback ``progress`` value (a number 0-100), else ""."""
     try:
@@ -98,107 +203,154 @@ def progress_bar(value: str | float | None, width: int = 10) -> str:
     return f"[{'#' * filled}{'-' * (width - filled)}] {percent:.0f}%"
 
 
-def tasks_table(tasks: Sequence[Task], now: float | None = None, bar: Callable[[Task], Any] | None = None):  # type: ignore[no-untyped-def]
-    """The running and reserved tasks as a rich Table; ``bar`` makes the progress cell."""
-    from rich.table import Table
-    from rich.text import Text
+# -- the running and reserved tasks ----------------------------------------------------------
+_STATUS_STYLE = {"RUNNING": "green", "SILENT": "yellow", "STALLED": "red", "RESERVED": "cyan"}
 
+# In order on the line. rank: the lowest gives way first when the terminal is narrow.
+TASK_COLUMNS = (
+    Column("taskid", right=True),
+    Column("name", flex=True, rank=12),
+    Column("info1", flex=True, rank=8),
+    Column("info2", flex=True, rank=4),
+    Column("info3", flex=True, rank=3),
+    Column("pid", right=True, rank=5),
+    Column("status", styles=_STATUS_STYLE),
+    Column("started", rank=6),
+    Column("duration", rank=10),
+    Column("timer", rank=1),
+    Column("timeout", rank=2),
+    Column("progress", rank=11),
+    Column("feedback", flex=True, rank=7),
+    Column("command", flex=True, rank=9),
+)
+
+
+def task_cells(
+    task: Task, now: float, limit: int | None, bar: Callable[[Task], str] | None = None
+) -> tuple[str, ...]:
+    """One task's cells, in ``TASK_COLUMNS`` order. ``feedback``: its latest feedback but progress."""
+    progress = bar(task) if bar is not None else progress_bar(task.progress)
+    return (
+        str(task.taskid),
+        shown(task.name, limit) or "-",
+        shown(task.info1, limit),
+        shown(task.info2, limit),
+        shown(task.info3, limit),
+        str(task.pid or "-"),
+        task.status,
+        format_time(task.starttime, now),
+        format_duration(task.duration),
+        format_duration(task.timer),
+        format_duration(task.timeout) if task.timeout else "-",
+        progress,
+        feedback_text(task.latest, limit, skip="progress"),
+        command_text(task.command, limit),
+    )
+
+
+def task_lines(
+    tasks: Sequence[Task],
+    width: int | None,
+    now: float | None = None,
+    bar: Callable[[Task], str] | None = None,
+    columns: Sequence[Column] = TASK_COLUMNS,
+) -> list[Line]:
+    """The header and one line per task, fitted to ``width`` (None: whole values)."""
     now = time.time() if now is None else now
-    table = Table(title=None, box=None, header_style="bold")
-    for col in _TASK_COLUMNS:
-        table.add_column(col, overflow="fold")
-    for t in tasks:
-        table.add_row(
-            *_texts(
-                str(t.taskid), t.name or "-", t.info1 or "", t.info2 or "", t.info3 or "", str(t.pid or "-")
-            ),
-            Text(t.status, style=_STATUS_STYLE.get(t.status, "")),
-            *_texts(
-                format_time(t.starttime, now),
-                format_duration(t.duration),
-                "yes" if t.feedback else "no",
-                format_duration(t.timer),
-                format_duration(t.timeout) if t.timeout else "-",
-            ),
-            bar(t)
-            if bar is not None
-            else Text(progress_bar(None if t.progress is None else str(t.progress))),
-        )
-    return table
+    rows = [task_cells(t, now, width, bar) for t in tasks]
+    layout = Layout(columns, width)
+    layout.add_page(rows)
+    return [layout.header(), *(layout.line(r) for r in rows)]
 
 
-_TASK_COLUMNS = [
-    "taskid",
-    "name",
-    "info1",
-    "info2",
-    "info3",
-    "pid",
-    "status",
-    "started",
-    "duration",
-    "feedback",
-    "timer",
-    "timeout",
-    "progress",
-]
-
-
-def print_tasks(tasks: Sequence[Task]) -> None:
+def print_tasks(tasks: Sequence[Task], stream: TextIO | None = None) -> None:
+    stream = sys.stdout if stream is None else stream
     if not tasks:
-        print("no task running or reserved")
+        print("no task running or reserved", file=stream)
         return
-    _console().print(tasks_table(tasks))
+    width = terminal_width(stream)
+    colour = width is not None and _colours()
+    write = _writer(stream)
+    for line in task_lines(tasks, width):
+        write(ansi(line, colour) + "\n")
 
 
-def history_table(entries: Sequence[FinishedTask], now: float | None = None):  # type: ignore[no-untyped-def]
-    """Finished tasks as a rich Table, oldest first."""
-    from rich.table import Table
+# -- history ----------------------------------------------------------------------------------
+HISTORY_COLUMNS = (
+    Column("id", right=True, rank=4),
+    Column("taskid", right=True),
+    Column("name", flex=True, rank=12),
+    Column("info1", flex=True, rank=7),
+    Column("info2", flex=True, rank=2),
+    Column("info3", flex=True, rank=1),
+    Column("started", rank=5),
+    Column("ended", rank=8),
+    Column("duration", rank=10),
+    Column("exit", right=True, rank=11),
+    Column("signal", rank=3),
+    Column("why", flex=True, rank=9),
+    Column("feedback", flex=True, rank=6),
+)
 
+PAGE = 500  # history rows laid out and written at a time: what a long history holds in memory
+
+
+def history_cells(entry: FinishedTask, now: float, limit: int | None) -> tuple[str, ...]:
+    """One finished task's cells, in ``HISTORY_COLUMNS`` order."""
+    return (
+        str(entry.historyid),
+        str(entry.taskid),
+        shown(entry.taskname, limit) or "-",
+        shown(entry.info1, limit),
+        shown(entry.info2, limit),
+        shown(entry.info3, limit),
+        format_time(entry.starttime, now),
+        format_time(entry.endtime, now),
+        format_duration(entry.duration),
+        "-" if entry.exitcode is None else str(entry.exitcode),
+        shown(entry.termsignal, limit),
+        shown(entry.termerror, limit),
+        feedback_text(entry.feedback, limit),
+    )
+
+
+def history_lines(
+    entries: Iterable[FinishedTask], width: int | None, now: float | None = None, page: int = PAGE
+) -> Iterator[Line]:
+    """The header and a line per entry, fitted to ``width``, ``page`` entries at a time.
+
+    A page that needs wider columns (or a column that was empty until then) widens
+    the layout, and the header is given again above it; nothing but one page of
+    entries is held, however long the history.
+    """
     now = time.time() if now is None else now
-    table = Table(box=None, header_style="bold")
-    for col in _HISTORY_COLUMNS:
-        table.add_column(col, overflow="fold")
-    for e in entries:
-        table.add_row(
-            *_texts(
-                str(e.historyid),
-                str(e.taskid),
-                e.taskname or "-",
-                e.info1 or "",
-                e.info2 or "",
-                e.info3 or "",
-                format_time(e.starttime, now),
-                format_time(e.endtime, now),
-                format_duration(e.duration),
-                "-" if e.exitcode is None else str(e.exitcode),
-                e.termsignal,
-                e.termerror,
-                json.dumps(e.feedback, ensure_ascii=False) if e.feedback else "",
-            )
-        )
-    return table
+    layout = Layout(HISTORY_COLUMNS, width)
+    rows: list[tuple[str, ...]] = []
+    for entry in entries:
+        rows.append(history_cells(entry, now, width))
+        if len(rows) >= page:
+            yield from _page(layout, rows)
+            rows = []
+    if rows:
+        yield from _page(layout, rows)
 
 
-_HISTORY_COLUMNS = [
-    "id",
-    "taskid",
-    "name",
-    "info1",
-    "info2",
-    "info3",
-    "started",
-    "ended",
-    "duration",
-    "exit",
-    "signal",
-    "why",
-    "feedback",
-]
+def _page(layout: Layout, rows: list[tuple[str, ...]]) -> Iterator[Line]:
+    if layout.add_page(rows):
+        yield layout.header()
+    for row in rows:
+        yield layout.line(row)
 
 
-def print_history(entries: Sequence[FinishedTask]) -> None:
-    if not entries:
-        print("history is empty")
-        return
-    _console().print(history_table(entries))
+def print_history(entries: Iterable[FinishedTask], stream: TextIO | None = None) -> None:
+    """The history table, streamed: ``entries`` may be an iterator over a long history."""
+    stream = sys.stdout if stream is None else stream
+    width = terminal_width(stream)
+    colour = width is not None and _colours()
+    write = _writer(stream)
+    empty = True
+    for line in history_lines(entries, width):
+        empty = False
+        write(ansi(line, colour) + "\n")
+    if empty:
+        print("history is empty", file=stream)
