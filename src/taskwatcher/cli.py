@@ -442,7 +442,7 @@ def split_launch_words(launch: Parser, words: list[str]) -> tuple[list[str], lis
         word = words[i]
         if word == "--":
             return words[:i], words[i + 1 :]
-        if not word.startswith("-") or word == "-":
+        if not _looks_like_option(launch, word):
             return words[:i], words[i:]
         i += 1 + _value_words(launch, word, words[i + 1 : i + 2])
     return words, []
@@ -455,9 +455,16 @@ def check_options(sub: Parser, words: list[str]) -> None:
         word = words[i]
         if word == "--":
             return
-        if word.startswith("-") and word != "-" and not sub._negative_number_matcher.match(word):
+        if _looks_like_option(sub, word):
             i += _value_words(sub, word, words[i + 1 : i + 2])
         i += 1
+
+
+def _looks_like_option(sub: Parser, word: str) -> bool:
+    """As argparse tells options from other words: not ``-``, a negative number or words with a space."""
+    if not word.startswith("-") or word == "-" or " " in word:
+        return False
+    return not sub._negative_number_matcher.match(word)
 
 
 def _value_words(sub: Parser, word: str, following: list[str]) -> int:
