@@ -390,3 +390,18 @@ def test_completion_offers_task_ids_after_log_wait_kill_show(tw):
     offered = complete(tw, "taskwatcher", "control", "--db", missing, "--log", "''")
     assert offered and all(word.startswith("--") for word in offered)  # no id: the options
     assert not Path(missing).exists()
+
+
+def test_the_api_takes_durations_with_units_too(tw):
+    from taskwatcher import TaskWatcher
+    from taskwatcher.errors import UsageError, WaitTimeout
+
+    api = TaskWatcher(tw.db)
+    taskid = api.reserve(ttl="2m")
+    task = tw.tasks()[str(taskid)]
+    assert abs(task["expiretime"] - task["reservetime"] - 120) <= 1
+    with pytest.raises(WaitTimeout):
+        api.wait(taskid, timeout="100ms")
+    with pytest.raises(UsageError, match="--ttl: not a duration: '2 m'"):
+        api.reserve(ttl="2 m")
+    assert api.show()["taskid"] == taskid

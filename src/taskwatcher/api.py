@@ -95,13 +95,13 @@ class TaskWatcher:
         info2: str | None = None,
         info3: str | None = None,
         unique: bool = False,
-        ttl: float | None = None,
+        ttl: float | str | None = None,
     ) -> int:
         """A new task id, held ``ttl`` seconds (default 60) for a launch; ``unique``: refused
         while a reserved or running task has that name."""
         if unique and not name:
             raise UsageError("--unique needs --name")
-        ttl = control.DEFAULT_TTL if ttl is None else ttl
+        ttl = control.DEFAULT_TTL if ttl is None else _seconds(ttl, "ttl")
         if not ttl > 0:
             raise UsageError("--ttl must be more than 0 seconds")
         with self._store() as store:
@@ -117,8 +117,8 @@ class TaskWatcher:
         info2: str | None = None,
         info3: str | None = None,
         feedpath: str | os.PathLike[str] | None = None,
-        timeout: float | None = None,
-        grace: float | None = None,
+        timeout: float | str | None = None,
+        grace: float | str | None = None,
         unique: bool = False,
         log: str | os.PathLike[str] | None = None,
         log_max: int | None = None,
@@ -131,7 +131,8 @@ class TaskWatcher:
         fork of the calling process, which may hold threads, sockets or a web
         server's state). The task runs in ``cwd`` (default: this process's) with this
         process's environment plus ``env``. Relative paths (the database, ``feedpath``,
-        ``log``) are this process's, whatever ``cwd`` is. Raises
+        ``log``) are this process's, whatever ``cwd`` is. Durations, here as in every
+        method, are seconds or a text with a unit (``"500ms"``, ``"5m"``, ``"2h"``). Raises
         :class:`~taskwatcher.errors.StartFailed` with the launcher's exit status
         (125, 126, 127) and its message.
         """
@@ -178,8 +179,8 @@ class TaskWatcher:
         info2: str | None = None,
         info3: str | None = None,
         feedpath: str | os.PathLike[str] | None = None,
-        timeout: float | None = None,
-        grace: float | None = None,
+        timeout: float | str | None = None,
+        grace: float | str | None = None,
         unique: bool = False,
         detach: bool = False,
         log: str | os.PathLike[str] | None = None,
@@ -206,8 +207,8 @@ class TaskWatcher:
             name=name,
             infos=(info1, info2, info3),
             feedpath=None if feedpath is None else os.fspath(feedpath),
-            timeout=timeout,
-            grace=DEFAULT_GRACE if grace is None else grace,
+            timeout=None if timeout is None else _seconds(timeout, "timeout"),
+            grace=DEFAULT_GRACE if grace is None else _seconds(grace, "grace"),
             unique=unique,
             detach=detach,
             logfile=None if log is None else os.fspath(log),
@@ -347,7 +348,7 @@ class TaskWatcher:
         with self._store() as store:
             return control.killall(store, name)
 
-    def wait(self, taskid: int | None = None, timeout: float | None = None) -> FinishedTask:
+    def wait(self, taskid: int | None = None, timeout: float | str | None = None) -> FinishedTask:
         """Block until the task ends (no polling: on its launcher's pidfd); its history entry.
         Without an id, the newest task (the highest id, running or finished).
 
@@ -357,7 +358,7 @@ class TaskWatcher:
 
         with self._reading() as store:
             store, taskid = self._which(store, taskid)
-            row = control.wait(store, taskid, timeout)
+            row = control.wait(store, taskid, None if timeout is None else _seconds(timeout, "timeout"))
             return FinishedTask.from_json(row["id"], control.describe_entry(row))
 
     # -- the database as a whole ------------------------------------------------------
@@ -390,6 +391,16 @@ class TaskWatcher:
         """Recreate the database (everything is lost); refused while tasks run, unless ``force``."""
         with self._store() as store:
             control.initialize(store, force)
+
+
+def _seconds(value: float | str, option: str) -> float:
+    """A duration given to the API: seconds, or a text with a unit (``"5m"``), as the CLI takes it."""
+    from .config import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise UsageError(f"--{option}: {e}") from None
 
 
 def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
