@@ -384,7 +384,8 @@ def test_completion_offers_task_ids_after_log_wait_kill_show(tw):
     db = str(tw.db)
     script = tw.run("completion", "bash", check=True).stdout
     for option in ("--log", "--wait", "--kill", "--show"):
-        assert complete(tw, script, "taskwatcher", "control", "--db", db, option, "''") == [reserved, "3", "2", "1"]
+        offered = complete(tw, script, "taskwatcher", "control", "--db", db, option, "''")
+        assert offered == [reserved, "3", "2", "1"], option
     assert complete(tw, script, "taskwatcher", "control", "--db", db, "--show", "2") == ["2"]
     assert complete(tw, script, "taskwatcher", "control", "--db", db, "--log", "--fol") == ["--follow"]
     missing = str(Path(db).with_name("missing.db"))
