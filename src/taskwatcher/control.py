@@ -7,6 +7,7 @@ the tasks whose launcher is gone (after stopping what is left of them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -399,9 +400,10 @@ def parse_when(text: str, now: float | None = None) -> float:
     from .config import parse_duration
 
     now = time.time() if now is None else now
-    try:
-        if text[-1:].isalpha():  # an age: one parser for every duration (config.parse_duration)
+    if text[-1:].isalpha():  # an age (one parser for every duration), or an ISO time ending in Z
+        with contextlib.suppress(ValueError):
             return now - parse_duration(text)
+    try:
         if text.replace(".", "", 1).isdigit():
             return float(text)
         return dt.datetime.fromisoformat(text).timestamp()
