@@ -246,7 +246,7 @@ def add_history_rows(tw, n: int) -> None:
     import json
     import sqlite3
 
-    tw.run("control", "--list", "--json", check=True)  # the database, made by the CLI
+    tw.run("control", "--update", check=True)  # the database, made by the CLI (a read makes none)
     feedback = json.dumps({"progress": "100", "phase": "step 3"})
     rows = [(i, f"job{i % 13}", f"campaign {i % 50}", "", "", 1_700_000_000 + i, 1_700_000_005 + i, 5.0,
              feedback, 0) for i in range(1, n + 1)]  # fmt: skip

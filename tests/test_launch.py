@@ -230,7 +230,8 @@ def test_exit_status_125_without_a_command(tw, argv):
     "args",
     [
         pytest.param(["--no-such-option", "--", "touch", "{marker}"], id="unknown-option"),
-        pytest.param(["touch", "{marker}"], id="command-without-dashdash"),
+        pytest.param(["-touch", "{marker}"], id="command-starting-with-a-dash-without-dashdash"),
+        pytest.param(["--timout", "5", "touch", "{marker}"], id="misspelt-option"),
     ],
 )
 def test_exit_status_125_for_any_bad_launch_usage(tw, tmp_path, args):

@@ -127,14 +127,21 @@ def test_bad_log_options_start_nothing(tw, args):
 def test_a_log_that_cannot_be_opened_starts_nothing(tw, tmp_path):
     marker = tmp_path / "ran"
     proc = tw.run("launch", "--log", str(tmp_path / "no" / "such" / "file"), "--", "touch", str(marker))
-    # the folder is made; a path through a file is what cannot be opened
-    assert proc.returncode == 0
+    # like --feedpath: a missing folder is refused, not made (a typo would silently create it)
+    assert proc.returncode == 125
+    assert one_line_error(proc) == f"taskwatcher: log folder {tmp_path / 'no' / 'such'} does not exist"
+    assert not (tmp_path / "no").exists()
     (tmp_path / "a-file").write_text("")
-    proc = tw.run("launch", "--log", str(tmp_path / "a-file" / "log"), "--", "touch", str(marker) + "2")
+    proc = tw.run("launch", "--log", str(tmp_path / "a-file" / "log"), "--", "touch", str(marker))
+    assert proc.returncode == 125
+    assert one_line_error(proc) == f"taskwatcher: log folder {tmp_path / 'a-file'} is not a folder"
+    assert tw.history() == {}
+    (tmp_path / "a-folder").mkdir()
+    proc = tw.run("launch", "--log", str(tmp_path / "a-folder"), "--", "touch", str(marker))
     assert proc.returncode == 125
     assert "cannot open log file" in one_line_error(proc)
-    assert not Path(str(marker) + "2").exists()
-    assert tw.history_of(2)["termerror"].startswith("cannot open log file")
+    assert not marker.exists()
+    assert next(iter(tw.history().values()))["termerror"].startswith("cannot open log file")
 
 
 # -- detached ---------------------------------------------------------------------------
@@ -200,6 +207,7 @@ def test_log_max_of_the_config_file(tw, tmp_path):
 
 # -- control --log ----------------------------------------------------------------------
 def test_log_of_an_unknown_task_is_4(tw):
+    tw.run("control", "--update", check=True)  # a database with no task 99 (a missing one is said so)
     proc = tw.run("control", "--log", "99")
     assert proc.returncode == 4
     assert one_line_error(proc) == "taskwatcher: no task 99"

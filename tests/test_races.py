@@ -116,7 +116,7 @@ def test_out_of_range_numbers_are_usage_errors(tw, args, code):
     proc = tw.run(*args)
     assert proc.returncode == code
     message = one_line_error(proc)
-    assert "more than" in message or "an integer from 1 to" in message
+    assert "too long" in message or "an integer from 1 to" in message
 
 
 def test_a_large_timeout_is_accepted(tw):

@@ -111,10 +111,12 @@ def test_the_config_file_can_be_named_by_a_variable(tw, tmp_path):
         ("[history\nkeep = 1\n", "configuration file"),
         ("[history]\nkeep = -1\n", "keep must be a whole number"),
         ("[history]\nkeep = 'ten'\n", "keep must be a whole number"),
-        ('[history]\nmax_age = "soon"\n', "not an age"),
+        ('[history]\nmax_age = "soon"\n', "[history] max_age: not a duration"),
+        ('[history]\nmax_age = "0s"\n', "[history] max_age: an age must be more than 0"),
         ("[history]\nkept = 3\n", "unknown key 'kept'"),
         ("[logs]\nmax = 3\n", "unknown section [logs]"),
-        ('[log]\nmax = "big"\n', "not a size"),
+        ('[log]\nmax = "big"\n', "[log] max: not a size"),
+        ('[log]\nmax = "99999999999G"\n', "[log] max: too large"),
     ],
 )
 def test_a_bad_config_file_is_a_one_line_error_naming_it(tw, config, text, message):

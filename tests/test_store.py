@@ -132,7 +132,9 @@ def test_db_option_overrides_env_and_default(env, state, tmp_path):
 
 def test_first_use_creates_file_and_schema_without_initialize(tw, db):
     assert not db.exists()
-    assert tw.tasks() == {}
+    assert tw.tasks() == {}  # a read answers empty and creates nothing
+    assert not db.exists()
+    tw.run("control", "--reserve", check=True)
     assert db.is_file()
     for table, cols in SEED_COLUMNS.items():
         assert set(cols) <= set(columns(db, table)), table

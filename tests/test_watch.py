@@ -127,6 +127,7 @@ def test_watch_without_a_terminal_is_a_usage_error(tw):
 def test_watch_outlasts_a_database_it_cannot_read_for_a_while(tw, screen):
     """A database that becomes unreadable is said in red, and the view comes back with it."""
     screen.wait_for("no task running or reserved")
+    tw.run("control", "--update", check=True)  # reads never create the database: a write does
     good = tw.db.read_bytes()
     moved = tw.db.with_suffix(".away")
     tw.db.rename(moved)

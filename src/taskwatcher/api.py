@@ -19,12 +19,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from . import control
-from .errors import NoLog, NoSuchTask, StartFailed, UsageError
+from .errors import NoDatabase, NoLog, NoSuchTask, StartFailed, UsageError
 from .store import Store
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
     import datetime
+    from typing import Any
 
     from .records import FinishedTask, Task
     from .supervise import Ending
@@ -50,11 +51,40 @@ class TaskWatcher:
 
         return resolve_db_path(self.db)
 
+    def exists(self) -> bool:
+        """Whether the database file exists (the commands that only read never create it)."""
+        from .store import database_missing
+
+        return not database_missing(self.path)
+
     @contextmanager
     def _store(self) -> Iterator[Store]:
         with Store(self.db) as store:
             control.reconcile(store)
             yield store
+
+    @contextmanager
+    def _reading(self) -> Iterator[Store | None]:
+        """The store for a call that only reads; None where no database exists (none is made)."""
+        try:
+            store = Store(self.db, create=False)
+        except NoDatabase:
+            yield None
+            return
+        with store:
+            control.reconcile(store)
+            yield store
+
+    def _which(self, store: Store | None, taskid: int | None) -> tuple[Store, int]:
+        """The task a read is about: ``taskid``, or the newest task (the highest id) if None."""
+        if store is None:
+            what = "no task" if taskid is None else f"no task {taskid}"
+            raise NoSuchTask(f"{what}: no database exists at {self.path}")
+        if taskid is None:
+            taskid = store.newest_taskid()
+            if taskid is None:
+                raise NoSuchTask("no task yet")
+        return store, taskid
 
     # -- starting tasks -----------------------------------------------------------
     def reserve(
@@ -65,13 +95,13 @@ class TaskWatcher:
         info2: str | None = None,
         info3: str | None = None,
         unique: bool = False,
-        ttl: float | None = None,
+        ttl: float | str | None = None,
     ) -> int:
         """A new task id, held ``ttl`` seconds (default 60) for a launch; ``unique``: refused
         while a reserved or running task has that name."""
         if unique and not name:
             raise UsageError("--unique needs --name")
-        ttl = control.DEFAULT_TTL if ttl is None else ttl
+        ttl = control.DEFAULT_TTL if ttl is None else _seconds(ttl, "ttl")
         if not ttl > 0:
             raise UsageError("--ttl must be more than 0 seconds")
         with self._store() as store:
@@ -87,8 +117,8 @@ class TaskWatcher:
         info2: str | None = None,
         info3: str | None = None,
         feedpath: str | os.PathLike[str] | None = None,
-        timeout: float | None = None,
-        grace: float | None = None,
+        timeout: float | str | None = None,
+        grace: float | str | None = None,
         unique: bool = False,
         log: str | os.PathLike[str] | None = None,
         log_max: int | None = None,
@@ -101,7 +131,8 @@ class TaskWatcher:
         fork of the calling process, which may hold threads, sockets or a web
         server's state). The task runs in ``cwd`` (default: this process's) with this
         process's environment plus ``env``. Relative paths (the database, ``feedpath``,
-        ``log``) are this process's, whatever ``cwd`` is. Raises
+        ``log``) are this process's, whatever ``cwd`` is. Durations, here as in every
+        method, are seconds or a text with a unit (``"500ms"``, ``"5m"``, ``"2h"``). Raises
         :class:`~taskwatcher.errors.StartFailed` with the launcher's exit status
         (125, 126, 127) and its message.
         """
@@ -130,7 +161,8 @@ class TaskWatcher:
                 argv, stdin=subprocess.DEVNULL, capture_output=True, check=False, cwd=cwd, env=environ
             )
         except OSError as e:  # cwd missing or not a folder
-            raise StartFailed(125, f"cannot start in {cwd}: {e.strerror}") from None
+            where = "the launcher" if cwd is None else f"in {cwd}"
+            raise StartFailed(125, f"cannot start {where}: {e.strerror}") from None
         out = done.stdout.decode(errors="replace").strip()
         if done.returncode == 0 and out.isdigit():
             return int(out)
@@ -147,8 +179,8 @@ class TaskWatcher:
         info2: str | None = None,
         info3: str | None = None,
         feedpath: str | os.PathLike[str] | None = None,
-        timeout: float | None = None,
-        grace: float | None = None,
+        timeout: float | str | None = None,
+        grace: float | str | None = None,
         unique: bool = False,
         detach: bool = False,
         log: str | os.PathLike[str] | None = None,
@@ -166,16 +198,17 @@ class TaskWatcher:
         from .supervise import DEFAULT_GRACE, LaunchRequest
         from .supervise import launch as supervise_launch
 
+        config = load()  # read even when nothing here needs it: a broken file is said before the task runs
         if log_max is None:
-            log_max = load().log_max or DEFAULT_LOG_MAX
+            log_max = config.log_max or DEFAULT_LOG_MAX
         req = LaunchRequest(
             command=list(command),
             taskid=taskid,
             name=name,
             infos=(info1, info2, info3),
             feedpath=None if feedpath is None else os.fspath(feedpath),
-            timeout=timeout,
-            grace=DEFAULT_GRACE if grace is None else grace,
+            timeout=None if timeout is None else _seconds(timeout, "timeout"),
+            grace=DEFAULT_GRACE if grace is None else _seconds(grace, "grace"),
             unique=unique,
             detach=detach,
             logfile=None if log is None else os.fspath(log),
@@ -187,14 +220,16 @@ class TaskWatcher:
     # -- looking ------------------------------------------------------------------
     def tasks_json(self) -> dict[str, dict]:
         """``control --list --json``: reserved and running tasks keyed by id (a string)."""
-        with self._store() as store:
-            return control.list_tasks(store)
+        with self._reading() as store:
+            return {} if store is None else control.list_tasks(store)
 
     def tasks(self, *, feedback: bool = False) -> list[Task]:
         """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback."""
         from .records import Task
 
-        with self._store() as store:
+        with self._reading() as store:
+            if store is None:
+                return []
             listed = control.list_tasks(store)
             return [
                 Task.from_json(taskid, fields, _latest(store, int(taskid), fields) if feedback else None)
@@ -205,7 +240,8 @@ class TaskWatcher:
         """One task: reserved or running (with its latest feedback), else finished (from history)."""
         from .records import FinishedTask, Task
 
-        with self._store() as store:
+        with self._reading() as store:
+            store, taskid = self._which(store, taskid)
             listed = control.list_tasks(store).get(str(taskid))
             if listed is not None:
                 return Task.from_json(taskid, listed, _latest(store, taskid, listed))
@@ -214,10 +250,19 @@ class TaskWatcher:
                 raise NoSuchTask(f"no task {taskid}")
             return FinishedTask.from_json(*entry)
 
-    def feedback(self, taskid: int) -> dict[str, str]:
-        """``control --feedback ID``: the latest feedback, or a finished task's final one."""
-        with self._store() as store:
-            return control.task_feedback(store, taskid)
+    def feedback(self, taskid: int | None = None) -> dict[str, str]:
+        """``control --feedback [ID]``: the latest feedback, or a finished task's final one;
+        without an id, the newest task's."""
+        with self._reading() as store:
+            return control.task_feedback(*self._which(store, taskid))
+
+    def show(self, taskid: int | None = None) -> dict[str, Any]:
+        """``control --show [ID] --json``: everything known about one task, running or finished
+        (without an id, the newest). The keys are the same for both; what does not apply is None."""
+        from .detail import task_detail
+
+        with self._reading() as store:
+            return task_detail(*self._which(store, taskid))
 
     def history(
         self, *, name: str | None = None, since: When = None, last: int | None = None
@@ -227,8 +272,8 @@ class TaskWatcher:
         from .records import FinishedTask
 
         only = _filter(name, since, last)  # a bad filter is refused before the database is opened
-        with self._store() as store:
-            entries = control.history(store, only)
+        with self._reading() as store:
+            entries = {} if store is None else control.history(store, only)
         return [FinishedTask.from_json(hid, fields) for hid, fields in entries.items()]
 
     def iter_history(
@@ -239,7 +284,9 @@ class TaskWatcher:
         from .records import FinishedTask
 
         only = _filter(name, since, last)
-        with self._store() as store:
+        with self._reading() as store:
+            if store is None:
+                return
             for hid, fields in control.iter_history(store, only):
                 yield FinishedTask.from_json(hid, fields)
 
@@ -252,19 +299,33 @@ class TaskWatcher:
     ) -> Iterator[str]:
         """``control --history --json`` in pieces, for streaming a large history."""
         only = _filter(name, since, last)
-        with self._store() as store:
+        with self._reading() as store:
+            if store is None:
+                yield "{}\n"
+                return
             yield from control.history_json(store, only)
 
-    # -- a task's output -----------------------------------------------------------
-    def log_path(self, taskid: int) -> str:
-        """Where the task's output is kept (``FILE``, and its older half ``FILE.1``)."""
-        with self._store() as store:
-            return _log_path(store, taskid)
+    def recent_taskids(self) -> list[int]:
+        """Ids worth offering to complete: the reserved and running tasks, then the newest
+        finished ones. Cheap: no reconciliation, and no database is created."""
+        try:
+            with Store(self.db, create=False) as store:
+                return store.recent_taskids()
+        except NoDatabase:
+            return []
 
-    def read_log(self, taskid: int) -> bytes:
+    # -- a task's output -----------------------------------------------------------
+    def log_path(self, taskid: int | None = None) -> str:
+        """Where the task's output is kept (``FILE``, and its older half ``FILE.1``); without
+        an id, the newest task's."""
+        with self._reading() as store:
+            return _log_path(*self._which(store, taskid))
+
+    def read_log(self, taskid: int | None = None) -> bytes:
         """The task's output kept so far (the older half, then the current file)."""
         from .output import copy_log, older_half
 
+        taskid = self._newest(taskid)
         path = self.log_path(taskid)
         if not (os.path.exists(path) or os.path.exists(older_half(path))):
             raise NoLog(f"the log of task {taskid} is gone: {path}")
@@ -272,17 +333,23 @@ class TaskWatcher:
         copy_log(path, parts.append)
         return b"".join(parts)
 
-    def follow_log(self, taskid: int) -> Iterator[bytes]:
+    def follow_log(self, taskid: int | None = None) -> Iterator[bytes]:
         """The task's output, then what it writes, until it ends (as ``tail -f``)."""
         from .output import follow_log
 
-        path = self.log_path(taskid)
-        yield from follow_log(path, lambda: self._running(taskid))
+        resolved = self._newest(taskid)
+        path = self.log_path(resolved)
+        yield from follow_log(path, lambda: self._running(resolved))
+
+    def _newest(self, taskid: int | None) -> int:
+        if taskid is not None:
+            return taskid
+        with self._reading() as store:
+            return self._which(store, None)[1]
 
     def _running(self, taskid: int) -> bool:
-        with Store(self.db) as store:
-            control.reconcile(store)
-            return store.task(taskid) is not None
+        with self._reading() as store:
+            return store is not None and store.task(taskid) is not None
 
     # -- stopping and waiting -------------------------------------------------------
     def kill(self, taskid: int) -> str:
@@ -295,15 +362,17 @@ class TaskWatcher:
         with self._store() as store:
             return control.killall(store, name)
 
-    def wait(self, taskid: int, timeout: float | None = None) -> FinishedTask:
+    def wait(self, taskid: int | None = None, timeout: float | str | None = None) -> FinishedTask:
         """Block until the task ends (no polling: on its launcher's pidfd); its history entry.
+        Without an id, the newest task (the highest id, running or finished).
 
         Raises :class:`~taskwatcher.errors.WaitTimeout` if ``timeout`` seconds pass first.
         """
         from .records import FinishedTask
 
-        with self._store() as store:
-            row = control.wait(store, taskid, timeout)
+        with self._reading() as store:
+            store, taskid = self._which(store, taskid)
+            row = control.wait(store, taskid, None if timeout is None else _seconds(timeout, "timeout"))
             return FinishedTask.from_json(row["id"], control.describe_entry(row))
 
     # -- the database as a whole ------------------------------------------------------
@@ -336,6 +405,16 @@ class TaskWatcher:
         """Recreate the database (everything is lost); refused while tasks run, unless ``force``."""
         with self._store() as store:
             control.initialize(store, force)
+
+
+def _seconds(value: float | str, option: str) -> float:
+    """A duration given to the API: seconds, or a text with a unit (``"5m"``), as the CLI takes it."""
+    from .config import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise UsageError(f"--{option}: {e}") from None
 
 
 def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:

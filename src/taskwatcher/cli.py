@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -23,8 +22,9 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 EXIT_LAUNCH_FAILED = 125  # spawn.EXIT_CANNOT_START, without importing the launcher
-MAX_SECONDS = 1e9  # about 31 years: any longer is a typo, and overflows system timeouts
 MAX_TASK_ID = 2**63 - 1  # SQLite's largest integer
+NEWEST = 0  # the value of --log, --wait, --feedback, --show given without an id: the newest task
+DURATION_HELP = "90, 0.5, 500ms, 90s, 30m, 2h, 1d"
 
 
 def _columns() -> int:
@@ -73,16 +73,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def duration(text: str) -> float:
-    """A number of seconds, fractions allowed."""
+    """Seconds, or a number with a unit (``500ms``, ``30m``...): config.parse_duration."""
+    from .config import parse_duration
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
-    if value > MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"more than {MAX_SECONDS:.0e} seconds: {text!r}")
-    return value
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def whole(text: str) -> int:
@@ -129,6 +126,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", "-d", action="store_true", help="log what happens, on stderr")
 
 
+def _task_id_or_newest(group: argparse._ActionsContainer, option: str, help: str) -> None:
+    group.add_argument(
+        option, type=task_id, nargs="?", const=NEWEST, metavar="ID", help=f"{help} (no ID: the newest task)"
+    )
+
+
 def _task_fields(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", "--taskname", dest="name", metavar="NAME", help="the task's name")
     for i in (1, 2, 3):
@@ -138,22 +141,31 @@ def _task_fields(p: argparse.ArgumentParser) -> None:
     )
 
 
-LAUNCH_EXAMPLES = """examples:
-  taskwatcher launch -- make test
-  taskwatcher launch --timeout 3600 --name nightly -- ./run.sh --full
+LAUNCH_EXAMPLES = """The command starts at the first word that is not an option of launch (as with
+nice or timeout); everything after it is the command's. `--` is needed only for a
+command whose name starts with `-`.
+
+examples:
+  taskwatcher launch make test
+  taskwatcher launch --timeout 1h --name nightly ./run.sh --full
   id=$(taskwatcher control --reserve --name build --unique)
-  taskwatcher launch --taskid "$id" --feedpath /tmp --timeout 30 -- ./build.sh --feedback {feedback}
-  taskwatcher launch --detach --feedpath /tmp -- python3 job.py
+  taskwatcher launch --taskid "$id" --feedpath /tmp --timeout 30s ./build.sh --feedback {feedback}
+  taskwatcher launch --detach --feedpath /tmp python3 job.py
+  taskwatcher launch -- -weird-name
 """
 
-CONTROL_EXAMPLES = """examples:
+CONTROL_EXAMPLES = """--feedback, --log, --wait and --show without an ID mean the newest task (the
+highest id, running or finished); --kill always needs an ID.
+
+examples:
   taskwatcher control --list --json
   taskwatcher control --reserve --name backup --unique
   taskwatcher control --feedback 7
+  taskwatcher control --show              # everything about the newest task
   taskwatcher control --history --json
   taskwatcher control --kill 7
-  taskwatcher control --wait 7 --timeout 600; echo "task 7 exited $?"
-  taskwatcher control --log 7 --follow
+  taskwatcher control --wait 7 --timeout 10m; echo "task 7 exited $?"
+  taskwatcher control --log --follow      # the newest task's output, as it comes
   taskwatcher control --watch
   taskwatcher control --prune --keep 1000 --max-age 90d
 """
@@ -188,15 +200,15 @@ def _launch_options(launch: Parser) -> None:
     launch.add_argument(
         "--timeout",
         type=duration,
-        metavar="SECONDS",
-        help="with --feedpath: longest silence; without: longest run time",
+        metavar="DURATION",
+        help=f"with --feedpath: longest silence; without: longest run time ({DURATION_HELP})",
     )
     launch.add_argument(
         "--grace",
         type=duration,
         default=None,
-        metavar="SECONDS",
-        help="wait this long after SIGTERM before SIGKILL (default 5)",
+        metavar="DURATION",
+        help="wait this long after SIGTERM before SIGKILL (default 5s)",
     )
     launch.add_argument(
         "--detach",
@@ -232,15 +244,14 @@ def _control_options(control: Parser) -> None:
     )
     cmds.add_argument("--list", action="store_true", help="running and reserved tasks")
     cmds.add_argument("--reserve", action="store_true", help="print a new task id, held for a launch")
-    cmds.add_argument("--feedback", type=task_id, metavar="ID", help="a task's latest feedback, as JSON")
+    _task_id_or_newest(cmds, "--feedback", "a task's latest feedback, as JSON")
     cmds.add_argument("--history", action="store_true", help="finished tasks, oldest first")
     cmds.add_argument("--clear", action="store_true", help="delete the history")
     cmds.add_argument("--kill", type=task_id, metavar="ID", help="stop a task, or cancel a reservation")
     cmds.add_argument("--killall", metavar="NAME", help="stop every task of that name")
-    cmds.add_argument(
-        "--wait", type=task_id, metavar="ID", help="wait for the task to end; exit with its exit status"
-    )
-    cmds.add_argument("--log", type=task_id, metavar="ID", help="print the task's output log")
+    _task_id_or_newest(cmds, "--wait", "wait for the task to end; exit with its exit status")
+    _task_id_or_newest(cmds, "--log", "print the task's output log")
+    _task_id_or_newest(cmds, "--show", "everything known about one task, running or finished")
     cmds.add_argument("--watch", action="store_true", help="a live view of the tasks (q or Ctrl-C leaves)")
     cmds.add_argument("--prune", action="store_true", help="delete old history (with --keep, --max-age)")
     control.add_argument("--follow", "-f", action="store_true", help="with --log: go on until the task ends")
@@ -248,9 +259,11 @@ def _control_options(control: Parser) -> None:
         "--keep", type=whole, metavar="N", help="with --prune: keep the newest N finished tasks"
     )
     control.add_argument(
-        "--max-age", metavar="AGE", help="with --prune: delete finished tasks older than AGE (90d, 12h...)"
+        "--max-age",
+        metavar="AGE",
+        help="with --prune: delete finished tasks older than AGE (90d, 12h, 2w...)",
     )
-    control.add_argument("--json", action="store_true", help="with --list, --history: JSON output")
+    control.add_argument("--json", action="store_true", help="with --list, --history, --show: JSON output")
     control.add_argument("--last", type=count, metavar="N", help="with --history: only the last N")
     control.add_argument(
         "--since",
@@ -258,7 +271,10 @@ def _control_options(control: Parser) -> None:
         help="with --history: ended since (2026-11-28, 2026-11-28T14:30, 2h, 7d...)",
     )
     control.add_argument(
-        "--timeout", type=duration, metavar="SECONDS", help="with --wait: give up after this long (exit 124)"
+        "--timeout",
+        type=duration,
+        metavar="DURATION",
+        help=f"with --wait: give up after this long, exit 124 ({DURATION_HELP})",
     )
     control.add_argument(
         "--force", action="store_true", help="with --initialize: stop running tasks and go ahead"
@@ -268,8 +284,8 @@ def _control_options(control: Parser) -> None:
         "--ttl",
         type=duration,
         default=None,
-        metavar="SECONDS",
-        help="with --reserve: how long the reservation is held (default 60)",
+        metavar="DURATION",
+        help="with --reserve: how long the reservation is held (default 60s)",
     )
 
 
@@ -297,7 +313,10 @@ def _feed_options(feed: Parser) -> None:
 
 
 def _completion_options(completion: Parser) -> None:
-    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
+    completion.add_argument("shell", nargs="?", choices=("bash", "zsh"), help="the shell to complete for")
+    # What the completion script itself calls to offer task ids (after --log, --wait...).
+    completion.add_argument("--task-ids", action="store_true", help=argparse.SUPPRESS)
+    completion.add_argument("--db", help=argparse.SUPPRESS)
 
 
 _TOOLS = {
@@ -310,7 +329,7 @@ _TOOLS = {
             "128+N if it died of signal N.",
             epilog=LAUNCH_EXAMPLES,
             formatter_class=ExamplesFormatter,
-            usage="taskwatcher launch [options] -- CMD [ARG...]",
+            usage="taskwatcher launch [options] [--] CMD [ARG...]",
         ),
     ),
     "control": (
@@ -350,21 +369,26 @@ _TOOLS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
-    command: list[str] = []
-    if args_in[:1] == ["launch"] and "--" in args_in:
-        cut = args_in.index("--")
-        args_in, command = args_in[:cut], args_in[cut + 1 :]
     # argparse asks gettext for a translation of every string it builds, and gettext
     # searches the locale folders anew on each call: 9 ms of a 20 ms command. Our
     # messages exist in English only, so the CLI process skips that search.
     argparse._ = str  # type: ignore[attr-defined]
-    parser = build_parser(args_in[0] if args_in[:1] and args_in[0] in _TOOLS else None)
-    if args_in[:1] == ["launch"]:
-        parser.usage_exit = EXIT_LAUNCH_FAILED  # launch keeps 1-123 for the command's own status
+    tool = args_in[0] if args_in[:1] and args_in[0] in _TOOLS else None
+    parser = build_parser(tool)
+    if tool is None:
+        _check_before_tool(parser, args_in)
+    command: list[str] = []
+    if tool is not None:
+        sub = _subparser(parser, tool)
+        if tool == "launch":
+            parser.usage_exit = EXIT_LAUNCH_FAILED  # launch keeps 1-123 for the command's own status
+            options, command = split_launch_words(sub, args_in[1:])
+            args_in = [tool, *options]
+        else:
+            check_options(sub, args_in[1:])
     args, extra = parser.parse_known_args(args_in)
     if extra:
-        hint = ": the command goes after --" if args.tool == "launch" and not command else ""
-        parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.tool is None:
         parser.print_usage(sys.stderr)
         return EXIT_USAGE
@@ -385,8 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tool == "feed":
             return run_feed(args)
         if args.tool == "completion":
-            sys.stdout.write(completion_script(args.shell))
-            return 0
+            return run_completion(args)
         return run_parse(args)
     except TaskwatcherError as e:
         # launch keeps 0-123 for the command's own status: its own failures are 125 and up.
@@ -400,6 +423,88 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         code = EXIT_LAUNCH_FAILED if args.tool == "launch" else 1
         return _fail(f"internal error: {type(e).__name__}: {e}", code, args.debug)
+
+
+def _subparser(parser: argparse.ArgumentParser, tool: str) -> Parser:
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[tool]  # type: ignore[no-any-return]
+
+
+def split_launch_words(launch: Parser, words: list[str]) -> tuple[list[str], list[str]]:
+    """launch's own options, and the command: from the first word that is not an option
+    of launch (as ``nice`` and ``timeout`` do), or from after ``--``.
+
+    An option that takes a value takes the next word (``--name x cmd``); an unknown
+    option is an error naming the nearest known one.
+    """
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            return words[:i], words[i + 1 :]
+        if not _looks_like_option(launch, word):
+            return words[:i], words[i:]
+        i += 1 + _value_words(launch, word, words[i + 1 : i + 2])
+    return words, []
+
+
+def check_options(sub: Parser, words: list[str]) -> None:
+    """Refuse an unknown option before argparse does, naming the nearest known one."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            return
+        if _looks_like_option(sub, word):
+            i += _value_words(sub, word, words[i + 1 : i + 2])
+        i += 1
+
+
+def _looks_like_option(sub: Parser, word: str) -> bool:
+    """As argparse tells options from other words: not ``-``, a negative number or words with a space."""
+    if not word.startswith("-") or word == "-" or " " in word:
+        return False
+    return not sub._negative_number_matcher.match(word)
+
+
+def _value_words(sub: Parser, word: str, following: list[str]) -> int:
+    """How many of the next words are the value of option ``word`` (0 or 1); unknown: an error."""
+    name, has_value = word.split("=", 1)[0], "=" in word
+    action = sub._option_string_actions.get(name)
+    if action is None:
+        near = _nearest(name, sub._option_string_actions)
+        if not near and sub.usage_exit == EXIT_LAUNCH_FAILED:
+            near = ": a command whose name starts with - goes after --"
+        sub.error(f"unknown option {name}{near}")
+    if has_value or action.nargs == 0:
+        return 0
+    if action.nargs == "?":  # an optional id: the next word only if it is not an option
+        return int(bool(following) and not following[0].startswith("-"))
+    return 1
+
+
+def _nearest(word: str, candidates: Sequence[str]) -> str:
+    """`` (did you mean --list?)`` for the nearest long option (or subcommand), else ""."""
+    import difflib
+
+    names = {c.lstrip("-"): c for c in candidates if c.startswith("--") or not c.startswith("-")}
+    close = difflib.get_close_matches(word.lstrip("-"), list(names), n=1, cutoff=0.6)
+    return f" (did you mean {names[close[0]]}?)" if close else ""
+
+
+def _check_before_tool(parser: Parser, words: list[str]) -> None:
+    """Options given before the subcommand (``taskwatcher -d control --list``) are explained:
+    every option but --help and --version goes after it."""
+    for i, word in enumerate(words):
+        if not word.startswith("-") or word in ("-h", "--help", "--version"):
+            continue
+        tool = next((w for w in words[i + 1 :] if w in _TOOLS), None)
+        if tool is not None:
+            parser.usage_exit = EXIT_LAUNCH_FAILED if tool == "launch" else EXIT_USAGE
+            name = word.split("=", 1)[0]
+            parser.error(f"{name} goes after the subcommand: taskwatcher {tool} {name} ...")
+        name = word.split("=", 1)[0]
+        parser.error(f"unknown option {name}{_nearest(name, [*parser._option_string_actions, *_TOOLS])}")
 
 
 def _fail(message: str, code: int, debug: bool) -> int:
@@ -442,9 +547,6 @@ def _print_json(value: Any) -> None:
     sys.stdout.buffer.flush()
 
 
-_RESERVE_ONLY = ("name", "info1", "info2", "info3", "unique", "ttl")
-
-
 def run_control(args: argparse.Namespace) -> int:
     from .api import TaskWatcher
 
@@ -455,6 +557,7 @@ def run_control(args: argparse.Namespace) -> int:
     elif args.update:
         tw.update()
     elif args.list:
+        _say_if_no_database(tw)
         if args.json:
             _print_json(tw.tasks_json())
         else:
@@ -469,36 +572,76 @@ def run_control(args: argparse.Namespace) -> int:
         infos = dict(info1=args.info1, info2=args.info2, info3=args.info3)
         print(tw.reserve(args.name, **infos, unique=args.unique, ttl=args.ttl))
     elif args.feedback is not None:
-        _print_json(tw.feedback(args.feedback))
-    elif args.history:
-        only = dict(name=args.name, since=args.since, last=args.last)
+        _print_json(tw.feedback(_id(args.feedback)))
+    elif args.show is not None:
+        detail = tw.show(_id(args.show))
         if args.json:
-            sys.stdout.flush()
-            pieces = tw.iter_history_json(**only)
-            sys.stdout.buffer.writelines(piece.encode("utf-8", "replace") for piece in pieces)
+            _print_json(detail)
         else:
-            from .display import print_history
+            from .display import print_show
 
-            print_history(tw.iter_history(**only))
+            print_show(detail)
+    elif args.history:
+        _print_history(tw, args)
     elif args.clear:
         tw.clear()
     elif args.prune:
-        print(f"{tw.prune(keep=args.keep, max_age=args.max_age)} finished tasks pruned")
+        print(plural(tw.prune(keep=args.keep, max_age=args.max_age), "finished task") + " pruned")
     elif args.log is not None:
-        _print_log(tw, args.log, args.follow)
+        _print_log(tw, _id(args.log), args.follow)
     elif args.kill is not None:
         print(tw.kill(args.kill))
     elif args.killall is not None:
         print("\n".join(tw.killall(args.killall)))
     elif args.wait is not None:
-        entry = tw.wait(args.wait, args.timeout)
+        entry = tw.wait(_id(args.wait), args.timeout)
         if entry.exitcode is None:
-            raise TaskwatcherError(f"task {args.wait} ended without an exit status: {entry.termerror}")
+            raise TaskwatcherError(f"task {entry.taskid} ended without an exit status: {entry.termerror}")
         return entry.exitcode
     return 0
 
 
-def _print_log(tw: Any, taskid: int, follow: bool) -> None:
+def _id(value: int) -> int | None:
+    """A task id option's value; None (the newest task) when it was given without one."""
+    return None if value == NEWEST else value
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 finished task``, ``3 finished tasks``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _say_if_no_database(tw: Any) -> None:
+    """A read on a path with no database answers empty and says so (a mistyped --db)."""
+    if not tw.exists():
+        sys.stderr.write(f"taskwatcher: no database exists at {tw.path}\n")
+
+
+def _print_history(tw: Any, args: argparse.Namespace) -> None:
+    _say_if_no_database(tw)
+    only = dict(name=args.name, since=args.since, last=args.last)
+    if args.json:
+        sys.stdout.flush()
+        pieces = tw.iter_history_json(**only)
+        sys.stdout.buffer.writelines(piece.encode("utf-8", "replace") for piece in pieces)
+        return
+    from .display import escape_control, print_history
+
+    empty = "history is empty"
+    if args.name is not None or args.since is not None:
+        given = {"--name": args.name, "--since": args.since}
+        empty = "no finished task matches " + escape_control(_options_text(given))
+    print_history(tw.iter_history(**only), empty=empty)
+
+
+def _options_text(options: dict[str, str | None]) -> str:
+    """``--name x --since 2h``: the options given, as a person would type them back."""
+    import shlex
+
+    return " ".join(f"{k} {shlex.quote(v)}" for k, v in options.items() if v is not None)
+
+
+def _print_log(tw: Any, taskid: int | None, follow: bool) -> None:
     sys.stdout.flush()
     out = sys.stdout.buffer
     if not follow:
@@ -509,27 +652,42 @@ def _print_log(tw: Any, taskid: int, follow: bool) -> None:
         out.flush()
 
 
+# Options that go with some commands only, and those commands: refused elsewhere, not ignored.
+_GOES_WITH = {
+    "json": ("list", "history", "show"),
+    "timeout": ("wait",),
+    "force": ("initialize",),
+    "last": ("history",),
+    "since": ("history",),
+    "follow": ("log",),
+    "keep": ("prune",),
+    "max_age": ("prune",),
+    "name": ("reserve", "history"),
+    "info1": ("reserve",),
+    "info2": ("reserve",),
+    "info3": ("reserve",),
+    "unique": ("reserve",),
+    "ttl": ("reserve",),
+}
+_COMMANDS = ("initialize", "update", "list", "reserve", "feedback", "history", "clear", "kill",
+             "killall", "wait", "log", "watch", "prune", "show")  # fmt: skip
+
+
+def _given(value: object) -> bool:
+    # Not "value not in (None, False)": 0 == False, and 0 is NEWEST, an option given without its id.
+    return value is not None and value is not False
+
+
 def _check_control_options(args: argparse.Namespace) -> None:
-    """Options that only make sense with one command are refused elsewhere, not ignored."""
-    if args.json and not (args.list or args.history):
-        raise UsageError("--json goes with --list or --history")
-    if args.timeout is not None and args.wait is None:
-        raise UsageError("--timeout goes with --wait")
-    if args.force and not args.initialize:
-        raise UsageError("--force goes with --initialize")
-    if (args.last is not None or args.since is not None) and not args.history:
-        raise UsageError("--last and --since go with --history")
-    if args.follow and args.log is None:
-        raise UsageError("--follow goes with --log")
-    if (args.keep is not None or args.max_age is not None) and not args.prune:
-        raise UsageError("--keep and --max-age go with --prune")
+    """An option given with a command it does not go with is an error naming the ones it goes with."""
+    command = next(c for c in _COMMANDS if _given(getattr(args, c)))
+    for option, commands in _GOES_WITH.items():
+        if _given(getattr(args, option)) and command not in commands:
+            flags = [f"--{c}" for c in commands]
+            where = flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} or {flags[-1]}"
+            raise UsageError(f"--{option.replace('_', '-')} goes with {where}")
     if args.prune and args.keep is None and args.max_age is None:
         raise UsageError("--prune needs --keep N or --max-age AGE")
-    if not args.reserve:
-        reserve_only = _RESERVE_ONLY[1:] if args.history else _RESERVE_ONLY  # --history --name filters
-        given = [o for o in reserve_only if getattr(args, o) not in (None, False)]
-        if given:
-            raise UsageError(f"--{given[0]} goes with --reserve")
 
 
 def run_parse(args: argparse.Namespace) -> int:
@@ -560,6 +718,18 @@ def run_feed(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_completion(args: argparse.Namespace) -> int:
+    if args.task_ids:
+        from .api import TaskWatcher
+
+        sys.stdout.write("".join(f"{i}\n" for i in TaskWatcher(args.db or None).recent_taskids()))
+        return 0
+    if args.shell is None:
+        raise UsageError("name the shell: taskwatcher completion bash (or zsh)")
+    sys.stdout.write(completion_script(args.shell))
+    return 0
+
+
 def completion_script(shell: str) -> str:
     """A bash (or zsh, through bashcompinit) completion script, made from the parser itself."""
     parser = build_parser()
@@ -574,14 +744,27 @@ def completion_script(shell: str) -> str:
     return ("autoload -U +X bashcompinit && bashcompinit\n" if shell == "zsh" else "") + script
 
 
-_COMPLETION = """_taskwatcher() {
+_COMPLETION = """_taskwatcher_ids() {
+    # The task ids of the database this command line names (--db), newest first.
+    local i db=()
+    for ((i = 1; i < ${#COMP_WORDS[@]} - 1; i++)); do
+        [ "${COMP_WORDS[i]}" = --db ] && db=(--db "${COMP_WORDS[i+1]}")
+    done
+    taskwatcher completion --task-ids "${db[@]}" 2>/dev/null
+}
+_taskwatcher() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} opts
     if [ "$COMP_CWORD" -eq 1 ]; then
         COMPREPLY=($(compgen -W "TOOLS --help --version" -- "$cur"))
         return
     fi
-    case "$prev" in
-        --db|--feedback|--feedpath|--log) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    case "${COMP_WORDS[1]} $prev" in
+        "control --log"|"control --wait"|"control --kill"|"control --show"|"control --feedback")
+            # an id; an option may follow instead (the id is optional but for --kill)
+            COMPREPLY=($(compgen -W "$(_taskwatcher_ids)" -- "$cur"))
+            [ ${#COMPREPLY[@]} -gt 0 ] && return ;;
+        *" --db"|"launch --log"|"parse --feedback"|*" --feedpath")
+            COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case "${COMP_WORDS[1]}" in
 CASES

@@ -4,7 +4,7 @@ It is optional and small (TOML)::
 
     [history]
     keep = 10000        # finished tasks kept; older ones are pruned
-    max_age = "90d"     # finished tasks older than this are pruned (s, m, h, d, w)
+    max_age = "90d"     # finished tasks older than this are pruned (90, 500ms, 90s, 30m, 12h, 90d, 2w)
 
     [log]
     max = "8M"          # each task's log keeps the last this-many bytes
@@ -17,10 +17,21 @@ a stat when it does not exist: commands that do not need it never open it.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 
 from .errors import TaskwatcherError
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
+
+MAX_SECONDS = 1e9  # about 31 years: any longer is a typo, and overflows system timeouts
+MAX_SIZE = 2**63 - 1  # bytes: what a file offset can hold
+DURATION_FORMS = "seconds, or a number with a unit: 500ms, 90s, 30m, 2h, 1d, 2w"
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A plain decimal number (no sign, no "inf" or "nan", as float() would take) and a unit.
+_DURATION = re.compile(r"(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)(ms|s|m|h|d|w)?\Z")
 _SIZES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
@@ -61,12 +72,11 @@ def load(path: str | None = None) -> Config:
     """The configuration; an empty one if there is no file."""
     path = path or config_path()
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = _read_small_file(path)
     except FileNotFoundError:
         return Config(path=path)
     except OSError as e:
-        raise ConfigError(f"cannot read the configuration file {path}: {e.strerror}") from None
+        raise ConfigError(f"configuration file {path}: cannot read it: {e.strerror}") from None
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -76,6 +86,25 @@ def load(path: str | None = None) -> Config:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"configuration file {path}: {e}") from None
     return _read(data, path)
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a configuration file is a few lines: more is a wrong path (/dev/zero)
+
+
+def _read_small_file(path: str) -> bytes:
+    """The file's bytes; a FIFO, a device or a huge file is refused, never waited on or swallowed."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"configuration file {path}: not a regular file")
+        raw = os.read(fd, MAX_CONFIG_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"configuration file {path}: larger than {MAX_CONFIG_BYTES} bytes")
+    return raw
 
 
 def _read(data: dict, path: str) -> Config:
@@ -91,24 +120,47 @@ def _read(data: dict, path: str) -> Config:
         keep = history.get("keep")
         if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 0):
             raise ValueError(f"[history] keep must be a whole number of rows, not {keep!r}")
-        max_age = None if history.get("max_age") is None else parse_age(history["max_age"])
-        log_max = None if log.get("max") is None else parse_size(log["max"])
+        max_age = _setting("[history] max_age", history.get("max_age"), parse_age)
+        log_max = _setting("[log] max", log.get("max"), parse_size)
     except ValueError as e:
         raise ConfigError(f"configuration file {path}: {e}") from None
     return Config(keep, max_age, log_max, path)
 
 
-def parse_age(value: object) -> float:
-    """Seconds, from a number or a text such as ``90s``, ``30m``, ``12h``, ``90d``, ``4w``."""
+def _setting(name: str, value: object, parse: Callable[[object], Any]) -> Any:
+    """``parse(value)``, None for None; a bad value's error names the setting."""
+    try:
+        return None if value is None else parse(value)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def parse_duration(value: object) -> float:
+    """Seconds, from a number or a text: ``90``, ``0.5``, ``500ms``, ``90s``, ``30m``, ``2h``,
+    ``1d``, ``2w``. Zero is allowed (a grace of 0); at most :data:`MAX_SECONDS`.
+
+    The one parser of every duration and age taskwatcher reads: the CLI's options
+    (``--timeout``, ``--grace``, ``--ttl``, ``--max-age``, ``--since 2h``) and this file's.
+    Raises ValueError with a one-line reason.
+    """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and value[-1:] in _UNITS and _is_number(value[:-1]):
-        seconds = float(value[:-1]) * _UNITS[value[-1]]
-    elif isinstance(value, str) and _is_number(value):
-        seconds = float(value)
+        seconds, text = float(value), repr(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        number, unit = match.groups()
+        seconds, text = float(number) * _UNITS[unit or "s"], repr(value)
     else:
-        raise ValueError(f"not an age: {value!r} (seconds, or 90s, 30m, 12h, 90d, 4w)")
-    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"not a duration: {value!r} ({DURATION_FORMS})")
+    if seconds != seconds or seconds < 0:  # NaN, or a negative number given as a number
+        raise ValueError(f"not a duration: {text} ({DURATION_FORMS})")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"too long: {text} (at most {MAX_SECONDS:.0e} seconds, about 31 years)")
+    return seconds
+
+
+def parse_age(value: object) -> float:
+    """A duration that must be more than 0 (``[history] max_age``, ``--max-age``)."""
+    seconds = parse_duration(value)
+    if not seconds > 0:
         raise ValueError(f"an age must be more than 0 seconds, not {value!r}")
     return seconds
 
@@ -116,16 +168,18 @@ def parse_age(value: object) -> float:
 def parse_size(value: object) -> int:
     """Bytes, from a number or a text such as ``512K``, ``8M``, ``1G``."""
     if isinstance(value, int) and not isinstance(value, bool):
-        size = value
+        size = float(value)
     elif isinstance(value, str) and value[-1:].upper() in _SIZES and _is_number(value[:-1]):
-        size = int(float(value[:-1]) * _SIZES[value[-1].upper()])
+        size = float(value[:-1]) * _SIZES[value[-1].upper()]
     elif isinstance(value, str) and _is_number(value):
-        size = int(float(value))
+        size = float(value)
     else:
         raise ValueError(f"not a size in bytes: {value!r} (512K, 8M, 1G...)")
-    if not 1 <= size <= 2**63 - 1:
+    if size > MAX_SIZE:  # compared as a float: 99999999999G must not overflow first
+        raise ValueError(f"too large: {value!r} (at most {MAX_SIZE} bytes)")
+    if size < 1:
         raise ValueError(f"a size must be at least 1 byte, not {value!r}")
-    return size
+    return int(size)
 
 
 def _is_number(text: str) -> bool:

@@ -7,6 +7,7 @@ the tasks whose launcher is gone (after stopping what is left of them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -411,11 +412,13 @@ def parse_when(text: str, now: float | None = None) -> float:
     such as ``90s``, ``30m``, ``2h``, ``7d`` (that long ago)."""
     import datetime as dt
 
+    from .config import parse_duration
+
     now = time.time() if now is None else now
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text[-1:].isalpha():  # an age (one parser for every duration), or an ISO time ending in Z
+        with contextlib.suppress(ValueError):
+            return now - parse_duration(text)
     try:
-        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-            return now - float(text[:-1]) * units[text[-1]]
         if text.replace(".", "", 1).isdigit():
             return float(text)
         return dt.datetime.fromisoformat(text).timestamp()

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from .tables import ELLIPSIS, Column, Layout, Line, ansi
+from .tables import ELLIPSIS, Column, Layout, Line, ansi, cut
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -342,15 +342,82 @@ def _page(layout: Layout, rows: list[tuple[str, ...]]) -> Iterator[Line]:
         yield layout.line(row)
 
 
-def print_history(entries: Iterable[FinishedTask], stream: TextIO | None = None) -> None:
-    """The history table, streamed: ``entries`` may be an iterator over a long history."""
+def print_history(
+    entries: Iterable[FinishedTask], stream: TextIO | None = None, empty: str = "history is empty"
+) -> None:
+    """The history table, streamed: ``entries`` may be an iterator over a long history.
+
+    ``empty`` is what is said when there is no entry (a filter names what it matched).
+    """
     stream = sys.stdout if stream is None else stream
     width = terminal_width(stream)
     colour = width is not None and _colours()
     write = _writer(stream)
-    empty = True
+    not_one = True
     for line in history_lines(entries, width):
-        empty = False
+        not_one = False
         write(ansi(line, colour) + "\n")
-    if empty:
-        print("history is empty", file=stream)
+    if not_one:
+        print(empty, file=stream)
+
+
+# -- control --show: one task, for people ----------------------------------------------
+_SHOW_TIMES = ("reservetime", "starttime", "endtime", "lastupdate", "expiretime")
+_SHOW_DURATIONS = ("duration", "timer", "timeout")
+_SHOW_LABELS = {"reservetime": "reserved", "starttime": "started", "endtime": "ended",
+                "lastupdate": "heartbeat", "expiretime": "expires", "historyid": "history id",
+                "exitcode": "exit", "termsignal": "signal", "termerror": "why"}  # fmt: skip
+_SHOW_ORDER = ("taskid", "name", "status", "info1", "info2", "info3", "command", "host", "pid",
+               "reservetime", "starttime", "endtime", "duration", "lastupdate", "timer", "timeout",
+               "expiretime", "unique", "exitcode", "termsignal", "termerror", "historyid",
+               "feedpath", "logfile")  # fmt: skip
+
+
+def show_rows(detail: dict[str, Any], now: float | None = None) -> list[tuple[str, str]]:
+    """``control --show``'s (field, value) pairs, readable and escaped; what is unknown is left out."""
+    import shlex
+
+    now = time.time() if now is None else now
+    rows: list[tuple[str, str]] = []
+    for key in _SHOW_ORDER:
+        value = detail.get(key)
+        if value is None or value == "":
+            continue
+        if key in _SHOW_TIMES:
+            text = format_time(value, now)
+        elif key in _SHOW_DURATIONS:
+            text = format_duration(value)
+        elif key == "command":
+            text = shlex.join(value) if isinstance(value, list) else str(value)
+        elif key == "unique":
+            text = "yes" if value else "no"
+        else:
+            text = str(value)
+        rows.append((_SHOW_LABELS.get(key, key), escape_control(text)))
+    feedback = detail.get("feedback")
+    if isinstance(feedback, dict):
+        rows += [(f"[{escape_control(k)}]", escape_control(str(v))) for k, v in feedback.items()]
+    elif feedback:  # a 1.x row may hold any text
+        rows.append(("feedback", escape_control(str(feedback))))
+    return rows
+
+
+def _fit(text: str, width: int | None) -> str:
+    """``text`` cut to ``width`` terminal cells, ending in …; whole when ``width`` is None."""
+    return text if width is None else cut(text, width)
+
+
+def print_show(detail: dict[str, Any]) -> None:
+    """``control --show`` for people: field and value, then the log's last lines.
+
+    On a terminal each line is cut to its width (…); piped, nothing is cut.
+    """
+    width = terminal_width(sys.stdout)
+    rows = show_rows(detail)
+    label = max(len(k) for k, _ in rows)
+    lines = [_fit(f"{k:<{label}}  {v}", width) for k, v in rows]
+    tail = detail.get("log_tail") or []
+    if tail:
+        lines += ["", f"last {len(tail)} line{'s' if len(tail) != 1 else ''} of the log:"]
+        lines += [_fit("  " + escape_control(line), width) for line in tail]
+    sys.stdout.write("\n".join(lines) + "\n")

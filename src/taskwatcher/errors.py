@@ -21,6 +21,10 @@ class StoreError(TaskwatcherError):
     exit_code = 1
 
 
+class NoDatabase(StoreError):
+    """A command that only reads found no database at the path (and created none)."""
+
+
 class NotADatabase(StoreError):
     """The file exists but is not a taskwatcher database; it is left untouched."""
 

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 
-from .errors import NameTaken, NotADatabase, StoreError
+from .errors import NameTaken, NoDatabase, NotADatabase, StoreError
 from .logs import Logger
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
@@ -119,6 +119,18 @@ def resolve_db_path(path: str | os.PathLike[str] | None = None) -> str:
     return os.path.abspath(os.fspath(path or default_db_path()))
 
 
+def database_missing(path: str) -> bool:
+    """True if nothing is at ``path`` (a folder we may not look into is not "missing": opening
+    it then says why)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def busy_timeout() -> float:
     try:
         return max(0.0, float(os.environ.get("TASKWATCHER_BUSY_TIMEOUT", BUSY_TIMEOUT)))
@@ -131,10 +143,16 @@ def now() -> int:
 
 
 class Store:
-    """A taskwatcher database, opened (and created or upgraded) on construction."""
+    """A taskwatcher database, opened (and created or upgraded) on construction.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    ``create=False`` (the commands that only read): a missing file raises
+    :class:`~taskwatcher.errors.NoDatabase` and nothing is created, not even its folder.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.path = resolve_db_path(path)
+        if not create and database_missing(self.path):
+            raise NoDatabase(f"no database exists at {self.path}")
         self.conn = self._connect()
         try:
             self._prepare()
@@ -429,6 +447,23 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (taskid, json.dumps(data, ensure_ascii=False), now(), dev, ino, offset, lines),
         )
+
+    def newest_taskid(self) -> int | None:
+        """The highest task id of a reserved, running or finished task; None in an empty database."""
+        rows = self.query(
+            "SELECT max(coalesce((SELECT max(id) FROM tasks), 0),"
+            " coalesce((SELECT max(taskid) FROM history WHERE typeof(taskid) = 'integer'), 0))"
+        )
+        return rows[0][0] or None
+
+    def recent_taskids(self, finished: int = 20) -> list[int]:
+        """Ids of the reserved and running tasks, then of the ``finished`` newest finished ones."""
+        live = [r[0] for r in self.query("SELECT id FROM tasks ORDER BY id DESC")]
+        done = self.query(
+            "SELECT taskid FROM history WHERE typeof(taskid) = 'integer' ORDER BY id DESC LIMIT ?",
+            (finished,),
+        )
+        return live + [r[0] for r in done if r[0] not in live]
 
     # -- history -------------------------------------------------------------
     def history(self) -> list[Row]:

@@ -110,6 +110,11 @@ def validate(req: LaunchRequest) -> None:
         )
     if req.logmax < 1:
         raise ReservationError("--log-max must be at least 1 byte")
+    if req.logfile:  # like --feedpath: a typo in a folder's name does not silently create it
+        folder = os.path.dirname(os.path.abspath(req.logfile))
+        if not os.path.isdir(folder):
+            what = "is not a folder" if os.path.exists(folder) else "does not exist"
+            raise ReservationError(f"log folder {folder} {what}")
 
 
 class SignalFlags:
@@ -491,6 +496,7 @@ def _run(
     if relay is not None:
         relay.child_started()
     process.crash_point("spawned")
+    log.debug("task %d: spawned pid %d: %s", taskid, child.pid, argv)
     token = str(task["token"])
     with store.transaction() as conn:
         row = store.task(taskid)
@@ -528,8 +534,10 @@ def _run(
     if child.pidfd is not None:
         os.close(child.pidfd)
     end = dict(termsignal=ending.termsignal, termerror=ending.termerror, exitcode=ending.exitcode)
+    log.debug("task %d ended: exit %s %s %s", taskid, ending.exitcode, ending.termsignal, ending.termerror)
     try:
         archive_task(store, {"id": taskid, "token": token}, **end)
+        log.debug("task %d archived", taskid)
     except StoreError as e:  # locked past the busy timeout, or unwritable: never drop the end
         kept = keep_pending_end(store, taskid, token, end)
         sys.stderr.write(
@@ -555,6 +563,7 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
     with Store(db) as store:
         reconcile(store)
         task = claim(store, req)
+        log.debug("claimed task %s (%s) in %s; log %s", task["id"], task["name"], store.path, task["logfile"])
         process.crash_point("reserved")
         if not req.detach:
             return run_task(store, task, req, flags, closed=closed)

@@ -1,0 +1,119 @@
+"""Everything known about one task, running or finished: ``control --show`` and ``TaskWatcher.show``.
+
+One shape for both (the keys the README lists under control --show): what does not
+apply to a live or a finished task is None, so a reader never tests for keys.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+from . import control
+from .errors import NoSuchTask
+from .status import TaskStatus
+from .store import Row, Store
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
+
+LOG_TAIL_LINES = 10
+_TAIL_BYTES = 64 * 1024  # read from the end of the log: enough for ten lines of any sane output
+
+
+def task_detail(store: Store, taskid: int) -> dict[str, Any]:
+    """One task by id: reserved or running (latest feedback), else finished (from history)."""
+    row = store.task(taskid)
+    if row is not None:
+        try:
+            return _live(store, row)
+        except NoSuchTask:  # it ended between the two reads: history has it now
+            pass
+    entry = store.history_of(taskid)
+    if entry is None:
+        raise NoSuchTask(f"no task {taskid}")
+    return _finished(entry)
+
+
+def _live(store: Store, row: Row) -> dict[str, Any]:
+    fields = control.describe_task(row, time.time())
+    reserved = row["status"] == TaskStatus.RESERVED
+    feedback = {} if reserved or not row["feedpath"] else control.task_feedback(store, row["id"])
+    return _shape(
+        row["id"],
+        fields,
+        feedback=feedback,
+        finished=False,
+        historyid=None,
+        endtime=None,
+        exitcode=None,
+        termsignal="",
+        termerror="",
+    )
+
+
+def _finished(entry: Row) -> dict[str, Any]:
+    fields = control.describe_entry(entry)
+    fields.update(
+        name=fields.pop("taskname"),
+        status="FINISHED",
+        feedpath=None,  # deleted once the task was archived
+        reservetime=entry["reservetime"],
+        lastupdate=None,
+        timer=None,
+        timeout=_number(entry["timeout"]),
+        expiretime=None,
+        unique=None,  # not kept in history
+    )
+    return _shape(entry["taskid"], fields, finished=True, historyid=entry["id"])
+
+
+_KEYS = ("name", "info1", "info2", "info3", "status", "host", "pid", "command", "feedpath", "logfile",
+         "reservetime", "starttime", "endtime", "duration", "lastupdate", "timer", "timeout",
+         "expiretime", "unique", "feedback", "exitcode", "termsignal", "termerror")  # fmt: skip
+
+
+def _shape(taskid: int, fields: dict[str, Any], **more: Any) -> dict[str, Any]:
+    merged = {**fields, **more}
+    detail: dict[str, Any] = {"taskid": taskid}
+    detail.update(finished=merged["finished"], historyid=merged["historyid"])
+    detail.update((key, merged.get(key)) for key in _KEYS)
+    detail["log_tail"] = log_tail(detail["logfile"])
+    return detail
+
+
+def _number(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def log_tail(path: str | None, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``lines`` lines of a task's log (its older half too if needed); [] if none."""
+    if not path:
+        return []
+    from .output import older_half
+
+    data = _file_tail(path)
+    if data.count(b"\n") <= lines:
+        data = _file_tail(older_half(path)) + data
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    return text.splitlines()[-lines:]
+
+
+def _file_tail(path: str) -> bytes:
+    """The last bytes of a regular file; b"" for anything else (never blocks on a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b""
+        offset = max(0, st.st_size - _TAIL_BYTES)
+        return os.pread(fd, _TAIL_BYTES, offset)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
