@@ -5,7 +5,6 @@ feedpath and the log. (Signals only to verified processes: tests/test_supervisio
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TW, wait_for
+from conftest import TW, db_rows, wait_for
 from test_launch import helper, kill_own_processes
 
 SRC = Path(__file__).parents[2] / "src" / "taskwatcher"
@@ -70,8 +69,7 @@ def test_files_are_never_world_writable_and_honour_the_umask(tw, tmp_path, umask
     )
 
     def started() -> bool:
-        with contextlib.closing(sqlite3.connect(db)) as c:
-            return any(pid for (pid,) in c.execute("SELECT pid FROM tasks"))
+        return any(row["pid"] for row in db_rows(db, "SELECT pid FROM tasks"))
 
     wait_for(started, 15, "the task to start")
     holder = sqlite3.connect(db, isolation_level=None)
