@@ -129,8 +129,9 @@ class TaskWatcher:
             done = subprocess.run(
                 argv, stdin=subprocess.DEVNULL, capture_output=True, check=False, cwd=cwd, env=environ
             )
-        except OSError as e:  # cwd missing or not a folder
-            raise StartFailed(125, f"cannot start in {cwd}: {e.strerror}") from None
+        except OSError as e:  # cwd missing or not a folder; or no fd, no memory, an environment too large
+            where = f"in {os.fspath(cwd)}" if cwd is not None else f"{sys.executable} -m taskwatcher"
+            raise StartFailed(125, f"cannot start {where}: {e.strerror}") from None
         out = done.stdout.decode(errors="replace").strip()
         if done.returncode == 0 and out.isdigit():
             return int(out)
@@ -161,11 +162,18 @@ class TaskWatcher:
         meant for the main thread of a script or of the CLI. A back-end uses
         :meth:`launch`.
         """
+        _check_file_descriptors()  # first: even an import needs one
         from .config import load
         from .output import DEFAULT_LOG_MAX
+        from .store import check_text_path
         from .supervise import DEFAULT_GRACE, LaunchRequest
         from .supervise import launch as supervise_launch
 
+        for path, what in ((feedpath, "--feedpath"), (log, "--log")):
+            if path is not None:
+                check_text_path(os.fspath(path), what)
+        if log is not None:
+            control.check_user_log(self.path, os.fspath(log))
         if log_max is None:
             log_max = load().log_max or DEFAULT_LOG_MAX
         req = LaunchRequest(
@@ -326,6 +334,29 @@ class TaskWatcher:
             control.initialize(store, force)
 
 
+LAUNCH_FDS = 32  # a launch holds up to ~22 at once (database, pipes, pidfds, a terminal): a margin
+
+
+def _check_file_descriptors() -> None:
+    """Refuse a launch that would run out of file descriptors half-way: before anything is
+    claimed, so that a task that could not run is never recorded at all (not as lost)."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return
+    try:
+        used = len(os.listdir("/proc/self/fd")) - 1  # the listing's own fd
+    except OSError:  # no /proc, or no fd even for that
+        used = soft
+    if soft - used < LAUNCH_FDS:
+        raise StartFailed(
+            125,
+            f"too few file descriptors: a launch needs {LAUNCH_FDS} free, the limit (ulimit -n {soft}) "
+            f"leaves {max(0, soft - used)}: nothing started",
+        )
+
+
 def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
     if not fields["feedback"] or fields["status"] == "RESERVED":
         return None
@@ -357,4 +388,11 @@ def _log_path(store: Store, taskid: int) -> str:
             raise NoSuchTask(f"no task {taskid}")
     if not row["logfile"]:
         raise NoLog(f"task {taskid} keeps no log")
-    return str(row["logfile"])
+    path = str(row["logfile"])
+    # A log taskwatcher placed is read only where it places logs (a row is data, not a licence
+    # to read any file); a user's --log is wherever the user put it.
+    if row["logplaced"] and not control.placed_log_inside(
+        path, os.path.realpath(control.log_dir(store.path))
+    ):
+        raise NoLog(f"task {taskid}: its log path {path} is not in the logs folder: not read")
+    return path

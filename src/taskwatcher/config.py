@@ -22,6 +22,7 @@ from .errors import TaskwatcherError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+MAX_CONFIG_BYTES = 1024 * 1024  # a configuration is a few lines: anything larger is a mistake
 
 
 class ConfigError(TaskwatcherError):
@@ -61,8 +62,7 @@ def load(path: str | None = None) -> Config:
     """The configuration; an empty one if there is no file."""
     path = path or config_path()
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = _read_small_file(path)
     except FileNotFoundError:
         return Config(path=path)
     except OSError as e:
@@ -76,6 +76,29 @@ def load(path: str | None = None) -> Config:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"configuration file {path}: {e}") from None
     return _read(data, path)
+
+
+def _read_small_file(path: str) -> bytes:
+    """The file's bytes, if it is a regular file of at most MAX_CONFIG_BYTES.
+
+    Opened non-blocking (a FIFO named by TASKWATCHER_CONFIG must not hang every
+    command) and checked with fstat after opening; read with a bound (/dev/zero
+    never ends)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"configuration file {path} is not a regular file")
+        raw = os.read(fd, MAX_CONFIG_BYTES + 1)
+        while len(raw) <= MAX_CONFIG_BYTES and (more := os.read(fd, MAX_CONFIG_BYTES + 1 - len(raw))):
+            raw += more
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"configuration file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    return raw
 
 
 def _read(data: dict, path: str) -> Config:

@@ -145,7 +145,7 @@ def test_hostile_names_and_infos_are_stored_verbatim_and_the_tables_survive(tw, 
 # code (tables, columns, fixed fragments), never a value from outside (those go as "?").
 REVIEWED_INTERPOLATIONS = {
     "APPLICATION_ID", "SCHEMA_VERSION", "table", "columns", "values", "sets", "where", "_ENTRY_JSON",
-    "' AND '.join(terms)", "RESERVATION_TTL", "ddl",
+    "' AND '.join(terms)", "RESERVATION_TTL", "ddl", "name", "decl", "key",
 }  # fmt: skip
 SQL_FSTRING = re.compile(
     r'f"[^"]*\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|WHERE|CASE)\b[^"]*"'
