@@ -352,8 +352,8 @@ def _check_file_descriptors() -> None:
     if soft - used < LAUNCH_FDS:
         raise StartFailed(
             125,
-            f"too few file descriptors: a launch needs {LAUNCH_FDS} free, the limit (ulimit -n {soft}) "
-            f"leaves {max(0, soft - used)}: nothing started",
+            f"too few file descriptors: a launch needs {LAUNCH_FDS} free (ulimit -n is {soft}): "
+            "nothing started",
         )
 
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import TaskwatcherError, UsageError
+from .errors import NotAllStopped, TaskwatcherError, UsageError
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -489,7 +489,12 @@ def run_control(args: argparse.Namespace) -> int:
     elif args.kill is not None:
         print(tw.kill(args.kill))
     elif args.killall is not None:
-        print("\n".join(tw.killall(args.killall)))
+        try:
+            print("\n".join(tw.killall(args.killall)))
+        except NotAllStopped as e:  # what was stopped is said too, then why the rest was not
+            if e.done:
+                print("\n".join(e.done))
+            raise
     elif args.wait is not None:
         entry = tw.wait(args.wait, args.timeout)
         if entry.exitcode is None:

@@ -553,7 +553,7 @@ def killall(store: Store, name: str) -> list[str]:
     """
     rows = store.tasks(name)
     if not rows:
-        raise NoSuchTask(f"no task named {storable(name)!r}")
+        raise NoSuchTask(f"no task named '{storable(name)}'")
     here = process.host_name()
     foreign = [r for r in rows if r["status"] != TaskStatus.RESERVED and r["host"] and r["host"] != here]
     done = _stop_all(store, [r for r in rows if r not in foreign])
