@@ -467,3 +467,13 @@ def test_the_api_says_what_could_not_start_when_no_cwd_is_given(db):
     assert failed.value.exit_code == 125
     assert str(failed.value) == f"cannot start {sys.executable} -m taskwatcher: Argument list too long"
     assert not db.exists()
+
+
+def test_a_log_that_became_a_fifo_is_not_waited_on(tw, tmp_path):
+    log = tmp_path / "mine.log"
+    tw.run("launch", "--log", str(log), "--", "true", check=True)
+    log.unlink()
+    os.mkfifo(log)  # reading it would wait for a writer that never comes
+    proc = tw.run("control", "--log", "1", timeout=10)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == f"taskwatcher: log {log} is not a regular file: not read\n"
