@@ -287,7 +287,12 @@ class TaskWatcher:
             return control.kill(store, taskid)
 
     def killall(self, name: str) -> list[str]:
-        """Stop every reserved or running task of that name."""
+        """Stop every reserved or running task of that name; what was done, one line each.
+
+        Tasks running on another host are left to their host: once every other one
+        is stopped, :class:`~taskwatcher.errors.NotAllStopped` names them, with what
+        was done in its ``done``.
+        """
         with self._store() as store:
             return control.killall(store, name)
 

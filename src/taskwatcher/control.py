@@ -246,8 +246,8 @@ def row_feedpath(row: Row) -> str | None:
     path = row["feedpath"]
     if not path:
         return None
-    name = os.path.basename(path)
-    if not (isinstance(path, str) and os.path.isabs(path) and os.path.normpath(path) == path
+    name = os.path.basename(path) if isinstance(path, str) else ""
+    if not (os.path.isabs(name and path) and os.path.normpath(path) == path
             and name.startswith("feedback_") and name.endswith(".log")):  # fmt: skip
         log.warning("task %s: ignoring feedback path %r, not one taskwatcher names", row["id"], path)
         return None
