@@ -3,8 +3,10 @@ and waiting on conditions with a deadline (never a fixed sleep as synchronisatio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -37,6 +39,32 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(delay)  # polling a condition, bounded by the deadline
         delay = min(delay * 2, 0.05)
+
+
+APPLICATION_ID = 0x54574348  # "TWCH": a taskwatcher database whose schema is committed
+
+
+def schema_ready(db: Path) -> bool:
+    """The file exists and its schema is committed (the stamp is written with the tables).
+
+    A command creates the file first and the schema in a transaction after it: a reader
+    in between would find "no such table". Never creates the file.
+    """
+    if not db.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as c:
+        return c.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+def db_rows(db: Path, sql: str, params: tuple = (), timeout: float = 15.0) -> list[sqlite3.Row]:
+    """Read the database directly (no command: nothing is reconciled), once its schema exists."""
+    wait_for(lambda: schema_ready(db), timeout, f"the schema of {db}")
+    conn = sqlite3.connect(db, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 class Taskwatcher:

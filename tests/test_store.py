@@ -323,7 +323,7 @@ def test_store_ids_grow_across_delete_archive_clear(tmp_path):
         assert s.task(b) is None
         assert s.history_of(b)["exitcode"] == 0
         assert json.loads(s.history_of(b)["feedback"]) == {"k": "v"}
-        assert len(s.delete_history()) == 1
+        assert s.delete_history()[0] == 1
         assert s.history() == []
         c_id = s.reserve("c", (None, None, None), False, 60)
         assert c_id > b
@@ -413,3 +413,22 @@ def test_expired_reservation_dropped_by_next_user(tmp_path):
     wait_for(expired, timeout=5, what="the short reservation to expire")
     with Store(db) as s:
         assert s.task(long_) is not None
+
+
+def test_a_schema_2_file_gets_the_columns_added_since_and_its_placed_logs_are_known(tmp_path):
+    """Schema 2 had no `logplaced`: a log at taskwatcher's own path for the row's id was placed
+    by taskwatcher (it is removed with the row); any other log was the user's --log."""
+    db = tmp_path / "tw.db"
+    Store(db).close()
+    logs = tmp_path / "tw-logs"
+    with sqlite3.connect(db) as c:
+        for table in ("tasks", "history"):
+            c.execute(f"ALTER TABLE {table} DROP COLUMN logplaced")
+        c.execute("INSERT INTO history (taskid, logfile) VALUES (5, ?), (6, ?), (7, NULL)",
+                  (f"{logs}/task_5.log", f"{logs}/mine.log"))  # fmt: skip
+        c.execute("PRAGMA user_version=2")
+    with Store(db) as s:
+        placed = {r["taskid"]: r["logplaced"] for r in s.history()}
+        assert placed == {5: 1, 6: 0, 7: 0}
+        assert s.delete_history() == (3, [f"{logs}/task_5.log"])
+    assert pragma(db, "user_version") == store_mod.SCHEMA_VERSION

@@ -53,8 +53,9 @@ class TaskWatcher:
 
     def exists(self) -> bool:
         """Whether the database file exists (the commands that only read never create it)."""
-        from .store import database_missing
+        from .store import check_text_path, database_missing
 
+        check_text_path(self.path, "database")  # a path that is not UTF-8 is refused, as by every call
         return not database_missing(self.path)
 
     @contextmanager
@@ -160,8 +161,8 @@ class TaskWatcher:
             done = subprocess.run(
                 argv, stdin=subprocess.DEVNULL, capture_output=True, check=False, cwd=cwd, env=environ
             )
-        except OSError as e:  # cwd missing or not a folder
-            where = "the launcher" if cwd is None else f"in {cwd}"
+        except OSError as e:  # cwd missing or not a folder; or no fd, no memory, an environment too large
+            where = f"in {os.fspath(cwd)}" if cwd is not None else f"{sys.executable} -m taskwatcher"
             raise StartFailed(125, f"cannot start {where}: {e.strerror}") from None
         out = done.stdout.decode(errors="replace").strip()
         if done.returncode == 0 and out.isdigit():
@@ -193,12 +194,19 @@ class TaskWatcher:
         meant for the main thread of a script or of the CLI. A back-end uses
         :meth:`launch`.
         """
+        _check_file_descriptors()  # first: even an import needs one
         from .config import load
         from .output import DEFAULT_LOG_MAX
+        from .store import check_text_path
         from .supervise import DEFAULT_GRACE, LaunchRequest
         from .supervise import launch as supervise_launch
 
         config = load()  # read even when nothing here needs it: a broken file is said before the task runs
+        for path, what in ((feedpath, "--feedpath"), (log, "--log")):
+            if path is not None:
+                check_text_path(os.fspath(path), what)
+        if log is not None:
+            control.check_user_log(self.path, os.fspath(log))
         if log_max is None:
             log_max = config.log_max or DEFAULT_LOG_MAX
         req = LaunchRequest(
@@ -358,7 +366,12 @@ class TaskWatcher:
             return control.kill(store, taskid)
 
     def killall(self, name: str) -> list[str]:
-        """Stop every reserved or running task of that name."""
+        """Stop every reserved or running task of that name; what was done, one line each.
+
+        Tasks running on another host are left to their host: once every other one
+        is stopped, :class:`~taskwatcher.errors.NotAllStopped` names them, with what
+        was done in its ``done``.
+        """
         with self._store() as store:
             return control.killall(store, name)
 
@@ -417,6 +430,29 @@ def _seconds(value: float | str, option: str) -> float:
         raise UsageError(f"--{option}: {e}") from None
 
 
+LAUNCH_FDS = 32  # a launch holds up to ~22 at once (database, pipes, pidfds, a terminal): a margin
+
+
+def _check_file_descriptors() -> None:
+    """Refuse a launch that would run out of file descriptors half-way: before anything is
+    claimed, so that a task that could not run is never recorded at all (not as lost)."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return
+    try:
+        used = len(os.listdir("/proc/self/fd")) - 1  # the listing's own fd
+    except OSError:  # no /proc, or no fd even for that
+        used = soft
+    if soft - used < LAUNCH_FDS:
+        raise StartFailed(
+            125,
+            f"too few file descriptors: a launch needs {LAUNCH_FDS} free (ulimit -n is {soft}): "
+            "nothing started",
+        )
+
+
 def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
     if not fields["feedback"] or fields["status"] == "RESERVED":
         return None
@@ -448,4 +484,11 @@ def _log_path(store: Store, taskid: int) -> str:
             raise NoSuchTask(f"no task {taskid}")
     if not row["logfile"]:
         raise NoLog(f"task {taskid} keeps no log")
-    return str(row["logfile"])
+    path = str(row["logfile"])
+    # A log taskwatcher placed is read only where it places logs (a row is data, not a licence
+    # to read any file); a user's --log is wherever the user put it.
+    if row["logplaced"] and not control.placed_log_inside(
+        path, os.path.realpath(control.log_dir(store.path))
+    ):
+        raise NoLog(f"task {taskid}: its log path {path} is not in the logs folder: not read")
+    return path

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import TaskwatcherError, UsageError
+from .errors import NotAllStopped, TaskwatcherError, UsageError
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -592,7 +592,12 @@ def run_control(args: argparse.Namespace) -> int:
     elif args.kill is not None:
         print(tw.kill(args.kill))
     elif args.killall is not None:
-        print("\n".join(tw.killall(args.killall)))
+        try:
+            print("\n".join(tw.killall(args.killall)))
+        except NotAllStopped as e:  # what was stopped is said too, then why the rest was not
+            if e.done:
+                print("\n".join(e.done))
+            raise
     elif args.wait is not None:
         entry = tw.wait(_id(args.wait), args.timeout)
         if entry.exitcode is None:
@@ -614,7 +619,9 @@ def plural(n: int, noun: str) -> str:
 def _say_if_no_database(tw: Any) -> None:
     """A read on a path with no database answers empty and says so (a mistyped --db)."""
     if not tw.exists():
-        sys.stderr.write(f"taskwatcher: no database exists at {tw.path}\n")
+        from .display import escape_control
+
+        sys.stderr.write(f"taskwatcher: no database exists at {escape_control(tw.path)}\n")
 
 
 def _print_history(tw: Any, args: argparse.Namespace) -> None:

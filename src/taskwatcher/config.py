@@ -33,6 +33,7 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # A plain decimal number (no sign, no "inf" or "nan", as float() would take) and a unit.
 _DURATION = re.compile(r"(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)(ms|s|m|h|d|w)?\Z")
 _SIZES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+MAX_CONFIG_BYTES = 1024 * 1024  # a configuration is a few lines: anything larger is a mistake
 
 
 class ConfigError(TaskwatcherError):
@@ -88,22 +89,26 @@ def load(path: str | None = None) -> Config:
     return _read(data, path)
 
 
-MAX_CONFIG_BYTES = 1 << 20  # a configuration file is a few lines: more is a wrong path (/dev/zero)
-
-
 def _read_small_file(path: str) -> bytes:
-    """The file's bytes; a FIFO, a device or a huge file is refused, never waited on or swallowed."""
+    """The file's bytes, if it is a regular file of at most MAX_CONFIG_BYTES.
+
+    Opened non-blocking (a FIFO named by TASKWATCHER_CONFIG must not hang every
+    command) and checked with fstat after opening; read with a bound (/dev/zero
+    never ends)."""
     import stat
 
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"configuration file {path}: not a regular file")
         raw = os.read(fd, MAX_CONFIG_BYTES + 1)
+        while len(raw) <= MAX_CONFIG_BYTES and (more := os.read(fd, MAX_CONFIG_BYTES + 1 - len(raw))):
+            raw += more
     finally:
         os.close(fd)
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"configuration file {path}: larger than {MAX_CONFIG_BYTES} bytes")
+        raise ConfigError(f"configuration file {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB")
     return raw
 
 

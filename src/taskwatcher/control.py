@@ -12,16 +12,25 @@ import json
 import os
 import select
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 
 from . import process
-from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError, UsageError, WaitTimeout
+from .errors import (
+    NoSuchTask,
+    NotAllStopped,
+    StoreError,
+    TasksRunning,
+    TaskwatcherError,
+    UsageError,
+    WaitTimeout,
+)
 from .feedback import FeedbackState, read_increment
 from .logs import Logger
 from .process import Identity
 from .status import TaskStatus, heartbeat_status
-from .store import RESERVATION_TTL, Row, Store
+from .store import RESERVATION_TTL, Row, Store, check_own_folder, sibling_folder, storable
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -72,16 +81,19 @@ def _legacy_identity(row: Row) -> Identity | None:
 
 
 # -- ends that could not be written -------------------------------------------------------
+PENDING_MAX = 65536  # bytes: a kept-aside end is a few hundred; a larger file is not one
+
+
 def pending_dir(db_path: str) -> str:
     """Where a launcher keeps a task's end that the database would not take (locked too long)."""
-    stem = os.path.splitext(os.path.basename(db_path))[0]
-    return os.path.join(os.path.dirname(db_path), f"{stem}-pending")
+    return sibling_folder(db_path, "pending")
 
 
 def keep_pending_end(store: Store, taskid: int, token: str, ending: dict[str, Any]) -> str:
     """Write a task's end beside the database, for the next command to archive; its path."""
     path = _pending_path(store.path, taskid)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # private, like the database's folder
+    check_own_folder(os.path.dirname(path), "folder of kept-aside ends")
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with open(fd, "w", encoding="utf-8") as f:
@@ -97,28 +109,64 @@ def _pending_path(db_path: str, taskid: int) -> str:
 
 
 def archive_pending_ends(store: Store) -> None:
-    """Archive the ends that launchers kept aside, as they recorded them."""
+    """Archive the ends that launchers kept aside, as they recorded them.
+
+    An end is trusted only as far as it proves itself: a regular file of ours (never
+    through a symlink) in a folder of ours, naming a task that is still there with
+    the same token (a secret of the task's processes and of the private database).
+    """
     folder = pending_dir(store.path)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return
+    except OSError as e:
+        raise StoreError(f"cannot read the folder of kept-aside ends {folder}: {e.strerror}") from None
+    check_own_folder(folder, "folder of kept-aside ends")
     for name in names:
-        if not (name.startswith("task_") and name.endswith(".json")):
+        if not (name.startswith("task_") and name.endswith(".json") and name[5:-5].isdigit()):
             continue
         path = os.path.join(folder, name)
-        try:
-            with open(path, encoding="utf-8") as f:
-                end = json.load(f)
-            taskid = int(name[5:-5])
-        except (OSError, ValueError):
+        end = _read_pending_end(path)
+        if end is None:
             continue
-        row = store.task(taskid)
-        if row is not None and row["token"] == end.get("token"):
-            archive_task(store, row, termsignal=end.get("termsignal", ""),
-                         termerror=end.get("termerror", ""), exitcode=end.get("exitcode"))  # fmt: skip
+        row = store.task(int(name[5:-5]))
+        if row is not None and row["token"] and row["token"] == end["token"]:
+            archive_task(store, row, termsignal=end["termsignal"], termerror=end["termerror"],
+                         exitcode=end["exitcode"])  # fmt: skip
             process.crash_point("pending-archived")  # archived, its file not yet removed
-        os.unlink(path)  # archived now, or the task is gone (archived by someone else)
+        try:
+            os.unlink(path)  # archived now, or not this task's end (the task is gone, or forged)
+        except FileNotFoundError:
+            pass
+
+
+def _read_pending_end(path: str) -> dict[str, Any] | None:
+    """A kept-aside end as a launcher wrote it, or None (not a regular file of ours, too
+    large, not such JSON): never opened through a symlink, never blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size > PENDING_MAX:
+            log.warning("ignoring %s: not a kept-aside end of this user", path)
+            return None
+        end = json.loads(os.read(fd, PENDING_MAX + 1))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(end, dict):
+        return None
+    code = end.get("exitcode")
+    fields = {"token": end.get("token"), "termsignal": end.get("termsignal", ""),
+              "termerror": end.get("termerror", ""), "exitcode": code}  # fmt: skip
+    texts_ok = all(isinstance(fields[k], str) for k in ("token", "termsignal", "termerror"))
+    if not texts_ok or not fields["token"] or not (code is None or type(code) is int):
+        return None
+    return fields
 
 
 def reconcile(store: Store) -> list[int]:
@@ -186,9 +234,35 @@ def archive_task(
             feedback=final_feedback(store, current),
         )
         process.crash_point("archiving")  # inside the transaction: the history row is not committed
-    if current["feedpath"]:
-        remove_feedback(current["feedpath"])
+    feedfile = row_feedpath(current)
+    if feedfile and _is_own_file(feedfile):
+        remove_feedback(feedfile)
     return True
+
+
+def row_feedpath(row: Row) -> str | None:
+    """The row's feedback file, if it is one taskwatcher would have named: an absolute,
+    normalised path (no ``..``) to a ``feedback_*.log``. Any other value is not read,
+    not removed: a row is data, never a licence to open or delete an arbitrary file."""
+    path = row["feedpath"]
+    if not path:
+        return None
+    name = os.path.basename(path) if isinstance(path, str) else ""
+    if not (os.path.isabs(name and path) and os.path.normpath(path) == path
+            and name.startswith("feedback_") and name.endswith(".log")):  # fmt: skip
+        log.warning("task %s: ignoring feedback path %r, not one taskwatcher names", row["id"], path)
+        return None
+    return path
+
+
+def _is_own_file(path: str) -> bool:
+    """A file (or link) we may remove: ours, and not a folder. In a shared --feedpath
+    another user's file of that name is theirs, whoever we are (root included)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not stat.S_ISDIR(st.st_mode)
 
 
 def _expired(row: Row, t: float) -> bool:
@@ -201,7 +275,7 @@ def _expired(row: Row, t: float) -> bool:
 # -- feedback files ------------------------------------------------------------------
 def final_feedback(store: Store, row: Row) -> dict[str, str]:
     """The feedback as the task left it, read on from where the last reader stopped."""
-    path = row["feedpath"]
+    path = row_feedpath(row)
     if not path:
         return {}
     state = load_feedback_state(store, row["id"])
@@ -324,7 +398,7 @@ def task_feedback(store: Store, taskid: int) -> dict[str, str]:
         if entry is None:
             raise NoSuchTask(f"no task {taskid}")
         return json.loads(entry["feedback"] or "{}")
-    if not row["feedpath"]:
+    if not row_feedpath(row):
         return {}
     with store.transaction() as conn:
         if store.task(taskid) is None:  # it ended meanwhile: history has its final feedback
@@ -374,7 +448,7 @@ class HistoryFilter:
         terms, params = ["1"], []
         if self.name is not None:
             terms.append("taskname = ?")
-            params.append(self.name)
+            params.append(storable(self.name))
         if self.since is not None:
             terms.append("endtime >= ?")
             params.append(self.since)
@@ -490,11 +564,21 @@ def kill(store: Store, taskid: int) -> str:
 
 
 def killall(store: Store, name: str) -> list[str]:
-    """Stop every reserved or running task of that name."""
+    """Stop every reserved or running task of that name; what was done, one line each.
+
+    A task running on another host cannot be stopped from here: every other one is
+    stopped first, then :class:`NotAllStopped` names those (with what was done).
+    """
     rows = store.tasks(name)
     if not rows:
-        raise NoSuchTask(f"no task named {name!r}")
-    return _stop_all(store, rows)
+        raise NoSuchTask(f"no task named '{storable(name)}'")
+    here = process.host_name()
+    foreign = [r for r in rows if r["status"] != TaskStatus.RESERVED and r["host"] and r["host"] != here]
+    done = _stop_all(store, [r for r in rows if r not in foreign])
+    if foreign:
+        where = ", ".join(f"task {r['id']} on host {r['host']}" for r in foreign)
+        raise NotAllStopped(done, f"not stopped, stop them on their host: {where}")
+    return done
 
 
 def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
@@ -604,12 +688,15 @@ def initialize(store: Store, force: bool = False) -> None:
             ids = ", ".join(map(str, running))
             hint = "they started meanwhile: try again" if force else "stop them or use --force"
             raise TasksRunning(f"tasks are running ({ids}): {hint}")
-        store.recreate()
+        logs = store.recreate()
+    _remove_placed_logs(store, logs)  # once the drop is committed: a failed drop keeps its logs
 
 
 def clear_history(store: Store) -> int:
     """Delete the whole history, and the logs taskwatcher kept for it."""
-    return _forget(store, store.delete_history())
+    count, logs = store.delete_history()
+    _remove_placed_logs(store, logs)
+    return count
 
 
 def prune(store: Store, keep: int | None = None, max_age: float | None = None) -> int:
@@ -623,7 +710,9 @@ def prune(store: Store, keep: int | None = None, max_age: float | None = None) -
         params.append(time.time() - max_age)
     if not terms:
         return 0
-    return _forget(store, store.delete_history(" OR ".join(terms), params))
+    count, logs = store.delete_history(" OR ".join(terms), params)
+    _remove_placed_logs(store, logs)
+    return count
 
 
 def prune_by_config(store: Store) -> int:
@@ -634,21 +723,72 @@ def prune_by_config(store: Store) -> int:
     return prune(store, conf.keep, conf.max_age) if conf.prunes else 0
 
 
-def _forget(store: Store, logfiles: list[str | None]) -> int:
-    """Remove the logs of deleted history rows that taskwatcher itself placed (never a user's --log)."""
+def _remove_placed_logs(store: Store, logfiles: list[str]) -> None:
+    """Remove the logs of deleted history rows that taskwatcher itself placed (the row
+    says so: never a user's --log, even one inside the logs folder), and only where
+    taskwatcher places them: directly in the real logs folder, ``..`` and links resolved."""
     from .output import remove_log
 
-    ours = log_dir(store.path) + os.sep
+    if not logfiles:
+        return
+    folder = log_dir(store.path)
+    try:
+        check_own_folder(folder, "logs folder")
+    except StoreError as e:
+        log.warning("logs not removed: %s", e)
+        return
+    real = os.path.realpath(folder)
     for path in logfiles:
-        if path and path.startswith(ours):
+        if placed_log_inside(path, real):
             remove_log(path)
-    return len(logfiles)
+        else:
+            log.warning("not removing %s: not in the logs folder %s", path, folder)
+
+
+def placed_log_inside(path: str, real_folder: str) -> bool:
+    """``path`` names a file directly in ``real_folder`` once resolved (``..``, symlinked folders)."""
+    name = os.path.basename(path)
+    if not (name.startswith("task_") and name.endswith(".log")):
+        return False
+    return os.path.realpath(os.path.dirname(path)) == real_folder
+
+
+def check_user_log(db_path: str, logfile: str) -> None:
+    """Refuse a ``--log`` that would write over (or rotate away) the database, its -wal,
+    -shm or journal, or anything in its folder of kept-aside ends."""
+    from .errors import ReservationError
+
+    target = os.path.realpath(logfile)
+    real_db = os.path.realpath(db_path)
+    own = {real_db + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    pending = os.path.realpath(pending_dir(db_path))
+    # The log is rotated to FILE.1: that name must not be the database's either.
+    if own & {target, target + ".1"}:
+        raise ReservationError(
+            f"--log {logfile} is the database {db_path} or one of its files: nothing started"
+        )
+    if os.path.commonpath([target, pending]) == pending:
+        raise ReservationError(
+            f"--log {logfile} is inside {pending}, taskwatcher's own folder: nothing started"
+        )
 
 
 def log_dir(db_path: str) -> str:
     """Where task logs go by default: ``<db stem>-logs/`` beside the database."""
-    stem = os.path.splitext(os.path.basename(db_path))[0]
-    return os.path.join(os.path.dirname(db_path), f"{stem}-logs")
+    return sibling_folder(db_path, "logs")
+
+
+def placed_log_path(db_path: str, taskid: int) -> str:
+    """The log taskwatcher places for a task: ``<db stem>-logs/task_ID.log``, its folder
+    made (private to us as the umask allows) and checked to be ours alone."""
+    folder = log_dir(db_path)
+    try:
+        os.mkdir(folder, 0o755)  # never world-writable, whatever the umask (as LogFile does)
+    except OSError:
+        pass  # it exists (checked below), or opening the log says why, as a failed start
+    if os.path.isdir(folder):
+        check_own_folder(folder, "logs folder")
+    return os.path.join(folder, f"task_{taskid}.log")
 
 
 def history_entry(store: Store, taskid: int) -> tuple[int, dict[str, Any]] | None:

@@ -44,6 +44,14 @@ class NameTaken(Refused):
         self.holder = holder
 
 
+class NotAllStopped(Refused):
+    """Some tasks were stopped, others could not be from here (they run on another host)."""
+
+    def __init__(self, done: list[str], message: str) -> None:
+        super().__init__(message)
+        self.done = done
+
+
 class TasksRunning(Refused):
     """The database cannot be recreated while tasks run (unless forced)."""
 

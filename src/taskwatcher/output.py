@@ -19,6 +19,10 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
 DEFAULT_LOG_MAX = 8 * 2**20  # bytes kept per task: two halves of 4 MiB
 CHUNK = 65536  # bytes read from a file at a time
 PIPE_SIZE = 1 << 20  # bytes the task's pipes hold, and read from them at a time
@@ -421,12 +425,24 @@ def remove_log(path: str) -> None:
 
 
 # -- reading a log ----------------------------------------------------------------------
+def open_log_part(path: str) -> BinaryIO:
+    """A log (or its older half) for reading: only a regular file. A FIFO given as --log
+    would block the reader until some writer came, a device might never end."""
+    from .errors import NoLog
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NoLog(f"log {path} is not a regular file: not read")
+    return os.fdopen(fd, "rb")
+
+
 def copy_log(path: str, write: Callable[[bytes], object]) -> int:
     """Hand the whole log (the older half, then the current file) to ``write``; the bytes given."""
     total = 0
     for part in (older_half(path), path):
         try:
-            with open(part, "rb") as f:
+            with open_log_part(part) as f:
                 while chunk := f.read(CHUNK):
                     write(chunk)
                     total += len(chunk)
@@ -449,7 +465,7 @@ def follow_log(path: str, still_running: Callable[[], bool], interval: float = 0
             running = still_running()  # asked before reading, so nothing written before the end is missed
             if f is None:
                 try:
-                    f = open(path, "rb")  # noqa: SIM115 - kept open across iterations
+                    f = open_log_part(path)  # kept open across iterations
                     ino = os.fstat(f.fileno()).st_ino
                 except FileNotFoundError:
                     f = None
@@ -482,7 +498,7 @@ def follow_log(path: str, still_running: Callable[[], bool], interval: float = 0
 def _whole_if_not(path: str, ino: int | None) -> Iterator[bytes]:
     """The whole file, unless it is missing or is the file of inode ``ino`` (already read)."""
     try:
-        with open(path, "rb") as f:
+        with open_log_part(path) as f:
             if os.fstat(f.fileno()).st_ino == ino:
                 return
             while chunk := f.read(CHUNK):

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator, Sequence
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 log = Logger(__name__)
 
-SCHEMA_VERSION = 2  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
+SCHEMA_VERSION = 3  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
 APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
 # How long a write waits for another's lock, in seconds; TASKWATCHER_BUSY_TIMEOUT changes it.
 BUSY_TIMEOUT = 30.0
@@ -48,7 +49,8 @@ CREATE TABLE tasks (
     feedpath TEXT, logfile TEXT, grace REAL,
     started REAL, heartbeat REAL,      -- unix times with sub-second precision
     stopreason TEXT,                   -- why a stop was requested (control --kill)
-    token TEXT                         -- in the environment of every process of the task
+    token TEXT,                        -- in the environment of every process of the task
+    logplaced INTEGER NOT NULL DEFAULT 0  -- taskwatcher chose the log's path (not --log)
 )"""
 _FEEDBACKS = """
 CREATE TABLE feedbacks (
@@ -63,8 +65,14 @@ CREATE TABLE history (
     termsignal TEXT, termerror TEXT,
     starttime INTEGER, endtime INTEGER, duration INTEGER, feedback BLOB,
     exitcode INTEGER, pid INTEGER, host TEXT, command TEXT, logfile TEXT,
-    reservetime INTEGER, timeout REAL
+    reservetime INTEGER, timeout REAL,
+    logplaced INTEGER NOT NULL DEFAULT 0  -- the log is taskwatcher's to delete with the row
 )"""
+# Columns added since schema 2, by table: an older file gets them with ALTER TABLE.
+_ADDED_COLUMNS = {
+    "tasks": (("logplaced", "INTEGER NOT NULL DEFAULT 0"),),
+    "history": (("logplaced", "INTEGER NOT NULL DEFAULT 0"),),
+}
 _INDEXES = (
     "CREATE INDEX tasks_name ON tasks(name)",
     "CREATE INDEX history_taskid ON history(taskid)",
@@ -131,6 +139,87 @@ def database_missing(path: str) -> bool:
     return False
 
 
+def sibling_folder(db_path: str, suffix: str) -> str:
+    """``<db stem>-SUFFIX/`` beside the database (its logs, its kept-aside ends)."""
+    stem = os.path.splitext(os.path.basename(db_path))[0]
+    return os.path.join(os.path.dirname(db_path), f"{stem}-{suffix}")
+
+
+def storable(text: str) -> str:
+    """``text`` as valid UTF-8 for the database: bytes that were not UTF-8 (an argument
+    decoded with surrogateescape, as Python gives undecodable command-line bytes) become
+    ``\\xNN``. The same input always gives the same text, so a name stored this way
+    is found again by the same bytes (``--killall``, ``--history --name``)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape" if _only_escapes(text) else "surrogatepass")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def _only_escapes(text: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def command_text(argv: Sequence[str]) -> str:
+    """The command as the ``command`` column keeps it: a JSON array of storable texts
+    (for people and JSON readers; the argv itself is executed exactly as given)."""
+    return json.dumps([storable(a) for a in argv])
+
+
+def check_text_path(path: str, what: str) -> None:
+    """Paths are kept as text in the database: one that is not UTF-8 is refused, not mangled."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError(f"{what} {storable(path)} is not valid UTF-8: taskwatcher cannot keep it") from None
+
+
+def check_own_folder(folder: str, what: str) -> None:
+    """Refuse a folder another user owns or may write: whoever can put files in it could
+    plant the database's files (its -wal, a kept-aside end, a log) and act as us.
+
+    Owned by us or root (root may act as anyone anyway), and writable by nobody else:
+    not by others (sticky or not), not by its group unless that group is our own
+    private group (a user private group, as Debian's umask 002 makes).
+    """
+    try:
+        st = os.stat(folder)
+    except OSError as e:
+        raise StoreError(f"cannot use {what} {folder}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"{what} {folder} is not a folder")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise StoreError(f"{what} {folder} belongs to another user ({_user(st.st_uid)}): refused, "
+                         "whoever can write there can act as you")  # fmt: skip
+    if st.st_mode & stat.S_IWOTH or (st.st_mode & stat.S_IWGRP and not _own_private_group(st.st_gid)):
+        mode = stat.S_IMODE(st.st_mode)
+        raise StoreError(f"{what} {folder} may be written by other users (mode {mode:o}): refused, "
+                         "whoever can write there can act as you; use a folder of your own")  # fmt: skip
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _own_private_group(gid: int) -> bool:
+    """The group is named as we are and has no other member (a user private group)."""
+    import grp
+
+    try:
+        group = grp.getgrgid(gid)
+    except KeyError:
+        return False
+    me = _user(os.geteuid())
+    return group.gr_name == me and set(group.gr_mem) <= {me}
+
+
 def busy_timeout() -> float:
     try:
         return max(0.0, float(os.environ.get("TASKWATCHER_BUSY_TIMEOUT", BUSY_TIMEOUT)))
@@ -151,6 +240,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.path = resolve_db_path(path)
+        check_text_path(self.path, "database")  # before anything, so that a read says it too
         if not create and database_missing(self.path):
             raise NoDatabase(f"no database exists at {self.path}")
         self.conn = self._connect()
@@ -173,6 +263,7 @@ class Store:
             ) from None
         except OSError as e:
             raise StoreError(f"cannot create the folder of database {self.path}: {e.strerror}") from None
+        self._check_trust()
         try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout(), isolation_level=None)
         except sqlite3.Error as e:
@@ -180,12 +271,55 @@ class Store:
         conn.row_factory = sqlite3.Row
         return conn
 
+    def _check_trust(self) -> None:
+        """The database's folder and files are ours alone, or it is not used.
+
+        Whoever may write the database can make our commands signal processes and
+        remove files: so its folder must be writable by us alone (a database directly
+        in /tmp is refused: anyone could plant its -wal or its sibling folders there
+        first), the file must be a regular file of ours, and it and SQLite's files
+        beside it are made private (0600: the tasks' tokens are in it).
+        """
+        real = os.path.realpath(self.path)
+        for folder in dict.fromkeys((os.path.dirname(self.path), os.path.dirname(real))):
+            check_own_folder(folder, "database folder")
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            st = _create_private_file(real)
+        except OSError:  # no permission...: SQLite's own attempt says why, with a hint
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise NotADatabase(f"{self.path} is not a taskwatcher database (not a regular file)")
+        for file in self._files(real):
+            _check_owner(file, "database" if file == real else "database file")
+
+    @staticmethod
+    def _files(real: str) -> list[str]:
+        return [real, *(real + suffix for suffix in ("-wal", "-shm", "-journal"))]
+
+    def _make_private(self) -> None:
+        """Group and others lose any access to the database's files (older versions made
+        them 0644). Only once the file is known to be a taskwatcher database: a foreign
+        file is never modified."""
+        for file in self._files(os.path.realpath(self.path)):
+            try:
+                st = os.lstat(file)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+                try:
+                    os.chmod(file, stat.S_IMODE(st.st_mode) & 0o700)
+                except OSError as e:  # a read-only file system: it is only read, then
+                    log.debug("cannot make %s private: %s", file, e.strerror)
+
     def _prepare(self) -> None:
         app_id, version = self.conn.execute(
             "SELECT * FROM pragma_application_id, pragma_user_version"
         ).fetchone()
         if app_id == APPLICATION_ID and version == SCHEMA_VERSION:
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._make_private()
             return
         self._check_foreign(app_id, version)
         with self.transaction():
@@ -199,10 +333,14 @@ class Store:
                     self._upgrade_from_1x()
                 else:
                     self._create()
+            elif version < SCHEMA_VERSION:
+                log.debug("upgrading %s from schema %d", self.path, version)
+                self._add_columns()
         with contextlib.suppress(sqlite3.OperationalError):
             # WAL cannot be switched on inside a transaction, nor on a read-only file.
             self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        self._make_private()
 
     def _tables(self) -> dict[str, set[str]]:
         names = [
@@ -271,6 +409,21 @@ class Store:
         self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('tasks', ?)", (top,))
         self._stamp()
 
+    def _add_columns(self) -> None:
+        """Bring a file of an older 2.x schema to this one: the columns added since."""
+        tables = self._tables()
+        for table, columns in _ADDED_COLUMNS.items():
+            for name, decl in columns:
+                if name not in tables.get(table, set()):
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+        # The logs of earlier rows that taskwatcher placed are those at its own path for the id.
+        logs = sibling_folder(self.path, "logs") + os.sep
+        for table, key in (("tasks", "id"), ("history", "taskid")):
+            self.conn.execute(
+                f"UPDATE {table} SET logplaced = 1 WHERE logfile = ? || 'task_' || {key} || '.log'", (logs,)
+            )
+        self._stamp()
+
     def close(self) -> None:
         self.conn.close()
 
@@ -326,13 +479,13 @@ class Store:
     def tasks(self, name: str | None = None) -> list[Row]:
         if name is None:
             return self.query("SELECT * FROM tasks ORDER BY id")
-        return self.query("SELECT * FROM tasks WHERE name = ? ORDER BY id", (name,))
+        return self.query("SELECT * FROM tasks WHERE name = ? ORDER BY id", (_text(name),))
 
     def name_holder(self, name: str, other_than: int | None = None) -> int | None:
         """The id of a reserved or running task of that name, if any (call inside a transaction)."""
         row = self.conn.execute(
             "SELECT id FROM tasks WHERE name = ? AND id IS NOT ? ORDER BY id LIMIT 1",
-            (name, other_than),
+            (_text(name), other_than),
         ).fetchone()
         return row[0] if row else None
 
@@ -349,14 +502,14 @@ class Store:
             with self.transaction() as c:
                 return self.reserve(name, infos, unique, ttl, c)
         if unique and name is not None:
-            holder = self.name_holder(name)
+            holder = self.name_holder(_text(name))
             if holder is not None:
                 raise NameTaken(name, holder)
         t = time.time()
         cur = conn.execute(
             "INSERT INTO tasks (name, info1, info2, info3, status, reservetime, expiretime, uniq)"
             " VALUES (?, ?, ?, ?, 'RESERVED', ?, ?, ?)",
-            (name, *infos, int(t), t + ttl, int(unique)),
+            (_text(name), *map(_text, infos), int(t), t + ttl, int(unique)),
         )
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
@@ -371,7 +524,7 @@ class Store:
         """Set ``fields`` of a task; with ``where_token``, only if the row is still that task's."""
         sets = ", ".join(f"{k} = ?" for k in fields)
         sql = f"UPDATE tasks SET {sets} WHERE id = ?"
-        params = [*fields.values(), taskid]
+        params = [*map(_text, fields.values()), taskid]
         if where_token is not None:
             sql += " AND token = ?"
             params.append(where_token)
@@ -402,15 +555,15 @@ class Store:
         cur = conn.execute(
             "INSERT INTO history (taskid, taskname, info1, info2, info3, termsignal, termerror,"
             " starttime, endtime, duration, feedback, exitcode, pid, host, command, logfile,"
-            " reservetime, timeout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " reservetime, timeout, logplaced) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 task["id"],
                 task["name"],
                 task["info1"],
                 task["info2"],
                 task["info3"],
-                termsignal,
-                termerror,
+                _text(termsignal),
+                _text(termerror),
                 task["starttime"],
                 int(end),
                 round(end - start) if start is not None else None,
@@ -422,6 +575,7 @@ class Store:
                 task["logfile"],
                 task["reservetime"],
                 task["timeout"],
+                task["logplaced"],
             ),
         )
         self.delete_task(conn, task["id"])
@@ -473,18 +627,59 @@ class Store:
         rows = self.query("SELECT * FROM history WHERE taskid = ? ORDER BY id DESC LIMIT 1", (taskid,))
         return rows[0] if rows else None
 
-    def delete_history(self, where: str = "1", params: Sequence[Any] = ()) -> list[str | None]:
-        """Delete the finished tasks ``where`` says, in one transaction; their log files."""
+    def delete_history(self, where: str = "1", params: Sequence[Any] = ()) -> tuple[int, list[str]]:
+        """Delete the finished tasks ``where`` says, in one transaction: how many, and the
+        logs taskwatcher placed for them (to be removed; never a user's ``--log``)."""
         with self.transaction() as c:
-            logs = [r[0] for r in c.execute(f"SELECT logfile FROM history WHERE {where}", params)]
-            c.execute(f"DELETE FROM history WHERE {where}", params)
-        return logs
+            logs = self._placed_logs(f"SELECT logfile FROM history WHERE logplaced AND ({where})", params)
+            count = c.execute(f"DELETE FROM history WHERE {where}", params).rowcount
+        return count, logs
 
-    def recreate(self) -> None:
-        """Drop and recreate every table, ids starting again at 1 (call inside a transaction)."""
+    def _placed_logs(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
+        return [r[0] for r in self.conn.execute(sql, params) if isinstance(r[0], str) and r[0]]
+
+    def recreate(self) -> list[str]:
+        """Drop and recreate every table, ids starting again at 1 (call inside a transaction);
+        the logs taskwatcher placed for the history dropped (to be removed once committed)."""
+        logs = self._placed_logs("SELECT logfile FROM history WHERE logplaced")
         for table in ("tasks", "feedbacks", "history"):
             self.conn.execute(f"DROP TABLE IF EXISTS {table}")
         self._create()
+        return logs
+
+
+def _text(value: Any) -> Any:
+    return storable(value) if isinstance(value, str) else value
+
+
+def _create_private_file(path: str) -> os.stat_result | None:
+    """An empty database file, 0600 whatever the umask (SQLite gives its -wal and -shm the
+    database's mode); never through a symlink."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:  # made meanwhile by another command: checked like any other
+        return os.stat(path)
+    except OSError:  # an unwritable folder...: SQLite's own attempt says why, with a hint
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_owner(path: str, what: str) -> None:
+    """A file of the database, if it exists, must be ours (or root's, and writable by
+    nobody else): SQLite would read whatever another user put there."""
+    try:
+        st = os.lstat(path)
+    except OSError:  # missing; or unreadable, and SQLite says so
+        return
+    if st.st_uid not in (os.geteuid(), 0):
+        raise StoreError(f"{what} {path} belongs to another user ({_user(st.st_uid)}): refused, "
+                         "whoever can write it can act as you")  # fmt: skip
+    if st.st_uid != os.geteuid() and stat.S_ISREG(st.st_mode) and st.st_mode & 0o022:
+        raise StoreError(f"{what} {path} may be written by other users (mode {stat.S_IMODE(st.st_mode):o}): "
+                         "refused, whoever can write it can act as you")  # fmt: skip
 
 
 def _make_private_folders(folder: str) -> None:
@@ -509,6 +704,17 @@ def _store_error(e: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}{_hint(text, path)}")
 
 
+def _out_of_file_descriptors() -> bool:
+    try:
+        fd = os.open("/", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        import errno
+
+        return e.errno in (errno.EMFILE, errno.ENFILE)
+    os.close(fd)
+    return False
+
+
 def _hint(text: str, path: str) -> str:
     """Why SQLite's terse "disk I/O error" or "unable to open" happened, where it can be told."""
     folder = os.path.dirname(path)
@@ -522,6 +728,8 @@ def _hint(text: str, path: str) -> str:
         if limit != resource.RLIM_INFINITY:
             return f" (file size limit: {limit} bytes)"
     elif "unable to open" in text:
+        if _out_of_file_descriptors():
+            return " (too many open files: see ulimit -n)"
         if not os.access(folder, os.W_OK | os.X_OK):
             return f" (its folder {folder} is not writable: SQLite keeps its -wal and -shm files there)"
         if os.path.exists(path) and not os.access(path, os.R_OK):

@@ -10,7 +10,6 @@ stopped with it.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -24,7 +23,7 @@ from .control import (
     TOKEN_VARIABLE,
     archive_task,
     keep_pending_end,
-    log_dir,
+    placed_log_path,
     prune_by_config,
     reconcile,
     remove_feedback,
@@ -34,7 +33,7 @@ from .logs import Logger
 from .output import DEFAULT_LOG_MAX, LogFile, Relay, claim_standard_fds
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
 from .status import TaskStatus, heartbeat_status, next_status_change
-from .store import Store
+from .store import Store, command_text
 
 log = Logger(__name__)
 
@@ -83,7 +82,7 @@ def feedback_file(feedpath: str, taskid: int) -> str:
 
 
 def default_logfile(db_path: str, taskid: int) -> str:
-    return os.path.join(log_dir(db_path), f"task_{taskid}.log")
+    return placed_log_path(db_path, taskid)
 
 
 def validate(req: LaunchRequest) -> None:
@@ -409,9 +408,10 @@ def claim(store: Store, req: LaunchRequest) -> dict[str, object]:
             uniq=int(req.unique or bool(row["uniq"])),
             expiretime=None,
             token=os.urandom(8).hex(),
-            command=json.dumps(req.command),
+            command=command_text(req.command),
             feedpath=feedfile,
             logfile=os.path.abspath(logfile) if logfile else None,
+            logplaced=int(req.logfile is None and logfile is not None),
             host=process.host_name(),
             bootid=process.boot_id(),
             launcherpid=os.getpid(),
@@ -507,7 +507,7 @@ def _run(
             taskid,
             conn,
             pid=child.pid,
-            command=json.dumps(argv),
+            command=command_text(argv),
             pgid=child.pid,
             procstart=child.identity.start,
             launcherpid=os.getpid(),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TW, Taskwatcher, wait_for
+from conftest import TW, Taskwatcher, db_rows, wait_for
 from test_launch import gone, kill_own_processes
 
 LAUNCHES = int(os.environ.get("TASKWATCHER_FAULT_LAUNCHES", "200"))
@@ -34,15 +34,6 @@ LOCK_SECONDS = float(os.environ.get("TASKWATCHER_FAULT_LOCK_SECONDS", "10"))
 def reaper(tmp_path: Path) -> Iterator[None]:
     yield
     kill_own_processes(tmp_path / "home")
-
-
-def db_rows(db: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def start(tw, *args: str) -> subprocess.Popen:

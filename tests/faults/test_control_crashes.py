@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TW, wait_for
+from conftest import TW, db_rows, wait_for
 from test_launch import kill_own_processes, own_processes
 
 RUNS = int(os.environ.get("TASKWATCHER_FAULT_CONTROL_RUNS", "3"))
@@ -34,16 +34,6 @@ FEED = 'echo "[progress]50" >> "$TASKWATCHER_FEEDBACK"; '
 def reaper(tmp_path: Path) -> Iterator[None]:
     yield
     kill_own_processes(tmp_path / "home")
-
-
-def db_rows(db: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-    """Read the database directly: checking must not reconcile it."""
-    conn = sqlite3.connect(db, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def crashed(tw, point: str, *args: str) -> None:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import TW, wait_for
+from conftest import TW, db_rows, wait_for
 from test_launch import kill_own_processes, own_processes
 
 RUNS = int(os.environ.get("TASKWATCHER_FAULT_RUNS", "25"))
@@ -49,16 +48,6 @@ PID_STORED = {"reserved": False, "spawned": False, "waiting": True, "archiving":
 def reaper(tmp_path: Path) -> Iterator[None]:
     yield
     kill_own_processes(tmp_path / "home")
-
-
-def db_rows(db: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-    """Read the database directly: checking must not reconcile it (only one control call)."""
-    conn = sqlite3.connect(db, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def crash_run(tw, point: str, run: int, feeds: Path, logs: Path) -> None:

@@ -9,15 +9,18 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import TW, wait_for
+from conftest import TW, db_rows, wait_for
 from test_launch import helper, kill_own_processes
 
 SRC = Path(__file__).parents[2] / "src" / "taskwatcher"
@@ -70,8 +73,7 @@ def test_files_are_never_world_writable_and_honour_the_umask(tw, tmp_path, umask
     )
 
     def started() -> bool:
-        with contextlib.closing(sqlite3.connect(db)) as c:
-            return any(pid for (pid,) in c.execute("SELECT pid FROM tasks"))
+        return any(row["pid"] for row in db_rows(db, "SELECT pid FROM tasks"))
 
     wait_for(started, 15, "the task to start")
     holder = sqlite3.connect(db, isolation_level=None)
@@ -147,7 +149,7 @@ def test_hostile_names_and_infos_are_stored_verbatim_and_the_tables_survive(tw, 
 # code (tables, columns, fixed fragments), never a value from outside (those go as "?").
 REVIEWED_INTERPOLATIONS = {
     "APPLICATION_ID", "SCHEMA_VERSION", "table", "columns", "values", "sets", "where", "_ENTRY_JSON",
-    "' AND '.join(terms)", "RESERVATION_TTL", "ddl",
+    "' AND '.join(terms)", "RESERVATION_TTL", "ddl", "name", "decl", "key",
 }  # fmt: skip
 SQL_FSTRING = re.compile(
     r'f"[^"]*\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|WHERE|CASE)\b[^"]*"'
@@ -268,3 +270,210 @@ def test_nothing_is_written_outside_the_state_folder_the_feedpath_and_the_log(tm
     assert (folders["state"] / "taskwatcher/taskwatcher-logs/task_2.log").read_text() == "hi\n"
     for name in ("cwd", "home", "config", "cache", "data", "runtime", "tmp", "feeds"):
         assert not any(folders[name].iterdir()), f"something was written in {name}"
+
+
+# -- the trust model: who may write the database may act as you ------------------------------------
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def forge(db: Path, sql: str, params: tuple = ()) -> None:
+    """Write the database directly, as whoever could write it (the attacker of these tests)."""
+    with contextlib.closing(sqlite3.connect(db)) as c, c:
+        c.execute(sql, params)
+
+
+def lost_row(db: Path, name: str, **columns: object) -> None:
+    """A RUNNING row of this host and boot whose launcher is dead: the next command archives it."""
+    fields = {"name": name, "status": "RUNNING", "starttime": 1, "started": 1.0, "token": "t0ken",
+              "host": os.uname().nodename, "bootid": BOOT_ID.read_text().strip(),
+              "launcherpid": 2**22 + 12345, "launcherstart": 1, **columns}  # fmt: skip
+    forge(db, f"INSERT INTO tasks ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+          tuple(fields.values()))  # fmt: skip
+
+
+def test_the_database_and_its_wal_and_shm_are_private_and_an_older_one_is_made_so(tw, db):
+    tw.run("launch", "--", "true", check=True)
+    tw.run("control", "--reserve", check=True)
+    found = {p.name: stat.S_IMODE(p.stat().st_mode) for p in db.parent.glob("tw.db*")}
+    assert found.get("tw.db") == 0o600, found
+    assert all(mode == 0o600 for mode in found.values()), found
+    os.chmod(db, 0o644)  # as taskwatcher before this made it
+    tw.run("control", "--list", check=True)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_a_database_another_user_made_is_refused_and_left_alone(env):
+    """A second user for real (nobody): its database, in its own folder, is not used by root,
+    whose ordinary --list would otherwise act on whatever that user wrote in it."""
+    from faults import osfaults
+
+    python, why = osfaults.nobody_python()
+    if python is None:
+        pytest.skip(why)
+    outer = Path(tempfile.mkdtemp(prefix="tw-sec-"))  # under /tmp: nobody cannot enter pytest's folder
+    try:
+        _refused_as_root(python, outer, env)
+    finally:
+        shutil.rmtree(outer)
+
+
+def _refused_as_root(python: str, outer: Path, env: dict[str, str]) -> None:
+    from faults import osfaults
+
+    os.chmod(outer, 0o755)
+    theirs = outer / "theirs"
+    theirs.mkdir()
+    osfaults.give_to_nobody(theirs)
+    db = theirs / "tw.db"
+    made = subprocess.run([python, "-m", "taskwatcher", "control", "--db", str(db), "--reserve"],
+                          env={**env, "PYTHONPATH": osfaults.SRC, "HOME": str(theirs)}, cwd="/",
+                          capture_output=True, text=True, timeout=30, **osfaults.as_nobody())  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600  # nobody's own database is private to nobody
+    before = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    for args in (["--list"], ["--kill", "1"], ["--clear"]):
+        proc = cli(env, "control", "--db", str(db), *args)
+        assert proc.returncode == 1, proc
+        assert proc.stderr == (f"taskwatcher: database folder {theirs} belongs to another user (nobody): "
+                               "refused, whoever can write there can act as you\n")  # fmt: skip
+    assert {p.name: p.read_bytes() for p in theirs.iterdir()} == before
+
+
+def test_paths_from_rows_never_reach_a_file_outside(tw, db, tmp_path):
+    """A row is data: its feedback path and log path are checked before anything is opened
+    or removed; `..` does not lead out of the logs folder."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    tw.run("launch", "--", "true", check=True)  # the database, its logs folder and task 1's log
+    logs = tmp_path / "tw-logs"
+    forge(db, "UPDATE history SET logfile = ?, logplaced = 1", (f"{logs}/../victim.txt",))
+    lost_row(db, "forged", feedpath=str(victim), feedback=1, logfile=f"{logs}/../victim.txt", logplaced=1)
+    assert tw.run("control", "--list").returncode == 0  # archives the forged lost row
+    (entry,) = [e for e in tw.history().values() if e["taskname"] == "forged"]
+    assert entry["termerror"] == "launcher lost" and entry["feedback"] == {}  # the victim was not read
+    shown = tw.run("control", "--log", "1")
+    assert (shown.returncode, shown.stdout) == (1, "")
+    assert (
+        shown.stderr
+        == f"taskwatcher: task 1: its log path {logs}/../victim.txt is not in the logs folder: not read\n"
+    )
+    assert tw.run("control", "--clear").returncode == 0
+    assert victim.read_text() == "precious\n"
+
+
+def test_only_the_logs_taskwatcher_placed_are_removed_and_initialize_removes_them(tw, db, tmp_path):
+    logs = tmp_path / "tw-logs"
+    tw.run("launch", "--", "sh", "-c", "echo placed", check=True)
+    logs.mkdir(exist_ok=True)
+    mine = logs / "mine.log"
+    tw.run("launch", "--log", str(mine), "--", "sh", "-c", "echo mine", check=True)
+    named_like_ours = logs / "task_3.log"  # the user's --log, at the very name taskwatcher would use
+    tw.run("launch", "--log", str(named_like_ours), "--", "sh", "-c", "echo also mine", check=True)
+    assert (logs / "task_1.log").read_text() == "placed\n"
+    assert tw.run("control", "--prune", "--keep", "0").returncode == 0
+    assert sorted(p.name for p in logs.iterdir()) == ["mine.log", "task_3.log"]
+    assert mine.read_text() == "mine\n" and named_like_ours.read_text() == "also mine\n"
+    tw.run("launch", "--", "sh", "-c", "echo placed", check=True)
+    assert (logs / "task_4.log").exists()
+    assert tw.run("control", "--initialize").returncode == 0
+    assert sorted(p.name for p in logs.iterdir()) == ["mine.log", "task_3.log"]
+
+
+def test_a_forged_or_planted_end_never_archives_a_task(tw, db, tmp_path):
+    """A kept-aside end counts only as a regular file of ours with the task's own token: a
+    wrong token, a symlink (even to a file with the right token), another user's file, or
+    a tokenless file for a tokenless row (a reservation) are ignored."""
+    go = tmp_path / "go"
+    launcher = tw.popen(
+        "launch", "--name", "victim", "--", "sh", "-c", f'while [ ! -e "{go}" ]; do sleep 0.02; done'
+    )
+    try:
+        wait_for(lambda: any(r["pid"] for r in db_rows(db, "SELECT pid FROM tasks")), 15, "the task to run")
+        ((taskid, token),) = [tuple(r) for r in db_rows(db, "SELECT id, token FROM tasks")]
+        reservation = int(tw.run("control", "--reserve", "--ttl", "600", check=True).stdout)
+        pending = tmp_path / "tw-pending"
+        pending.mkdir(mode=0o700)
+        end = {"termsignal": "", "termerror": "", "exitcode": 0}
+        (pending / f"task_{taskid}.json").write_text(json.dumps({"token": "guessed", **end}))
+        real = tmp_path / "elsewhere.json"
+        real.write_text(json.dumps({"token": token, **end}))
+        (pending / f"task_{taskid}.json.tmp").write_text("{}")
+        (pending / f"task_{reservation}.json").write_text(json.dumps(end))  # no token, as the reservation
+        assert tw.run("control", "--list").returncode == 0
+        (pending / f"task_{taskid}.json").symlink_to(real)
+        assert tw.run("control", "--list").returncode == 0
+        from faults import osfaults
+
+        other = pending / f"task_{taskid}.json"
+        other.write_text(json.dumps({"token": token, **end}))
+        osfaults.give_to_nobody(other)
+        assert tw.run("control", "--list").returncode == 0
+        assert sorted(tw.tasks()) == sorted([str(taskid), str(reservation)])
+        assert tw.history() == {}
+        go.touch()
+        assert launcher.wait(timeout=15) == 0
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert [e["termerror"] for e in tw.history().values()] == [""]
+
+
+def test_bytes_that_are_not_utf8_are_kept_escaped_and_the_exact_argv_runs(tw, tmp_path):
+    bad = os.fsdecode(b"b\xffad")
+    reserved = tw.run("control", "--reserve", "--name", bad, "--info1", bad, check=True).stdout.strip()
+    assert (tw.tasks()[reserved]["name"], tw.tasks()[reserved]["info1"]) == ("b\\xffad", "b\\xffad")
+    assert (
+        tw.run("control", "--killall", bad, check=True).stdout == f"task {reserved}: reservation cancelled\n"
+    )
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    script = os.path.join(os.fsencode(folder), b"run\xfe")
+    out = tmp_path / "argv"
+    with open(script, "w") as f:
+        f.write(f'#!/bin/sh\nprintf "%s" "$0|$1" > "{out}"\nexit 7\n')
+    os.chmod(script, 0o755)
+    proc = tw.run("launch", "--", os.fsdecode(script), bad)
+    assert (proc.returncode, proc.stderr) == (7, "")
+    assert out.read_bytes() == script + b"|b\xffad"  # exactly the bytes given
+    (entry,) = tw.json("control", "--history", "--json", "--name", os.fsdecode(b"run\xfe")).values()
+    assert entry["taskname"] == "run\\xfe" and entry["exitcode"] == 7
+    assert entry["command"] == [f"{folder}/run\\xfe", "b\\xffad"]
+    table = tw.run("control", "--history")
+    assert table.returncode == 0 and "internal error" not in table.stderr
+
+
+def test_killall_stops_every_task_here_and_names_the_one_on_another_host(tw, db):
+    first = tw.run("launch", "--detach", "--name", "k", "--", "sleep", "300", check=True).stdout.strip()
+    lost_row(db, "k", host="elsewhere", token="far")  # another host's row: not ours to judge or stop
+    (foreign,) = [r["id"] for r in db_rows(db, "SELECT id FROM tasks WHERE host = 'elsewhere'")]
+    last = tw.run("launch", "--detach", "--name", "k", "--", "sleep", "300", check=True).stdout.strip()
+    proc = tw.run("control", "--killall", "k")
+    assert proc.returncode == 3
+    assert proc.stdout == f"task {first}: killed\ntask {last}: killed\n"
+    assert (
+        proc.stderr
+        == f"taskwatcher: not stopped, stop them on their host: task {foreign} on host elsewhere\n"
+    )
+    assert list(tw.tasks()) == [str(foreign)]
+    assert sorted(e["taskid"] for e in tw.history().values()) == [int(first), int(last)]
+
+
+def test_the_api_says_what_could_not_start_when_no_cwd_is_given(db):
+    from taskwatcher import TaskWatcher
+    from taskwatcher.errors import StartFailed
+
+    with pytest.raises(StartFailed) as failed:
+        TaskWatcher(db).launch(["true"], env={"HUGE": "x" * 200_000})  # one variable past MAX_ARG_STRLEN
+    assert failed.value.exit_code == 125
+    assert str(failed.value) == f"cannot start {sys.executable} -m taskwatcher: Argument list too long"
+    assert not db.exists()
+
+
+def test_a_log_that_became_a_fifo_is_not_waited_on(tw, tmp_path):
+    log = tmp_path / "mine.log"
+    tw.run("launch", "--log", str(log), "--", "true", check=True)
+    log.unlink()
+    os.mkfifo(log)  # reading it would wait for a writer that never comes
+    proc = tw.run("control", "--log", "1", timeout=10)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == f"taskwatcher: log {log} is not a regular file: not read\n"
