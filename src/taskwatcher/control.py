@@ -7,6 +7,7 @@ the tasks whose launcher is gone (after stopping what is left of them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -78,16 +79,25 @@ def pending_dir(db_path: str) -> str:
 
 
 def keep_pending_end(store: Store, taskid: int, token: str, ending: dict[str, Any]) -> str:
-    """Write a task's end beside the database, for the next command to archive; its path."""
+    """Write a task's end beside the database, for the next command to archive; its path.
+
+    Whole or not at all: on a failure (disk full) the half-written ``.tmp`` is
+    removed and the OSError raised for the caller to say the end another way.
+    """
     path = _pending_path(store.path, taskid)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # private, like the database's folder
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with open(fd, "w", encoding="utf-8") as f:
-        json.dump({"token": token, **ending}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # whole or not at all
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
+            json.dump({"token": token, **ending}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 
