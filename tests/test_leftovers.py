@@ -4,6 +4,8 @@ SIGKILL after the grace period, and the launcher never blocks on one (SPEC "Supe
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -107,3 +109,29 @@ def test_the_direct_children_of_the_launcher_are_reaped(tw, tmp_path):
     assert done.returncode == 0, done.stderr
     assert_stopped(tw, log)
     assert subprocess.run(["true"]).returncode == 0
+
+
+def term_pending(pid: int) -> bool:
+    """SIGTERM waits in the (stopped) process's shared pending set."""
+    with open(f"/proc/{pid}/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("ShdPnd:"))
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+
+def test_kill_racing_a_sigkilled_launcher_stops_the_remains_and_says_so(tw, tmp_path, launches):
+    pidfile = tmp_path / "escapee.pid"
+    proc = launches.start("--grace", str(GRACE), "--", *helper("escape", pidfile))
+    escapee = wait_for(lambda: pidfile.exists() and int(pidfile.read_text()), 10, "the escapee")
+    taskid, task = running_task(tw)
+    os.kill(proc.pid, signal.SIGSTOP)  # the launcher cannot act on the request...
+    killer = tw.popen("control", "--kill", taskid)
+    wait_for(lambda: term_pending(proc.pid), 10, "--kill's SIGTERM to reach the launcher")
+    os.kill(proc.pid, signal.SIGKILL)  # ...and is SIGKILLed by someone else first
+    out, err = killer.communicate(timeout=15)
+    assert killer.returncode == 0, err
+    assert (
+        out.strip() == f"task {taskid}: its launcher died first; what was left was killed, archived as lost"
+    )
+    wait_for(lambda: gone(escapee) and gone(task["pid"]), 5, "the task's processes to be gone")
+    assert tw.history_of(taskid)["termerror"] == "launcher lost"
+    assert tw.tasks() == {}

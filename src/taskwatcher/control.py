@@ -35,11 +35,25 @@ KILL_WAIT_MARGIN = 10.0  # beyond the task's grace period, for the launcher to a
 
 
 # -- reconciliation ------------------------------------------------------------------
+def elsewhere(row: Row) -> str | None:
+    """Where a task runs if not here: ``host NAME``, ``another pid namespace``; None if here.
+
+    A row from another host, or from another pid namespace of this host (a container
+    sharing the database), names processes this command cannot see or judge: it is
+    never signalled, never archived as lost from here.
+    """
+    if row["host"] and row["host"] != process.host_name():
+        return f"host {row['host']}"
+    if row["pidns"] is not None and row["pidns"] != process.pid_namespace():
+        return "another pid namespace"
+    return None
+
+
 def launcher_gone(row: Row) -> bool:
-    """True if a running task's launcher no longer runs (a row only this host can judge)."""
+    """True if a running task's launcher no longer runs (a row only its host and namespace can judge)."""
     if row["status"] == TaskStatus.RESERVED:
         return False
-    if row["host"] and row["host"] != process.host_name():
+    if elsewhere(row):
         return False
     if row["launcherpid"] is None:  # a taskwatcher 1.x row: its pid and start are all there is
         return _legacy_identity(row) is None
@@ -53,8 +67,8 @@ def stop_remains(row: Row) -> str:
     if row["launcherpid"] is None:
         legacy = _legacy_identity(row)
         return "SIGKILL" if legacy and process.signal_verified(legacy, signal.SIGKILL) else ""
-    if row["pid"] is None or row["procstart"] is None or row["bootid"] != process.boot_id():
-        return ""  # from another boot, or never started: nothing here is ours to signal
+    if row["pid"] is None or row["procstart"] is None or row["bootid"] != process.boot_id() or elsewhere(row):
+        return ""  # from another boot or namespace, or never started: nothing here is ours to signal
     # The task's processes are its main process (pid and start time) and those that carry
     # its token. Not "its process group": once the group is empty its id is free, and a
     # stranger's new session may hold it.
@@ -503,8 +517,9 @@ def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
                 store.delete_task(conn, row["id"])
                 done.append(f"task {row['id']}: reservation cancelled")
                 continue
-            if current["host"] and current["host"] != process.host_name():
-                raise StoreError(f"task {row['id']} runs on host {current['host']}: stop it there")
+            where = elsewhere(current)
+            if where:
+                raise StoreError(f"task {row['id']} runs in {where}: stop it there")
             conn.execute("UPDATE tasks SET stopreason = ? WHERE id = ?", ("killed by request", row["id"]))
         process.crash_point("kill-requested")  # the request is recorded, the launcher not signalled
         fd = _signal_launcher(current)
@@ -520,8 +535,26 @@ def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
                 raise StoreError(f"task {row['id']} was asked to stop but its launcher has not finished")
         finally:
             os.close(fd)
-        done.append(f"task {row['id']}: killed")
+        done.append(_after_launcher_exit(store, row))
     return done
+
+
+def _after_launcher_exit(store: Store, row: Row) -> str:
+    """What became of a task whose launcher, asked to stop it, has exited: in words.
+
+    A launcher SIGKILLed meanwhile (by someone else) archived nothing: what is
+    left of the task is stopped and it is archived as lost here, and the answer
+    says so rather than "killed".
+    """
+    archive_pending_ends(store)  # a launcher that could not write its end kept it aside
+    if archive_task(
+        store, row, termerror="launcher lost", kill_remains=True, unless=lambda r: not launcher_gone(r)
+    ):
+        return f"task {row['id']}: its launcher died first; what was left was killed, archived as lost"
+    current = store.task(row["id"])
+    if current is not None and current["token"] == row["token"]:
+        raise StoreError(f"task {row['id']} was asked to stop but it is still running")
+    return f"task {row['id']}: killed"
 
 
 def _signal_launcher(row: Row) -> int | None:
@@ -568,7 +601,7 @@ def wait(store: Store, taskid: int, timeout: float | None = None) -> Row:
 
 def _wait_for_launcher(row: Row, limit: float | None) -> bool:
     """Wait until the row's launcher exits (or ``limit`` passes); False if it cannot be waited on."""
-    if row["launcherpid"] is None or (row["host"] and row["host"] != process.host_name()):
+    if row["launcherpid"] is None or elsewhere(row):
         return False
     launcher = Identity(row["launcherpid"], row["launcherstart"], row["bootid"])
     try:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = Logger(__name__)
 
-SCHEMA_VERSION = 2  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
+SCHEMA_VERSION = 3  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
 APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
 # How long a write waits for another's lock, in seconds; TASKWATCHER_BUSY_TIMEOUT changes it.
 BUSY_TIMEOUT = 30.0
@@ -44,12 +44,15 @@ CREATE TABLE tasks (
     pgid INTEGER, procstart INTEGER,   -- the task's process: group, start (clock ticks)
     bootid TEXT, host TEXT,
     launcherpid INTEGER, launcherstart INTEGER,
+    pidns INTEGER,                     -- the launcher's pid namespace (inode of /proc/self/ns/pid)
     command TEXT,                      -- JSON array, exactly as executed
     feedpath TEXT, logfile TEXT, grace REAL,
     started REAL, heartbeat REAL,      -- unix times with sub-second precision
     stopreason TEXT,                   -- why a stop was requested (control --kill)
     token TEXT                         -- in the environment of every process of the task
 )"""
+# Columns added to tasks since schema 2, in order: (name, type).
+_ADDED_TASK_COLUMNS = (("pidns", "INTEGER"),)
 _FEEDBACKS = """
 CREATE TABLE feedbacks (
     id INTEGER PRIMARY KEY,
@@ -181,6 +184,8 @@ class Store:
                     self._upgrade_from_1x()
                 else:
                     self._create()
+            elif version < SCHEMA_VERSION:
+                self._add_new_columns()
         with contextlib.suppress(sqlite3.OperationalError):
             # WAL cannot be switched on inside a transaction, nor on a read-only file.
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -224,6 +229,14 @@ class Store:
     def _stamp(self) -> None:
         self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
         self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _add_new_columns(self) -> None:
+        """Upgrade a file of an older schema of ours in place: add the columns it lacks."""
+        have = self._tables().get("tasks", set())
+        for column, kind in _ADDED_TASK_COLUMNS:
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
+        self._stamp()
 
     def _upgrade_from_1x(self) -> None:
         """Rebuild the 1.x tables in the current schema, keeping every row and id."""

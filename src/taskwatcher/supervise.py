@@ -521,6 +521,7 @@ def claim(store: Store, req: LaunchRequest) -> dict[str, object]:
             bootid=process.boot_id(),
             launcherpid=os.getpid(),
             launcherstart=process.start_ticks(os.getpid()),
+            pidns=process.pid_namespace(),
         )
         store.update_task(taskid, conn, **fields)
     return {"id": taskid, **fields}
