@@ -285,22 +285,25 @@ def processes_with_env(name: str, value: str, started_since: int) -> list[Identi
 def _environ(pid: int) -> bytes:
     """The process's environment block; b"" if unreadable.
 
-    A zombie thread-group leader has no memory of its own to read: its live
-    threads share the one it had, and /proc/PID/task/TID/environ reads it.
+    A zombie thread-group leader has no memory of its own to read (ESRCH, or
+    nothing): its live threads share the one it had, and
+    /proc/PID/task/TID/environ reads it.
     """
+    environ = _read_bytes(f"/proc/{pid}/environ")
+    if environ == b"":
+        tid = _live_thread(pid)
+        if tid is not None:
+            environ = _read_bytes(f"/proc/{pid}/task/{tid}/environ")
+    return environ or b""
+
+
+def _read_bytes(path: str) -> bytes | None:
+    """The file's bytes; b"" if it is gone or empty; None if it is closed to us."""
     try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read()
-    except OSError:
-        return b""
-    if environ:
-        return environ
-    tid = _live_thread(pid)
-    if tid is None:
-        return b""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/environ", "rb") as f:
+        with open(path, "rb") as f:
             return f.read()
+    except PermissionError:  # another user's process, or a setuid one
+        return None
     except OSError:
         return b""
 
