@@ -16,7 +16,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from . import process
-from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError, UsageError, WaitTimeout
+from .errors import (
+    NoSuchTask,
+    NotPermitted,
+    StoreError,
+    TasksRunning,
+    TaskwatcherError,
+    UsageError,
+    WaitTimeout,
+)
 from .feedback import FeedbackState, read_increment
 from .logs import Logger
 from .process import Identity
@@ -62,11 +70,17 @@ def launcher_gone(row: Row) -> bool:
     return not Identity(row["launcherpid"], row["launcherstart"], row["bootid"]).is_alive()
 
 
-def stop_remains(row: Row) -> str:
-    """SIGKILL what is left of a task whose launcher is gone; the signal name, or ''."""
+def stop_remains(row: Row, refused: set[Identity] | None = None) -> str:
+    """SIGKILL what is left of a task whose launcher is gone; the signal name, or ''.
+
+    What this user may not signal (a setuid program the task ran) goes to ``refused``.
+    The main process is known by its pid and start time, which anyone may read;
+    the others by the token in their environment, which a setuid program's user
+    may not read (RELIABILITY.md says what that leaves).
+    """
     if row["launcherpid"] is None:
         legacy = _legacy_identity(row)
-        return "SIGKILL" if legacy and process.signal_verified(legacy, signal.SIGKILL) else ""
+        return "SIGKILL" if legacy and process.signal_verified(legacy, signal.SIGKILL, refused) else ""
     if row["pid"] is None or row["procstart"] is None or row["bootid"] != process.boot_id() or elsewhere(row):
         return ""  # from another boot or namespace, or never started: nothing here is ours to signal
     # The task's processes are its main process (pid and start time) and those that carry
@@ -75,7 +89,7 @@ def stop_remains(row: Row) -> str:
     victims = [Identity(row["pid"], row["procstart"], row["bootid"])]
     if row["token"]:
         victims += process.processes_with_env(TOKEN_VARIABLE, row["token"], row["procstart"])
-    hit = [v for v in set(victims) if process.signal_verified(v, signal.SIGKILL)]
+    hit = [v for v in set(victims) if process.signal_verified(v, signal.SIGKILL, refused)]
     return "SIGKILL" if hit else ""
 
 
@@ -191,15 +205,21 @@ def archive_task(
     The row is read again inside the transaction and must still be the same task
     (same token): another command may have archived it, or a re-created database
     reused its id. ``kill_remains`` SIGKILLs what is left of a task whose launcher
-    is gone first; ``unless`` can call the whole thing off on the fresh row.
-    Returns whether this call archived it.
+    is gone first (and if some of it may not be stopped by this user, the row
+    stays: its task still runs, and the next command tries again); ``unless``
+    can call the whole thing off on the fresh row. Returns whether this call
+    archived it.
     """
     with store.transaction() as conn:
         current = store.task(row["id"])
         if current is None or current["token"] != row["token"] or (unless and unless(current)):
             return False
         if kill_remains:
-            termsignal = stop_remains(current) or termsignal
+            refused: set[Identity] = set()
+            termsignal = stop_remains(current, refused) or termsignal
+            if refused:
+                log.debug("task %d: may not signal %s", current["id"], sorted(i.pid for i in refused))
+                return False
         store.archive(
             conn,
             current,
@@ -524,7 +544,8 @@ def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
         process.crash_point("kill-requested")  # the request is recorded, the launcher not signalled
         fd = _signal_launcher(current)
         if fd is None:  # no launcher to do it: stop and archive the task here
-            archive_task(store, current, termerror="killed by request", kill_remains=True)
+            if not archive_task(store, current, termerror="killed by request", kill_remains=True):
+                _still_there(store, current)
             done.append(f"task {row['id']}: killed")
         else:
             waiting.append((current, fd))
@@ -551,10 +572,18 @@ def _after_launcher_exit(store: Store, row: Row) -> str:
         store, row, termerror="launcher lost", kill_remains=True, unless=lambda r: not launcher_gone(r)
     ):
         return f"task {row['id']}: its launcher died first; what was left was killed, archived as lost"
+    _still_there(store, row)
+    return f"task {row['id']}: killed"
+
+
+def _still_there(store: Store, row: Row) -> None:
+    """Raise if the task was not archived: its processes live on (ones we may not signal)."""
     current = store.task(row["id"])
     if current is not None and current["token"] == row["token"]:
-        raise StoreError(f"task {row['id']} was asked to stop but it is still running")
-    return f"task {row['id']}: killed"
+        raise NotPermitted(
+            f"task {row['id']} cannot be stopped: its processes may not be signalled by this user"
+            " (a setuid program?)"
+        )
 
 
 def _signal_launcher(row: Row) -> int | None:

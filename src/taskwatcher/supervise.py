@@ -18,6 +18,7 @@ import sys
 import time
 from collections import namedtuple
 from collections.abc import Callable
+from functools import cache
 
 from . import process
 from .control import (
@@ -442,13 +443,14 @@ class Supervisor:
 
 def _describe(idents: set[process.Identity]) -> str:
     """``pid 12 (sleep)``, or ``pids 12 (sleep), 13 (sudo)``: who, for a message."""
-    named = [f"{i.pid} ({_comm(i.pid)})" for i in sorted(idents)]
+    named = [f"{i.pid} ({_comm(i)})" for i in sorted(idents)]
     return ("pid " if len(named) == 1 else "pids ") + ", ".join(named)
 
 
-def _comm(pid: int) -> str:
+@cache  # the name as first seen: history is written once the process is gone
+def _comm(ident: process.Identity) -> str:
     try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
+        with open(f"/proc/{ident.pid}/comm", "rb") as f:
             return f.read().strip().decode(errors="replace")
     except OSError:
         return "?"
