@@ -11,6 +11,7 @@ import select
 import shlex
 import signal
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Iterator
@@ -208,3 +209,25 @@ def _launcher_pid(tw, taskid: int) -> int | None:
     with sqlite3.connect(tw.db) as conn:
         row = conn.execute("SELECT launcherpid FROM tasks WHERE id = ?", (taskid,)).fetchone()
     return row[0] if row else None
+
+
+API_RUN = """
+import signal, sys
+from taskwatcher import TaskWatcher
+mine = lambda *_: None
+signal.signal(signal.SIGTERM, mine)
+before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)}
+ending = TaskWatcher(sys.argv[1]).run(["true"])
+assert ending.exitcode == 0 and ending.interrupted is None, ending
+assert signal.getsignal(signal.SIGTERM) is mine
+assert {s: signal.getsignal(s) for s in before} == before
+assert signal.set_wakeup_fd(-1) == -1
+print("ok")
+"""
+
+
+def test_the_api_puts_back_the_scripts_own_signal_handlers(tw):
+    done = subprocess.run(
+        [sys.executable, "-c", API_RUN, str(tw.db)], env=tw.env, capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
