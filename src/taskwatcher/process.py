@@ -198,12 +198,9 @@ def children(pid: int) -> list[int]:
     return kids
 
 
-def descendants(root: int) -> list[tuple[Identity, int]]:
-    """Every live descendant of ``root`` and its process group.
-
-    A zombie thread-group leader with live threads counts as live.
-    """
-    found: list[tuple[Identity, int]] = []
+def descendants(root: int) -> list[Identity]:
+    """Every live descendant of ``root`` (a zombie thread-group leader with live threads counts)."""
+    found: list[Identity] = []
     stack = [(root, kid) for kid in children(root)]
     seen = set()
     while stack:
@@ -220,7 +217,7 @@ def descendants(root: int) -> list[tuple[Identity, int]]:
         # or the pid was reused by a stranger meanwhile. Only the first is ours.
         if stat.ppid != parent and not _descends_from(stat.ppid, root):
             continue
-        found.append((Identity(pid, stat.start, boot_id()), stat.pgrp))
+        found.append(Identity(pid, stat.start, boot_id()))
     return found
 
 
@@ -239,26 +236,20 @@ def _descends_from(pid: int, root: int) -> bool:
 
 
 def signal_descendants(
-    root: int,
-    sig: int,
-    skip: set[Identity] | None = None,
-    refused: set[Identity] | None = None,
-    signalled_group: int | None = None,
+    root: int, sig: int, skip: set[Identity] | None = None, refused: set[Identity] | None = None
 ) -> set[Identity]:
     """Signal every live descendant of ``root`` not in ``skip``; the set of those signalled.
 
     A descendant re-parented since its parent died (to ``root``, the subreaper) is
     still signalled; each signal goes through a pidfd after a start-time check,
     so a pid reused meanwhile is spared. Those that may not be signalled go to
-    ``refused``. Members of ``signalled_group`` (just signalled with killpg) are
-    counted as signalled without a second signal: a second SIGINT would cut a
-    task's own clean-up short.
+    ``refused``.
     """
     sent = set()
-    for ident, group in descendants(root):
+    for ident in descendants(root):
         if skip is not None and ident in skip:
             continue
-        if group == signalled_group or signal_verified(ident, sig, refused):
+        if signal_verified(ident, sig, refused):
             sent.add(ident)
     return sent
 

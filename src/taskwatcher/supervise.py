@@ -323,21 +323,17 @@ class Supervisor:
         self.kill_at = time.monotonic() + self.grace
 
     def _signal_tree(self, sig: int) -> None:
+        """Send ``sig`` to every process of the task, each once (a second SIGINT would cut
+        a task's own clean-up short), noting those this user may not signal."""
         self.sent = sig
-        group = None
-        if not self.reaped:
-            # The main process is our unreaped child, so its group id cannot be anyone
-            # else's; this also works where /proc lists no children (some sandboxes).
+        self.signalled = process.signal_descendants(os.getpid(), sig, refused=self.refused)
+        if not self.signalled and not self.refused and not self.reaped:
+            # /proc lists no children here (some sandboxes): the group is what we can reach.
+            # The main process is our unreaped child, so its group id cannot be anyone else's.
             try:
                 os.killpg(self.child.pid, sig)
-                group = self.child.pid
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 pass
-            except PermissionError:  # none of the group may be signalled by us: see below who
-                pass
-        self.signalled = process.signal_descendants(
-            os.getpid(), sig, refused=self.refused, signalled_group=group
-        )
 
     def _signal_newcomers(self) -> None:
         """Give the stop signal to what was forked or re-parented since it was sent."""
@@ -430,7 +426,7 @@ class Supervisor:
         return bool(set(self.flags.drain()) & set(_STOP_SIGNALS))
 
     def _tell_left(self, me: int) -> None:
-        left = {ident for ident, _ in process.descendants(me)}
+        left = set(process.descendants(me))
         if left and left <= self.refused:
             if not self.refusal_told:
                 self._tell_refused("left running")
