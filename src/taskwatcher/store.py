@@ -51,8 +51,8 @@ CREATE TABLE tasks (
     stopreason TEXT,                   -- why a stop was requested (control --kill)
     token TEXT                         -- in the environment of every process of the task
 )"""
-# Columns added to tasks since schema 2, in order: (name, type).
-_ADDED_TASK_COLUMNS = (("pidns", "INTEGER"),)
+# Columns added to tasks since schema 2, in order: "name type".
+_ADDED_TASK_COLUMNS = ("pidns INTEGER",)
 _FEEDBACKS = """
 CREATE TABLE feedbacks (
     id INTEGER PRIMARY KEY,
@@ -233,9 +233,9 @@ class Store:
     def _add_new_columns(self) -> None:
         """Upgrade a file of an older schema of ours in place: add the columns it lacks."""
         have = self._tables().get("tasks", set())
-        for column, kind in _ADDED_TASK_COLUMNS:
-            if column not in have:
-                self.conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
+        for ddl in _ADDED_TASK_COLUMNS:
+            if ddl.split()[0] not in have:
+                self.conn.execute(f"ALTER TABLE tasks ADD COLUMN {ddl}")
         self._stamp()
 
     def _upgrade_from_1x(self) -> None:
