@@ -17,7 +17,7 @@ from conftest import wait_for
 from test_launch import Launches, gone, helper, kill_own_processes, own_processes, running_task
 
 GRACE = 1.0
-MARGIN = 1.5  # beyond the grace period: SIGKILL, reaping, archiving, on a loaded machine
+MARGIN = 2.5  # beyond the grace period: KILL_MARGIN (1 s), reaping, archiving, on a loaded machine
 KINDS = ["double-fork", "setpgid", "env-i", "ignoring", "spawning", "chain", "storm"]
 
 

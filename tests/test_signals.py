@@ -231,3 +231,28 @@ def test_the_api_puts_back_the_scripts_own_signal_handlers(tw):
         [sys.executable, "-c", API_RUN, str(tw.db)], env=tw.env, capture_output=True, text=True
     )
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
+def test_a_background_job_of_a_script_keeps_sigint_ignored_and_so_does_its_task(tw, tmp_path):
+    """A non-interactive shell starts its background jobs with SIGINT and SIGQUIT ignored."""
+    launch = launch_cmd(tw.db, "--name", "bg", "--", "sleep", "60")
+    script = subprocess.Popen(
+        ["sh", "-c", f"{launch} & job=$!; echo $job; wait $job"],
+        env=tw.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        launcher = int(script.stdout.readline())
+        _, task = running_task(tw, "bg")
+        for pid in (launcher, task["pid"]):
+            assert sig_ignored(pid, signal.SIGINT) and sig_ignored(pid, signal.SIGQUIT)
+            assert not sig_ignored(pid, signal.SIGTERM)
+        os.kill(launcher, signal.SIGINT)  # ignored: nothing happens
+        os.kill(launcher, signal.SIGTERM)
+        assert script.wait(timeout=10) == 128 + signal.SIGTERM  # sh's $? of a job killed by SIGTERM
+        assert tw.history_of(1)["termerror"] == "launcher interrupted by SIGTERM"
+    finally:
+        if script.poll() is None:
+            script.kill()
+        script.communicate()
