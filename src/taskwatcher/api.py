@@ -190,9 +190,11 @@ class TaskWatcher:
     ) -> Ending:
         """Run ``command`` supervised by this process (what ``taskwatcher launch`` does); how it ended.
 
-        It installs signal handlers and makes this process a child subreaper:
-        meant for the main thread of a script or of the CLI. A back-end uses
-        :meth:`launch`.
+        It installs signal handlers (put back on return) and makes this process a
+        child subreaper: meant for the main thread of a script or of the CLI. A
+        back-end uses :meth:`launch`. If a signal interrupted it (Ctrl-C), the
+        task got that same signal and the end's ``interrupted`` names it: the
+        CLI then ends itself by it; a script decides for itself.
         """
         _check_file_descriptors()  # first: even an import needs one
         from .config import load

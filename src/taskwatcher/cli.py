@@ -537,6 +537,12 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
     )
     if ending.exec_failed:  # as timeout(1) does; history has it too
         sys.stderr.write(f"taskwatcher: {ending.termerror}\n")
+    if ending.interrupted:  # interrupted by Ctrl-C (say): end by it, so a calling shell loop stops too
+        from .process import end_by_signal
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        end_by_signal(ending.interrupted)
     return ending.exitcode if ending.exitcode is not None else EXIT_LAUNCH_FAILED
 
 

@@ -20,6 +20,7 @@ from . import process
 from .errors import (
     NoSuchTask,
     NotAllStopped,
+    NotPermitted,
     StoreError,
     TasksRunning,
     TaskwatcherError,
@@ -44,11 +45,25 @@ KILL_WAIT_MARGIN = 10.0  # beyond the task's grace period, for the launcher to a
 
 
 # -- reconciliation ------------------------------------------------------------------
+def elsewhere(row: Row) -> str | None:
+    """Where a task runs if not here: ``host NAME``, ``another pid namespace``; None if here.
+
+    A row from another host, or from another pid namespace of this host (a container
+    sharing the database), names processes this command cannot see or judge: it is
+    never signalled, never archived as lost from here.
+    """
+    if row["host"] and row["host"] != process.host_name():
+        return f"host {row['host']}"
+    if row["pidns"] is not None and row["pidns"] != process.pid_namespace():
+        return "another pid namespace"
+    return None
+
+
 def launcher_gone(row: Row) -> bool:
-    """True if a running task's launcher no longer runs (a row only this host can judge)."""
+    """True if a running task's launcher no longer runs (a row only its host and namespace can judge)."""
     if row["status"] == TaskStatus.RESERVED:
         return False
-    if row["host"] and row["host"] != process.host_name():
+    if elsewhere(row):
         return False
     if row["launcherpid"] is None:  # a taskwatcher 1.x row: its pid and start are all there is
         return _legacy_identity(row) is None
@@ -57,20 +72,26 @@ def launcher_gone(row: Row) -> bool:
     return not Identity(row["launcherpid"], row["launcherstart"], row["bootid"]).is_alive()
 
 
-def stop_remains(row: Row) -> str:
-    """SIGKILL what is left of a task whose launcher is gone; the signal name, or ''."""
+def stop_remains(row: Row, refused: set[Identity] | None = None) -> str:
+    """SIGKILL what is left of a task whose launcher is gone; the signal name, or ''.
+
+    What this user may not signal (a setuid program the task ran) goes to ``refused``.
+    The main process is known by its pid and start time, which anyone may read;
+    the others by the token in their environment, which a setuid program's user
+    may not read (RELIABILITY.md says what that leaves).
+    """
     if row["launcherpid"] is None:
         legacy = _legacy_identity(row)
-        return "SIGKILL" if legacy and process.signal_verified(legacy, signal.SIGKILL) else ""
-    if row["pid"] is None or row["procstart"] is None or row["bootid"] != process.boot_id():
-        return ""  # from another boot, or never started: nothing here is ours to signal
+        return "SIGKILL" if legacy and process.signal_verified(legacy, signal.SIGKILL, refused) else ""
+    if row["pid"] is None or row["procstart"] is None or row["bootid"] != process.boot_id() or elsewhere(row):
+        return ""  # from another boot or namespace, or never started: nothing here is ours to signal
     # The task's processes are its main process (pid and start time) and those that carry
     # its token. Not "its process group": once the group is empty its id is free, and a
     # stranger's new session may hold it.
     victims = [Identity(row["pid"], row["procstart"], row["bootid"])]
     if row["token"]:
         victims += process.processes_with_env(TOKEN_VARIABLE, row["token"], row["procstart"])
-    hit = [v for v in set(victims) if process.signal_verified(v, signal.SIGKILL)]
+    hit = [v for v in set(victims) if process.signal_verified(v, signal.SIGKILL, refused)]
     return "SIGKILL" if hit else ""
 
 
@@ -90,17 +111,26 @@ def pending_dir(db_path: str) -> str:
 
 
 def keep_pending_end(store: Store, taskid: int, token: str, ending: dict[str, Any]) -> str:
-    """Write a task's end beside the database, for the next command to archive; its path."""
+    """Write a task's end beside the database, for the next command to archive; its path.
+
+    Whole or not at all: on a failure (disk full) the half-written ``.tmp`` is
+    removed and the OSError raised for the caller to say the end another way.
+    """
     path = _pending_path(store.path, taskid)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # private, like the database's folder
     check_own_folder(os.path.dirname(path), "folder of kept-aside ends")
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with open(fd, "w", encoding="utf-8") as f:
-        json.dump({"token": token, **ending}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # whole or not at all
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
+            json.dump({"token": token, **ending}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 
@@ -216,15 +246,21 @@ def archive_task(
     The row is read again inside the transaction and must still be the same task
     (same token): another command may have archived it, or a re-created database
     reused its id. ``kill_remains`` SIGKILLs what is left of a task whose launcher
-    is gone first; ``unless`` can call the whole thing off on the fresh row.
-    Returns whether this call archived it.
+    is gone first (and if some of it may not be stopped by this user, the row
+    stays: its task still runs, and the next command tries again); ``unless``
+    can call the whole thing off on the fresh row. Returns whether this call
+    archived it.
     """
     with store.transaction() as conn:
         current = store.task(row["id"])
         if current is None or current["token"] != row["token"] or (unless and unless(current)):
             return False
         if kill_remains:
-            termsignal = stop_remains(current) or termsignal
+            refused: set[Identity] = set()
+            termsignal = stop_remains(current, refused) or termsignal
+            if refused:
+                log.debug("task %d: may not signal %s", current["id"], sorted(i.pid for i in refused))
+                return False
         store.archive(
             conn,
             current,
@@ -572,12 +608,11 @@ def killall(store: Store, name: str) -> list[str]:
     rows = store.tasks(name)
     if not rows:
         raise NoSuchTask(f"no task named '{storable(name)}'")
-    here = process.host_name()
-    foreign = [r for r in rows if r["status"] != TaskStatus.RESERVED and r["host"] and r["host"] != here]
+    foreign = [r for r in rows if r["status"] != TaskStatus.RESERVED and elsewhere(r)]
     done = _stop_all(store, [r for r in rows if r not in foreign])
     if foreign:
-        where = ", ".join(f"task {r['id']} on host {r['host']}" for r in foreign)
-        raise NotAllStopped(done, f"not stopped, stop them on their host: {where}")
+        where = ", ".join(f"task {r['id']} ({elsewhere(r)})" for r in foreign)
+        raise NotAllStopped(done, f"not stopped, stop them where they run: {where}")
     return done
 
 
@@ -595,13 +630,15 @@ def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
                 store.delete_task(conn, row["id"])
                 done.append(f"task {row['id']}: reservation cancelled")
                 continue
-            if current["host"] and current["host"] != process.host_name():
-                raise StoreError(f"task {row['id']} runs on host {current['host']}: stop it there")
+            where = elsewhere(current)
+            if where:
+                raise StoreError(f"task {row['id']} runs in {where}: stop it there")
             conn.execute("UPDATE tasks SET stopreason = ? WHERE id = ?", ("killed by request", row["id"]))
         process.crash_point("kill-requested")  # the request is recorded, the launcher not signalled
         fd = _signal_launcher(current)
         if fd is None:  # no launcher to do it: stop and archive the task here
-            archive_task(store, current, termerror="killed by request", kill_remains=True)
+            if not archive_task(store, current, termerror="killed by request", kill_remains=True):
+                _still_there(store, current)
             done.append(f"task {row['id']}: killed")
         else:
             waiting.append((current, fd))
@@ -612,8 +649,34 @@ def _stop_all(store: Store, rows: Sequence[Row]) -> list[str]:
                 raise StoreError(f"task {row['id']} was asked to stop but its launcher has not finished")
         finally:
             os.close(fd)
-        done.append(f"task {row['id']}: killed")
+        done.append(_after_launcher_exit(store, row))
     return done
+
+
+def _after_launcher_exit(store: Store, row: Row) -> str:
+    """What became of a task whose launcher, asked to stop it, has exited: in words.
+
+    A launcher SIGKILLed meanwhile (by someone else) archived nothing: what is
+    left of the task is stopped and it is archived as lost here, and the answer
+    says so rather than "killed".
+    """
+    archive_pending_ends(store)  # a launcher that could not write its end kept it aside
+    if archive_task(
+        store, row, termerror="launcher lost", kill_remains=True, unless=lambda r: not launcher_gone(r)
+    ):
+        return f"task {row['id']}: its launcher died first; what was left was killed, archived as lost"
+    _still_there(store, row)
+    return f"task {row['id']}: killed"
+
+
+def _still_there(store: Store, row: Row) -> None:
+    """Raise if the task was not archived: its processes live on (ones we may not signal)."""
+    current = store.task(row["id"])
+    if current is not None and current["token"] == row["token"]:
+        raise NotPermitted(
+            f"task {row['id']} cannot be stopped: its processes may not be signalled by this user"
+            " (a setuid program?)"
+        )
 
 
 def _signal_launcher(row: Row) -> int | None:
@@ -660,7 +723,7 @@ def wait(store: Store, taskid: int, timeout: float | None = None) -> Row:
 
 def _wait_for_launcher(row: Row, limit: float | None) -> bool:
     """Wait until the row's launcher exits (or ``limit`` passes); False if it cannot be waited on."""
-    if row["launcherpid"] is None or (row["host"] and row["host"] != process.host_name()):
+    if row["launcherpid"] is None or elsewhere(row):
         return False
     launcher = Identity(row["launcherpid"], row["launcherstart"], row["bootid"])
     try:

@@ -92,3 +92,7 @@ class StartFailed(TaskwatcherError):
     def __init__(self, exit_code: int, message: str) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class NotPermitted(Refused):
+    """The task's processes may not be signalled by this user (a setuid program, say)."""

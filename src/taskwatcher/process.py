@@ -42,6 +42,36 @@ def read_stat(pid: int) -> ProcStat | None:
     return ProcStat(pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
 
 
+def is_running(stat: ProcStat) -> bool:
+    """True unless the process is dead (a zombie or being reaped).
+
+    A zombie thread-group leader (its main thread called pthread_exit while other
+    threads go on) shows Z yet runs: one of its other threads still lives.
+    """
+    if stat.state not in "ZX":
+        return True
+    return stat.state == "Z" and _live_thread(stat.pid) is not None
+
+
+def _live_thread(pid: int) -> int | None:
+    """A thread of ``pid`` other than its leader that is not dead, or None."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        if tid == str(pid):
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if raw[raw.rfind(b")") + 2 :][:1] not in (b"Z", b"X"):
+            return int(tid)
+    return None
+
+
 def start_ticks(pid: int) -> int | None:
     stat = read_stat(pid)
     return stat.start if stat else None
@@ -61,6 +91,20 @@ def host_name() -> str:
     return os.uname().nodename
 
 
+@cache
+def pid_namespace() -> int | None:
+    """This process's pid namespace (the inode of /proc/self/ns/pid), or None if unknown.
+
+    Two launchers on one host but in two pid namespaces (containers sharing a
+    volume) see different processes under the same pids: a row is only judged,
+    signalled or archived as lost from the namespace it was made in.
+    """
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 class Identity(namedtuple("Identity", "pid start boot")):
     """One process for good: pid, start time (clock ticks since boot) and boot id."""
 
@@ -76,7 +120,7 @@ class Identity(namedtuple("Identity", "pid start boot")):
         if self.boot != boot_id():
             return False
         stat = read_stat(self.pid)
-        return stat is not None and stat.start == self.start and stat.state not in "ZX"
+        return stat is not None and stat.start == self.start and is_running(stat)
 
 
 @cache
@@ -111,11 +155,12 @@ def _pidfd_open(pid: int) -> int | None:
         return None
 
 
-def signal_verified(ident: Identity, sig: int) -> bool:
+def signal_verified(ident: Identity, sig: int, refused: set[Identity] | None = None) -> bool:
     """Send ``sig`` to ``ident`` only if it is still that process. True if sent.
 
     The pidfd pins the process between the start-time check and the signal, so
-    a pid recycled in between is never hit.
+    a pid recycled in between is never hit. A process this user may not signal
+    (a setuid program) is not an error: it is added to ``refused`` if given.
     """
     if ident.boot != boot_id():
         return False
@@ -125,7 +170,7 @@ def signal_verified(ident: Identity, sig: int) -> bool:
         return False
     try:
         stat = read_stat(ident.pid)
-        if stat is None or stat.start != ident.start or stat.state in "ZX":
+        if stat is None or stat.start != ident.start or not is_running(stat):
             return False  # another process, or one already dead: nothing to stop
         if fd is None:
             os.kill(ident.pid, sig)
@@ -133,6 +178,10 @@ def signal_verified(ident: Identity, sig: int) -> bool:
             signal.pidfd_send_signal(fd, sig)
         return True
     except ProcessLookupError:
+        return False
+    except PermissionError:
+        if refused is not None:
+            refused.add(ident)
         return False
     finally:
         if fd is not None:
@@ -149,22 +198,59 @@ def children(pid: int) -> list[int]:
     return kids
 
 
-def signal_descendants(root: int, sig: int) -> int:
-    """Signal every live descendant of ``root``; return how many were signalled.
-
-    Each pid is checked to still be the child of the parent it was found under
-    before the signal goes through its pidfd, so a pid reused meanwhile is spared.
-    """
-    sent = 0
+def descendants(root: int) -> list[Identity]:
+    """Every live descendant of ``root`` (a zombie thread-group leader with live threads counts)."""
+    found: list[Identity] = []
     stack = [(root, kid) for kid in children(root)]
+    seen = set()
     while stack:
         parent, pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
         stack.extend((pid, kid) for kid in children(pid))
         stat = read_stat(pid)
-        if stat is None or stat.ppid != parent or stat.state in "ZX":
+        if stat is None or not is_running(stat):
             continue
-        if signal_verified(Identity(pid, stat.start, boot_id()), sig):
-            sent += 1
+        # The pid was listed under ``parent``; if it is no longer its child, either it was
+        # re-parented (its parent died: the subreaper, ``root`` or one below it, took it)
+        # or the pid was reused by a stranger meanwhile. Only the first is ours.
+        if stat.ppid != parent and not _descends_from(stat.ppid, root):
+            continue
+        found.append(Identity(pid, stat.start, boot_id()))
+    return found
+
+
+def _descends_from(pid: int, root: int) -> bool:
+    """True if ``pid`` is ``root`` or one of its descendants, following parents up."""
+    for _ in range(4096):  # a chain of parents is never this long; a loop of reused pids might be
+        if pid == root:
+            return True
+        if pid <= 1:
+            return False
+        stat = read_stat(pid)
+        if stat is None:
+            return False
+        pid = stat.ppid
+    return False
+
+
+def signal_descendants(
+    root: int, sig: int, skip: set[Identity] | None = None, refused: set[Identity] | None = None
+) -> set[Identity]:
+    """Signal every live descendant of ``root`` not in ``skip``; the set of those signalled.
+
+    A descendant re-parented since its parent died (to ``root``, the subreaper) is
+    still signalled; each signal goes through a pidfd after a start-time check,
+    so a pid reused meanwhile is spared. Those that may not be signalled go to
+    ``refused``.
+    """
+    sent = set()
+    for ident in descendants(root):
+        if skip is not None and ident in skip:
+            continue
+        if signal_verified(ident, sig, refused):
+            sent.add(ident)
     return sent
 
 
@@ -172,23 +258,45 @@ def processes_with_env(name: str, value: str, started_since: int) -> list[Identi
     """Live processes started at or after ``started_since`` whose environment has name=value.
 
     Finds a task's processes after its launcher died, even those that left its
-    session (setsid) and so its process group. Only processes we may read count.
+    session (setsid) and so its process group. Only processes we may read count:
+    a setuid program's environment is closed to its user (see RELIABILITY.md).
     """
     needle = f"{name}={value}".encode()
     found: list[Identity] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
+        if needle in _environ(int(entry)).split(b"\0"):
             stat = read_stat(int(entry))
-            if stat and stat.start >= started_since and stat.state not in "ZX":
+            if stat and stat.start >= started_since and is_running(stat):
                 found.append(Identity(stat.pid, stat.start, boot_id()))
     return found
+
+
+def _environ(pid: int) -> bytes:
+    """The process's environment block; b"" if unreadable.
+
+    A zombie thread-group leader has no memory of its own to read (ESRCH, or
+    nothing): its live threads share the one it had, and
+    /proc/PID/task/TID/environ reads it.
+    """
+    environ = _read_bytes(f"/proc/{pid}/environ")
+    if environ == b"":
+        tid = _live_thread(pid)
+        if tid is not None:
+            environ = _read_bytes(f"/proc/{pid}/task/{tid}/environ")
+    return environ or b""
+
+
+def _read_bytes(path: str) -> bytes | None:
+    """The file's bytes; b"" if it is gone or empty; None if it is closed to us."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except PermissionError:  # another user's process, or a setuid one
+        return None
+    except OSError:
+        return b""
 
 
 @cache
@@ -212,6 +320,23 @@ def set_parent_death_signal(sig: int) -> bool:
         return _libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
     except OSError:
         return False
+
+
+def end_by_signal(sig: int) -> None:
+    """End this process by ``sig``, as if it had not been caught (default action, unblocked).
+
+    A shell running the launcher then sees "killed by SIGINT" and stops its loop,
+    as it would have for the bare command. No core file is written for SIGQUIT:
+    nothing is ever written to the current folder.
+    """
+    import resource
+
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig)  # not reached: the signal's default action ends the process
 
 
 def signal_name(sig: int) -> str:

@@ -70,11 +70,17 @@ _RESET_SIGNALS = (
 )
 
 
-def fork_held(argv: Sequence[str], env: Mapping[str, str], stdio: Sequence[int] | None) -> Child:
+def fork_held(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    stdio: Sequence[int] | None,
+    ignored: frozenset[int] = frozenset(),
+) -> Child:
     """Fork a child in its own session that execs ``argv`` once released.
 
     ``stdio``: three fds to become the child's stdin, stdout and stderr, or None
-    to keep the launcher's.
+    to keep the launcher's. ``ignored``: signals ignored when the launcher started
+    (``nohup``), which stay ignored in the task; the others get their default action.
     """
     barrier_r, barrier_w = os.pipe()
     errors_r, errors_w = os.pipe2(os.O_CLOEXEC)
@@ -86,7 +92,7 @@ def fork_held(argv: Sequence[str], env: Mapping[str, str], stdio: Sequence[int] 
         try:
             signal.set_wakeup_fd(-1)
             for sig in _RESET_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
+                signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             os.close(barrier_w)
             os.close(errors_r)

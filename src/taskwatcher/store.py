@@ -45,6 +45,7 @@ CREATE TABLE tasks (
     pgid INTEGER, procstart INTEGER,   -- the task's process: group, start (clock ticks)
     bootid TEXT, host TEXT,
     launcherpid INTEGER, launcherstart INTEGER,
+    pidns INTEGER,                     -- the launcher's pid namespace (inode of /proc/self/ns/pid)
     command TEXT,                      -- JSON array, exactly as executed
     feedpath TEXT, logfile TEXT, grace REAL,
     started REAL, heartbeat REAL,      -- unix times with sub-second precision
@@ -70,7 +71,7 @@ CREATE TABLE history (
 )"""
 # Columns added since schema 2, by table: an older file gets them with ALTER TABLE.
 _ADDED_COLUMNS = {
-    "tasks": (("logplaced", "INTEGER NOT NULL DEFAULT 0"),),
+    "tasks": (("logplaced", "INTEGER NOT NULL DEFAULT 0"), ("pidns", "INTEGER")),
     "history": (("logplaced", "INTEGER NOT NULL DEFAULT 0"),),
 }
 _INDEXES = (

@@ -17,6 +17,7 @@ import sys
 import time
 from collections import namedtuple
 from collections.abc import Callable
+from functools import cache
 
 from . import process
 from .control import (
@@ -38,7 +39,9 @@ from .store import Store, command_text
 log = Logger(__name__)
 
 DEFAULT_GRACE = 5.0
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+KILL_MARGIN = 1.0  # seconds after SIGKILL before what still lives is reported and left
+_LEFTOVER_LOOK = 0.05  # seconds between looks at leftovers during a grace period
 
 
 # (namedtuples, not typing.NamedTuple or dataclasses: the launcher's memory is a
@@ -70,9 +73,15 @@ class LaunchRequest(
     __slots__ = ()
 
 
-class Ending(namedtuple("Ending", "exitcode termsignal termerror exec_failed", defaults=("", "", False))):
+class Ending(
+    namedtuple(
+        "Ending", "exitcode termsignal termerror exec_failed interrupted", defaults=("", "", False, None)
+    )
+):
     """How a task ended, as history records it: the exit status (None if unknown),
-    the signal name or "", the reason in words, and whether exec itself failed."""
+    the signal name or "", the reason in words, and whether exec itself failed;
+    ``interrupted``: the signal that interrupted a foreground launcher (which the
+    CLI then ends itself by, see :func:`process.end_by_signal`), or None."""
 
     __slots__ = ()
 
@@ -117,17 +126,27 @@ def validate(req: LaunchRequest) -> None:
 
 
 class SignalFlags:
-    """Signal handlers only note the signal and wake poll(); the main loop acts."""
+    """Signal handlers only note the signal and wake poll(); the main loop acts.
 
-    def __init__(self) -> None:
+    A stop signal ignored when the launcher starts (``nohup``, SIG_IGN inherited)
+    stays ignored, here and in the task (``ignored``). :meth:`close` puts back
+    the handlers found, so a script calling the API gets its own Ctrl-C back.
+    """
+
+    def __init__(self, ignored: frozenset[int] | None = None) -> None:
+        if ignored is None:
+            ignored = frozenset(s for s in _STOP_SIGNALS if signal.getsignal(s) == signal.SIG_IGN)
+        self.ignored = ignored
         self.received: list[int] = []
         self.resized = False  # SIGWINCH: the terminal the task's pseudo-terminal mirrors changed size
-        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self._previous: dict[int, object] = {}
         for sig in _STOP_SIGNALS:
-            signal.signal(sig, self._note)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGWINCH, self._resize)
+            if sig not in ignored:
+                self._previous[sig] = signal.signal(sig, self._note)
+        self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
+        self._previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resize)
 
     def _note(self, signum: int, _frame: object) -> None:
         self.received.append(signum)
@@ -144,6 +163,14 @@ class SignalFlags:
         got, self.received = self.received, []
         return got
 
+    def close(self) -> None:
+        """Put back the signal handlers and wake-up fd found at start."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+        signal.set_wakeup_fd(self._previous_wakeup)
+        os.close(self.wake_r)
+        os.close(self._wake_w)
+
 
 class Supervisor:
     """Supervises one spawned task until it and all its descendants are gone."""
@@ -159,9 +186,13 @@ class Supervisor:
         timeout: float | None,
         grace: float,
         relay: Relay | None = None,
+        forward: bool = True,
     ) -> None:
         self.store, self.task_id, self.token, self.child, self.flags = store, task_id, token, child, flags
         self.feedfile, self.timeout, self.grace, self.relay = feedfile, timeout, grace, relay
+        # Foreground: a signal to the launcher reaches the task as that same signal
+        # (Ctrl-C as SIGINT). Detached, or asked by control --kill: SIGTERM.
+        self.forward = forward
         self.started = self.last_heartbeat = self.last_look = time.monotonic()
         self.status = TaskStatus.RUNNING
         self.signature: tuple[int, int, int] | None = None  # the feedback file's (ino, mtime, size)
@@ -169,6 +200,10 @@ class Supervisor:
         self.stop_exitcode: int | None = None
         self.kill_at: float | None = None  # when the grace period of a stop ends
         self.sent: int | None = None  # the last signal sent to the tree
+        self.signalled: set[process.Identity] = set()  # who got it (newcomers get it too)
+        self.refused: set[process.Identity] = set()  # processes this user may not signal
+        self.refusal_told = False
+        self.interrupted: int | None = None  # the signal that interrupted this launcher
         self.reaped = False
 
     # -- the loop --------------------------------------------------------------
@@ -212,11 +247,16 @@ class Supervisor:
             elif self.kill_at is not None and now >= self.kill_at:
                 self._signal_tree(signal.SIGKILL)
                 self.kill_at = None
+            elif self.kill_at is not None:
+                self._signal_newcomers()
+            if self.refused and not self.refusal_told:
+                self._tell_refused("it runs on: waiting for it to end")
 
     def _next_wake(self) -> float | None:
         now = time.monotonic()
         if self.stop_reason is not None:
-            return None if self.kill_at is None else self.kill_at - now
+            # during the grace period, a look every 50 ms gives what the tree forks meanwhile the signal too
+            return None if self.kill_at is None else min(_LEFTOVER_LOOK, self.kill_at - now)
         if not self.timeout:
             return None
         if self.feedfile is None:
@@ -264,26 +304,55 @@ class Supervisor:
             self._signal_tree(signal.SIGKILL)
             self.kill_at = None
             return
-        row = self.store.task(self.task_id)
-        requested = row["stopreason"] if row is not None else None
-        self._begin_stop(requested or f"launcher interrupted by {process.signal_name(sig)}", None)
+        requested = self._requested_stop()
+        if requested:  # control --kill: the row says why, and the task gets SIGTERM
+            self._begin_stop(requested, None)
+            return
+        self.interrupted = sig
+        reason = f"launcher interrupted by {process.signal_name(sig)}"
+        self._begin_stop(reason, None, sig if self.forward else signal.SIGTERM)
 
-    def _begin_stop(self, reason: str, exitcode: int | None) -> None:
+    def _requested_stop(self) -> str | None:
+        try:
+            row = self.store.task(self.task_id)
+        except StoreError as e:  # unreadable now: the signal is taken as an interruption
+            log.warning("could not read the task's row: %s", e)
+            return None
+        return row["stopreason"] if row is not None else None
+
+    def _begin_stop(self, reason: str, exitcode: int | None, sig: int = signal.SIGTERM) -> None:
         log.debug("stopping task %d: %s", self.task_id, reason)
         self.stop_reason, self.stop_exitcode = reason, exitcode
-        self._signal_tree(signal.SIGTERM)
+        self._signal_tree(sig)
         self.kill_at = time.monotonic() + self.grace
 
     def _signal_tree(self, sig: int) -> None:
+        """Send ``sig`` to every process of the task, each once (a second SIGINT would cut
+        a task's own clean-up short), noting those this user may not signal."""
         self.sent = sig
-        if not self.reaped:
-            # The main process is our unreaped child, so its group id cannot be anyone
-            # else's; this also works where /proc lists no children (some sandboxes).
+        self.signalled = process.signal_descendants(os.getpid(), sig, refused=self.refused)
+        if not self.signalled and not self.refused and not self.reaped:
+            # /proc lists no children here (some sandboxes): the group is what we can reach.
+            # The main process is our unreaped child, so its group id cannot be anyone else's.
             try:
                 os.killpg(self.child.pid, sig)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 pass
-        process.signal_descendants(os.getpid(), sig)
+
+    def _signal_newcomers(self) -> None:
+        """Give the stop signal to what was forked or re-parented since it was sent."""
+        if self.sent is not None:
+            self.signalled |= process.signal_descendants(
+                os.getpid(), self.sent, skip=self.signalled, refused=self.refused
+            )
+
+    def _tell_refused(self, then: str) -> None:
+        """Say once, plainly, which of the task's processes this user may not signal."""
+        self.refusal_told = True
+        sys.stderr.write(
+            f"taskwatcher: task {self.task_id}: cannot stop {_describe(self.refused)}"
+            f" (not permitted: a setuid program?); {then}\n"
+        )
 
     # -- the end -----------------------------------------------------------------
     def _reap_main(self) -> int | None:
@@ -296,7 +365,7 @@ class Supervisor:
 
     def _reap_orphans(self) -> None:
         for kid in process.children(os.getpid()):
-            if kid != self.child.pid:
+            if kid != self.child.pid or self.reaped:
                 try:
                     os.waitpid(kid, os.WNOHANG)
                 except ChildProcessError:
@@ -307,45 +376,84 @@ class Supervisor:
         self._stop_leftovers()
         if self.relay is not None:
             self.relay.drain()
+        refused = f"; could not stop {_describe(self.refused)}: not permitted" if self.refused else ""
         if self.stop_reason is not None:
             signame = process.signal_name(sig or self.sent or signal.SIGTERM)
-            return Ending(
-                self.stop_exitcode if self.stop_exitcode is not None else code, signame, self.stop_reason
-            )
+            exitcode = self.stop_exitcode if self.stop_exitcode is not None else code
+            return Ending(exitcode, signame, self.stop_reason + refused, interrupted=self.interrupted)
         if sig is not None:
             name = process.signal_name(sig)
-            return Ending(code, name, f"killed by signal {name}")
-        return Ending(code, "", f"exit code {code}" if code else "")
+            return Ending(code, name, f"killed by signal {name}{refused}")
+        return Ending(code, "", (f"exit code {code}" if code else "") + refused)
 
     def _stop_leftovers(self) -> None:
-        """The task's main process is gone: stop what it left behind, then reap it all."""
+        """The task's main process is gone: stop what it left behind, then reap it all.
+
+        Every descendant gets SIGTERM (those forked or re-parented meanwhile too),
+        the rest of the grace period, then SIGKILL. Reaping never blocks: a
+        leftover that outlives SIGKILL by KILL_MARGIN (one this user may not
+        signal) is reported and left, so the launcher ends within grace + margin.
+        """
         me = os.getpid()
-        if not process.children(me):
+        if not self._leftovers():
             return
         if self.sent != signal.SIGKILL:
-            now = time.monotonic()
-            deadline = now + self.grace if self.kill_at is None else self.kill_at
-            process.signal_descendants(me, signal.SIGTERM)
-            while process.children(me) and time.monotonic() < deadline:
-                self._reap_orphans()
-                # SIGCHLD wakes this for our children; grandchildren are looked at each 50 ms.
-                # Their output is still taken meanwhile, so that none of them blocks on a full pipe.
-                outputs = self.relay.readable_fds() if self.relay is not None else []
-                pause = min(0.05, max(0, deadline - time.monotonic()))
-                for fd in select.select([self.flags.wake_r, *outputs], [], [], pause)[0]:
-                    if fd != self.flags.wake_r:
-                        self.relay.handle(fd, select.POLLIN)  # type: ignore[union-attr]
-                if set(self.flags.drain()) & set(_STOP_SIGNALS):
+            deadline = time.monotonic() + self.grace if self.kill_at is None else self.kill_at
+            if self.sent is None:
+                self.sent = signal.SIGTERM
+                self.signalled = process.signal_descendants(me, signal.SIGTERM, refused=self.refused)
+            while self._leftovers() and time.monotonic() < deadline:
+                if self._pause(min(_LEFTOVER_LOOK, max(0.0, deadline - time.monotonic()))):
                     break  # asked again: no more grace
-        for _ in range(100):  # each round kills what the last one's victims forked
-            if not process.children(me):
+                self._signal_newcomers()
+        give_up = time.monotonic() + KILL_MARGIN
+        while self._leftovers():
+            # each round kills what the last one's victims forked
+            process.signal_descendants(me, signal.SIGKILL, refused=self.refused)
+            if time.monotonic() >= give_up:
+                self._tell_left(me)
                 return
-            process.signal_descendants(me, signal.SIGKILL)
-            for kid in process.children(me):
-                try:
-                    os.waitpid(kid, 0)
-                except ChildProcessError:
-                    pass
+            self._pause(0.01)
+
+    def _leftovers(self) -> bool:
+        """Reap what has ended (never blocking); True if some descendant still lives."""
+        self._reap_orphans()
+        return bool(process.children(os.getpid()))
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` (a SIGCHLD or a signal wakes it), taking the task's output
+        meanwhile so that no leftover blocks on a full pipe; True if a stop signal came."""
+        outputs = self.relay.readable_fds() if self.relay is not None else []
+        for fd in select.select([self.flags.wake_r, *outputs], [], [], seconds)[0]:
+            if fd != self.flags.wake_r:
+                self.relay.handle(fd, select.POLLIN)  # type: ignore[union-attr]
+        return bool(set(self.flags.drain()) & set(_STOP_SIGNALS))
+
+    def _tell_left(self, me: int) -> None:
+        left = set(process.descendants(me))
+        if left and left <= self.refused:
+            if not self.refusal_told:
+                self._tell_refused("left running")
+            return
+        sys.stderr.write(
+            f"taskwatcher: task {self.task_id}: {_describe(left)} still running"
+            f" {KILL_MARGIN:g} s after SIGKILL; left running\n"
+        )
+
+
+def _describe(idents: set[process.Identity]) -> str:
+    """``pid 12 (sleep)``, or ``pids 12 (sleep), 13 (sudo)``: who, for a message."""
+    named = [f"{i.pid} ({_comm(i)})" for i in sorted(idents)]
+    return ("pid " if len(named) == 1 else "pids ") + ", ".join(named)
+
+
+@cache  # the name as first seen: history is written once the process is gone
+def _comm(ident: process.Identity) -> str:
+    try:
+        with open(f"/proc/{ident.pid}/comm", "rb") as f:
+            return f.read().strip().decode(errors="replace")
+    except OSError:
+        return "?"
 
 
 def _signature(path: str) -> tuple[int, int, int] | None:
@@ -416,6 +524,7 @@ def claim(store: Store, req: LaunchRequest) -> dict[str, object]:
             bootid=process.boot_id(),
             launcherpid=os.getpid(),
             launcherstart=process.start_ticks(os.getpid()),
+            pidns=process.pid_namespace(),
         )
         store.update_task(taskid, conn, **fields)
     return {"id": taskid, **fields}
@@ -492,7 +601,7 @@ def _run(
         env["TASKWATCHER_FEEDBACK"] = feedfile
     argv = substitute(req.command, taskid, feedfile)
     process.set_child_subreaper()
-    child = fork_held(argv, env, relay.child_fds if relay is not None else None)
+    child = fork_held(argv, env, relay.child_fds if relay is not None else None, flags.ignored)
     if relay is not None:
         relay.child_started()
     process.crash_point("spawned")
@@ -515,9 +624,8 @@ def _run(
         )
     # A stop asked for before the command runs (control --kill, which may have signalled
     # the --detach parent rather than us, or a signal to us) means it never runs.
-    stopped = row["stopreason"] or next(
-        (f"launcher interrupted by {process.signal_name(sig)}" for sig in flags.drain()), None
-    )
+    early = None if row["stopreason"] else next(iter(flags.drain()), None)
+    stopped = row["stopreason"] or (early and f"launcher interrupted by {process.signal_name(early)}")
     if stopped:
         child.abort()
         failure: tuple[int, str] | None = (EXIT_CANNOT_START, f"{stopped} before it started")
@@ -528,27 +636,59 @@ def _run(
     if on_start is not None:
         on_start(failure)
     if failure is not None:
-        ending = Ending(failure[0], "", failure[1], exec_failed=not stopped)
+        interrupted = early if not req.detach else None
+        ending = Ending(failure[0], "", failure[1], exec_failed=not stopped, interrupted=interrupted)
     else:
-        ending = Supervisor(store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay).run()
+        ending = Supervisor(
+            store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay, not req.detach
+        ).run()
     if child.pidfd is not None:
         os.close(child.pidfd)
     end = dict(termsignal=ending.termsignal, termerror=ending.termerror, exitcode=ending.exitcode)
     log.debug("task %d ended: exit %s %s %s", taskid, ending.exitcode, ending.termsignal, ending.termerror)
-    try:
-        archive_task(store, {"id": taskid, "token": token}, **end)
-        log.debug("task %d archived", taskid)
-    except StoreError as e:  # locked past the busy timeout, or unwritable: never drop the end
-        kept = keep_pending_end(store, taskid, token, end)
-        sys.stderr.write(
-            f"taskwatcher: task {taskid} ended but {e}: its end is kept in {kept} for the next command\n"
-        )
-    else:
+    if archive_end(store, taskid, token, end):
         try:
             prune_by_config(store)  # history grows here, so here it is kept to its configured size
         except TaskwatcherError as e:
             sys.stderr.write(f"taskwatcher: history not pruned: {e}\n")
     return ending
+
+
+def archive_end(store: Store, taskid: int, token: str, end: dict[str, object]) -> bool:
+    """Archive the task's end; True if it is in history now.
+
+    The end is never dropped: a database locked past the busy timeout (or
+    unwritable) gets it kept beside it for the next command; if that cannot be
+    written either (disk full), the database is tried once more, and failing
+    that the end is said on stderr in one line, with all history would hold.
+    """
+    try:
+        archive_task(store, {"id": taskid, "token": token}, **end)  # type: ignore[arg-type]
+        log.debug("task %d archived", taskid)
+        return True
+    except StoreError as e:
+        failure = str(e)
+    try:
+        kept = keep_pending_end(store, taskid, token, end)
+    except (OSError, StoreError) as e:  # disk full; or a pending folder that is not ours
+        log.debug("could not keep the end aside: %s", e)
+        try:
+            archive_task(store, {"id": taskid, "token": token}, **end)  # type: ignore[arg-type]
+            return True
+        except StoreError as again:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            failure = f"{failure}; cannot keep it aside either ({why}); {again}"
+        import json  # only here: the launcher's start-up does not need it
+
+        sys.stderr.write(
+            f"taskwatcher: task {taskid} ended but its end could not be recorded ({failure}):"
+            f" {json.dumps(end)}\n"
+        )
+        return False
+    sys.stderr.write(
+        f"taskwatcher: task {taskid} ended but {failure}: its end is kept in {kept} for the next command\n"
+    )
+    return False
 
 
 def launch(db: str | None, req: LaunchRequest) -> Ending:
@@ -560,19 +700,25 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
     validate(req)
     closed = claim_standard_fds()  # before any fd is made: none may take 0-2's place
     flags = SignalFlags()
-    with Store(db) as store:
-        reconcile(store)
-        task = claim(store, req)
-        log.debug("claimed task %s (%s) in %s; log %s", task["id"], task["name"], store.path, task["logfile"])
-        process.crash_point("reserved")
-        if not req.detach:
-            return run_task(store, task, req, flags, closed=closed)
-        relay = open_output(store, task, req, closed)
-    _detach(store.path, task, req, relay)
-    return Ending(0)
+    try:
+        with Store(db) as store:
+            reconcile(store)
+            task = claim(store, req)
+            log.debug("claimed task %s (%s) in %s; log %s", task["id"], task["name"], store.path,
+                      task["logfile"])  # fmt: skip
+            process.crash_point("reserved")
+            if not req.detach:
+                return run_task(store, task, req, flags, closed=closed)
+            relay = open_output(store, task, req, closed)
+        _detach(store.path, task, req, relay, flags.ignored)
+        return Ending(0)
+    finally:
+        flags.close()
 
 
-def _detach(db: str, task: dict[str, object], req: LaunchRequest, relay: Relay | None) -> None:
+def _detach(
+    db: str, task: dict[str, object], req: LaunchRequest, relay: Relay | None, ignored: frozenset[int]
+) -> None:
     """Fork a supervisor in its own session; print the id once the task runs."""
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     if os.fork():
@@ -599,7 +745,7 @@ def _detach(db: str, task: dict[str, object], req: LaunchRequest, relay: Relay |
             os.dup2(fd, target)
         with Store(db) as store:  # a connection is never reused across fork
             try:
-                _run(store, task, req, SignalFlags(), relay, report.started)
+                _run(store, task, req, SignalFlags(ignored), relay, report.started)
             finally:
                 if relay is not None:
                     relay.close_unused()

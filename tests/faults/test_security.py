@@ -452,7 +452,7 @@ def test_killall_stops_every_task_here_and_names_the_one_on_another_host(tw, db)
     assert proc.stdout == f"task {first}: killed\ntask {last}: killed\n"
     assert (
         proc.stderr
-        == f"taskwatcher: not stopped, stop them on their host: task {foreign} on host elsewhere\n"
+        == f"taskwatcher: not stopped, stop them where they run: task {foreign} (host elsewhere)\n"
     )
     assert list(tw.tasks()) == [str(foreign)]
     assert sorted(e["taskid"] for e in tw.history().values()) == [int(first), int(last)]
