@@ -428,8 +428,9 @@ def test_only_appended_data_is_read(tmp_path: Path) -> None:
     assert state.data == {"a": "1", "planted": "kept", "b": "2"}
 
 
-def test_already_read_bytes_are_not_read_again(tmp_path: Path) -> None:
-    """Rewrite the already-read part in place (same size, same inode): it is not read again."""
+def test_already_read_bytes_rewritten_in_place_are_read_again(tmp_path: Path) -> None:
+    """Rewrite the already-read part in place (same inode, then a line appended): the bytes
+    before the offset no longer match their fingerprint, so the file is read from 0."""
     path = tmp_path / "fb.log"
     path.write_bytes(b"[a]1\n")
     state = FeedbackState()
@@ -438,8 +439,8 @@ def test_already_read_bytes_are_not_read_again(tmp_path: Path) -> None:
         f.write(b"[z]9\n")
         f.seek(0, os.SEEK_END)
         f.write(b"[b]2\n")
-    read_increment(str(path), state)
-    assert state.data == {"a": "1", "b": "2"}
+    assert read_increment(str(path), state) is True
+    assert state.data == {"z": "9", "b": "2"} == parse_file(path)
     assert state.offset == 10
 
 

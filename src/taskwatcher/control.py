@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from . import process
 from .errors import NoSuchTask, StoreError, TasksRunning, TaskwatcherError, UsageError, WaitTimeout
-from .feedback import FeedbackState, read_increment
+from .feedback import FeedbackName, FeedbackState, read_increment
 from .logs import Logger
 from .process import Identity
 from .status import TaskStatus, heartbeat_status
@@ -114,8 +114,10 @@ def archive_pending_ends(store: Store) -> None:
             continue
         row = store.task(taskid)
         if row is not None and row["token"] == end.get("token"):
+            # The launcher read the final feedback (it held the file): kept with the end.
             archive_task(store, row, termsignal=end.get("termsignal", ""),
-                         termerror=end.get("termerror", ""), exitcode=end.get("exitcode"))  # fmt: skip
+                         termerror=end.get("termerror", ""), exitcode=end.get("exitcode"),
+                         feedback=end.get("feedback"))  # fmt: skip
             process.crash_point("pending-archived")  # archived, its file not yet removed
         os.unlink(path)  # archived now, or the task is gone (archived by someone else)
 
@@ -161,6 +163,7 @@ def archive_task(
     exitcode: int | None = None,
     kill_remains: bool = False,
     unless: Callable[[Row], bool] | None = None,
+    feedback: dict[str, str] | None = None,
 ) -> bool:
     """Move one task to history with its final feedback, then delete its feedback file.
 
@@ -168,26 +171,59 @@ def archive_task(
     (same token): another command may have archived it, or a re-created database
     reused its id. ``kill_remains`` SIGKILLs what is left of a task whose launcher
     is gone first; ``unless`` can call the whole thing off on the fresh row.
-    Returns whether this call archived it.
+    ``feedback``: the final feedback, already read by the task's launcher, which
+    holds and removes the file itself; otherwise the file is read here, once its
+    name is held (see :class:`FeedbackName`). Returns whether this call archived it.
+
+    The feedback file is read outside any transaction: a FIFO there, or a huge
+    file, must never hold the database's write lock.
     """
-    with store.transaction() as conn:
-        current = store.task(row["id"])
-        if current is None or current["token"] != row["token"] or (unless and unless(current)):
-            return False
-        if kill_remains:
+    if kill_remains:
+        with store.transaction():
+            current = store.task(row["id"])
+            if current is None or current["token"] != row["token"] or (unless and unless(current)):
+                return False
             termsignal = stop_remains(current) or termsignal
-        store.archive(
-            conn,
-            current,
-            termsignal=termsignal,
-            termerror=termerror,
-            exitcode=exitcode,
-            feedback=final_feedback(store, current),
-        )
-        process.crash_point("archiving")  # inside the transaction: the history row is not committed
-    if current["feedpath"]:
-        remove_feedback(current["feedpath"])
-    return True
+    name = None
+    if feedback is None:
+        feedback, name = _read_final_feedback(store, row)
+    archiving = archived = gone = False
+    try:
+        with store.transaction() as conn:
+            current = store.task(row["id"])
+            gone = current is None or current["token"] != row["token"]
+            if current is not None and not gone and not (unless and unless(current)):
+                archiving = True
+                store.archive(conn, current, termsignal=termsignal, termerror=termerror,
+                              exitcode=exitcode, feedback=feedback)  # fmt: skip
+                process.crash_point("archiving")  # inside the transaction: the history row is not committed
+        archived = archiving  # committed
+    finally:
+        if name is not None:  # archived, by us or by another command: the file is done with
+            name.release(remove_file=archived or gone)
+    return archived
+
+
+def _read_final_feedback(store: Store, row: Row) -> tuple[dict[str, str], FeedbackName | None]:
+    """A task's final feedback read from its file, and the file's name, now held (or None).
+
+    The name is held only if no live launcher holds it: one that does is another
+    task's (another database sharing the folder), so neither read nor removed;
+    the feedback last read is then the final one.
+    """
+    current = store.task(row["id"])
+    if current is None or current["token"] != row["token"] or not current["feedpath"]:
+        return {}, None
+    name = FeedbackName(current["feedpath"])
+    try:
+        held = name.acquire()
+    except TaskwatcherError as e:
+        log.debug("%s", e)
+        held = False
+    if not held:
+        log.debug("feedback file %s is held by another live task: not read", current["feedpath"])
+        return load_feedback_state(store, current["id"]).data, None
+    return final_feedback(store, current), name
 
 
 def _expired(row: Row, t: float) -> bool:
@@ -199,16 +235,26 @@ def _expired(row: Row, t: float) -> bool:
 
 # -- feedback files ------------------------------------------------------------------
 def final_feedback(store: Store, row: Row) -> dict[str, str]:
-    """The feedback as the task left it, read on from where the last reader stopped."""
+    """The feedback as the task left it, read on from where the last reader stopped.
+
+    Call it outside any transaction. A file that is not a regular file (a FIFO,
+    a link) or cannot be read leaves the feedback last read, said under --debug.
+    """
     path = row["feedpath"]
     if not path:
         return {}
     state = load_feedback_state(store, row["id"])
-    try:
-        read_increment(path, state, final=True)
-    except TaskwatcherError as e:
-        log.warning("%s", e)
+    _read_feedback(path, state, final=True)
     return state.data
+
+
+def _read_feedback(path: str, state: FeedbackState, final: bool = False) -> bool:
+    """:func:`read_increment`, a file that cannot be read counting as no news."""
+    try:
+        return read_increment(path, state, final)
+    except TaskwatcherError as e:
+        log.debug("%s: the feedback last read stands", e)
+        return False
 
 
 def load_feedback_state(store: Store, taskid: int) -> FeedbackState:
@@ -221,16 +267,8 @@ def load_feedback_state(store: Store, taskid: int) -> FeedbackState:
         saved["offset"] or 0,
         saved["lines"] or 0,
         json.loads(saved["feedback"] or "{}"),
+        saved["fingerprint"] or "",
     )
-
-
-def remove_feedback(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        log.warning("cannot remove feedback file %s: %s", path, e.strerror)
 
 
 # -- reservations ----------------------------------------------------------------------
@@ -315,7 +353,10 @@ def task_feedback(store: Store, taskid: int) -> dict[str, str]:
     """The latest feedback of a running task, or the final one of a finished task.
 
     Only what was appended since the last read is read; the reader's place is
-    kept in the ``feedbacks`` table, in the same transaction as the data.
+    kept in the ``feedbacks`` table. The file is read outside any transaction
+    (a FIFO there must never hold the write lock); the new place is then saved
+    only if the saved one is still the one this read started from: a reader that
+    saved meanwhile keeps its own, and every saved place is one whole read's.
     """
     row = store.task(taskid)
     if row is None:
@@ -325,14 +366,20 @@ def task_feedback(store: Store, taskid: int) -> dict[str, str]:
         return json.loads(entry["feedback"] or "{}")
     if not row["feedpath"]:
         return {}
+    saved = store.feedback_row(taskid)
+    start = load_feedback_state(store, taskid)
+    state = start.copy()
+    if not _read_feedback(row["feedpath"], state) and saved is not None:
+        return state.data
     with store.transaction() as conn:
-        if store.task(taskid) is None:  # it ended meanwhile: history has its final feedback
-            ended = True
+        current = store.task(taskid)
+        if current is None or current["token"] != row["token"]:
+            ended = True  # it ended meanwhile: history has its final feedback
         else:
             ended = False
-            state = load_feedback_state(store, taskid)
-            if read_increment(row["feedpath"], state) or store.feedback_row(taskid) is None:
-                store.save_feedback(conn, taskid, state.data, state.dev, state.ino, state.offset, state.lines)
+            if load_feedback_state(store, taskid) == start:
+                store.save_feedback(conn, taskid, state.data, state.dev, state.ino, state.offset,
+                                    state.lines, state.fingerprint)  # fmt: skip
                 process.crash_point("feedback-saving")  # the new offset and data not committed
     return task_feedback(store, taskid) if ended else state.data
 

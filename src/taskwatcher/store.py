@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = Logger(__name__)
 
-SCHEMA_VERSION = 2  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
+SCHEMA_VERSION = 3  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
 APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
 # How long a write waits for another's lock, in seconds; TASKWATCHER_BUSY_TIMEOUT changes it.
 BUSY_TIMEOUT = 30.0
@@ -54,7 +54,8 @@ _FEEDBACKS = """
 CREATE TABLE feedbacks (
     id INTEGER PRIMARY KEY,
     feedback BLOB, lastupdate INTEGER,
-    dev INTEGER, ino INTEGER, offset INTEGER NOT NULL DEFAULT 0, lines INTEGER NOT NULL DEFAULT 0
+    dev INTEGER, ino INTEGER, offset INTEGER NOT NULL DEFAULT 0, lines INTEGER NOT NULL DEFAULT 0,
+    fingerprint TEXT                   -- of the bytes before offset: a file rewritten in place is seen
 )"""
 _HISTORY = """
 CREATE TABLE history (
@@ -181,6 +182,8 @@ class Store:
                     self._upgrade_from_1x()
                 else:
                     self._create()
+            elif version < SCHEMA_VERSION:
+                self._upgrade(version)
         with contextlib.suppress(sqlite3.OperationalError):
             # WAL cannot be switched on inside a transaction, nor on a read-only file.
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -251,6 +254,12 @@ class Store:
         ).fetchone()[0]
         self.conn.execute("DELETE FROM sqlite_sequence WHERE name = 'tasks'")
         self.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('tasks', ?)", (top,))
+        self._stamp()
+
+    def _upgrade(self, version: int) -> None:
+        """Bring a taskwatcher 2.x schema up to this one, in place."""
+        if version < 3:  # the reader's fingerprint: a saved offset without one is read again from 0
+            self.conn.execute("ALTER TABLE feedbacks ADD COLUMN fingerprint TEXT")
         self._stamp()
 
     def close(self) -> None:
@@ -423,11 +432,12 @@ class Store:
         ino: int,
         offset: int,
         lines: int,
+        fingerprint: str = "",
     ) -> None:
         conn.execute(
-            "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (taskid, json.dumps(data, ensure_ascii=False), now(), dev, ino, offset, lines),
+            "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines,"
+            " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (taskid, json.dumps(data, ensure_ascii=False), now(), dev, ino, offset, lines, fingerprint),
         )
 
     # -- history -------------------------------------------------------------

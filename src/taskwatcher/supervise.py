@@ -23,13 +23,14 @@ from . import process
 from .control import (
     TOKEN_VARIABLE,
     archive_task,
+    final_feedback,
     keep_pending_end,
     log_dir,
     prune_by_config,
     reconcile,
-    remove_feedback,
 )
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
+from .feedback import FEEDBACK_VARIABLE, FeedbackName
 from .logs import Logger
 from .output import DEFAULT_LOG_MAX, LogFile, Relay, claim_standard_fds
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
@@ -160,7 +161,8 @@ class Supervisor:
         self.feedfile, self.timeout, self.grace, self.relay = feedfile, timeout, grace, relay
         self.started = self.last_heartbeat = self.last_look = time.monotonic()
         self.status = TaskStatus.RUNNING
-        self.signature: tuple[int, int, int] | None = None  # the feedback file's (ino, mtime, size)
+        # The feedback file's (ino, mtime, size): the launcher made it empty, which is no heartbeat.
+        self.signature = None if feedfile is None else _signature(feedfile)
         self.stop_reason: str | None = None
         self.stop_exitcode: int | None = None
         self.kill_at: float | None = None  # when the grace period of a stop ends
@@ -346,7 +348,7 @@ class Supervisor:
 
 def _signature(path: str) -> tuple[int, int, int] | None:
     try:
-        st = os.stat(path)
+        st = os.lstat(path)  # a link put in its place is a change of the link, never of its target
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -461,7 +463,7 @@ def open_output(
         folder = os.path.dirname(str(task["logfile"]))
         why = f"{folder} is a file" if isinstance(e, FileExistsError) else e.strerror
         reason = f"cannot open log file {task['logfile']}: {why}"
-        archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START)  # type: ignore[arg-type]
+        archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START, feedback={})  # type: ignore[arg-type]
         raise StartFailed(EXIT_CANNOT_START, reason) from None
     relay = Relay(log_file, closed)
     relay.capture(foreground=not req.detach)
@@ -476,15 +478,55 @@ def _run(
     relay: Relay | None,
     on_start: Callable[[tuple[int, str] | None], None] | None,
 ) -> Ending:
-    taskid = int(task["id"])  # type: ignore[call-overload]
     feedfile = task["feedpath"]
     assert feedfile is None or isinstance(feedfile, str)
-    if feedfile is not None:
-        remove_feedback(feedfile)  # a stale file would count as feedback from this task
+    name = None if feedfile is None else claim_feedback_name(store, task, feedfile)
+    try:
+        return _run_owning(store, task, req, flags, relay, on_start, feedfile)
+    finally:
+        if name is not None:
+            name.release()  # the file is read (into history or the kept end): remove it
+
+
+def claim_feedback_name(store: Store, task: dict[str, object], feedfile: str) -> FeedbackName:
+    """Hold the feedback file's name for the task's life and make the file, empty, before it starts.
+
+    A stale file of that name (its launcher gone) is removed, whatever it is (a
+    link is removed, never followed). A name held by a live launcher belongs to
+    another task, of another database sharing the folder: nothing is run (125).
+    """
+    name = FeedbackName(feedfile)
+    try:
+        if not name.acquire():
+            raise StartFailed(
+                EXIT_CANNOT_START,
+                f"feedback file {feedfile} is in use by a running task (of another database sharing"
+                " this --feedpath): nothing started",
+            )
+        name.create_file()
+    except TaskwatcherError as e:
+        name.release(remove_file=False)
+        archive_task(store, task, termerror=str(e), exitcode=EXIT_CANNOT_START, feedback={})  # type: ignore[arg-type]
+        raise StartFailed(EXIT_CANNOT_START, str(e)) from None
+    return name
+
+
+def _run_owning(
+    store: Store,
+    task: dict[str, object],
+    req: LaunchRequest,
+    flags: SignalFlags,
+    relay: Relay | None,
+    on_start: Callable[[tuple[int, str] | None], None] | None,
+    feedfile: str | None,
+) -> Ending:
+    taskid = int(task["id"])  # type: ignore[call-overload]
     env = dict(os.environ, TASKWATCHER_TASKID=str(taskid))
     env[TOKEN_VARIABLE] = str(task["token"])
     if feedfile is not None:
-        env["TASKWATCHER_FEEDBACK"] = feedfile
+        env[FEEDBACK_VARIABLE] = feedfile
+    else:  # a task launched from inside another must not write over the outer task's feedback
+        env.pop(FEEDBACK_VARIABLE, None)
     argv = substitute(req.command, taskid, feedfile)
     process.set_child_subreaper()
     child = fork_held(argv, env, relay.child_fds if relay is not None else None)
@@ -527,11 +569,13 @@ def _run(
         ending = Supervisor(store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay).run()
     if child.pidfd is not None:
         os.close(child.pidfd)
+    # Read here, by the file's holder, outside any transaction; kept with the end if that must wait.
+    feedback = final_feedback(store, {"id": taskid, "feedpath": feedfile})  # type: ignore[arg-type]
     end = dict(termsignal=ending.termsignal, termerror=ending.termerror, exitcode=ending.exitcode)
     try:
-        archive_task(store, {"id": taskid, "token": token}, **end)
+        archive_task(store, {"id": taskid, "token": token}, feedback=feedback, **end)  # type: ignore[arg-type]
     except StoreError as e:  # locked past the busy timeout, or unwritable: never drop the end
-        kept = keep_pending_end(store, taskid, token, end)
+        kept = keep_pending_end(store, taskid, token, {**end, "feedback": feedback})
         sys.stderr.write(
             f"taskwatcher: task {taskid} ended but {e}: its end is kept in {kept} for the next command\n"
         )
