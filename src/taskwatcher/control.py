@@ -285,7 +285,7 @@ def live_heartbeat(row: Row) -> float | None:
     beat = row["heartbeat"]
     if row["feedpath"]:
         try:
-            beat = max(beat or 0.0, os.stat(row["feedpath"]).st_mtime)
+            beat = max(beat or 0.0, os.lstat(row["feedpath"]).st_mtime)  # a link is never followed
         except OSError:
             pass
     return beat
