@@ -187,6 +187,8 @@ def archive_task(
     name = None
     if feedback is None:
         feedback, name = _read_final_feedback(store, row)
+        if feedback is None:
+            return False  # another command is archiving it right now
     archiving = archived = gone = False
     try:
         with store.transaction() as conn:
@@ -204,26 +206,41 @@ def archive_task(
     return archived
 
 
-def _read_final_feedback(store: Store, row: Row) -> tuple[dict[str, str], FeedbackName | None]:
+def _read_final_feedback(store: Store, row: Row) -> tuple[dict[str, str] | None, FeedbackName | None]:
     """A task's final feedback read from its file, and the file's name, now held (or None).
 
-    The name is held only if no live launcher holds it: one that does is another
-    task's (another database sharing the folder), so neither read nor removed;
-    the feedback last read is then the final one.
+    The name is taken only if no live process holds it. One that does may be
+    another command archiving this very task (the feedback is then None: leave
+    it to that one) or another task's launcher (another database sharing the
+    folder): that file is neither read nor removed, and the feedback last read
+    is the final one.
     """
     current = store.task(row["id"])
     if current is None or current["token"] != row["token"] or not current["feedpath"]:
         return {}, None
-    name = FeedbackName(current["feedpath"])
+    name, holder = FeedbackName(current["feedpath"]), feedback_holder(store, current["id"])
     try:
-        held = name.acquire()
+        held = name.acquire(holder)
     except TaskwatcherError as e:
         log.debug("%s", e)
         held = False
-    if not held:
-        log.debug("feedback file %s is held by another live task: not read", current["feedpath"])
-        return load_feedback_state(store, current["id"]).data, None
-    return final_feedback(store, current), name
+    if held:
+        return final_feedback(store, current), name
+    if name.holder() == holder:
+        return None, None
+    log.debug("feedback file %s is held by another live task: not read", current["feedpath"])
+    return load_feedback_state(store, current["id"]).data, None
+
+
+def feedback_holder(store: Store, taskid: int) -> str:
+    """Who holds a task's feedback file name, as written in its lock file: a digest of the
+    database and the task id, the same for its launcher and any command archiving it (never
+    the task's token, which must stay secret; two checksums, not hashlib, which costs a
+    launch 5 ms to import)."""
+    import zlib
+
+    key = f"{store.path}\0{taskid}".encode()
+    return f"{zlib.crc32(key):08x}{zlib.adler32(key):08x}"
 
 
 def _expired(row: Row, t: float) -> bool:

@@ -426,8 +426,12 @@ class FeedbackName:
         self.lock_path = os.path.join(folder, f".{name}.lock")
         self.fd: int | None = None
 
-    def acquire(self) -> bool:
-        """Take the name if no live process holds it; False if one does. Never blocks."""
+    def acquire(self, holder: str = "") -> bool:
+        """Take the name if no live process holds it; False if one does. Never blocks.
+
+        ``holder`` (no secret: anyone may read it) is written in the lock file,
+        for :meth:`holder` to tell whose task holds the name.
+        """
         import fcntl
 
         for _ in range(10):  # the lock file may be removed and made again by others meanwhile
@@ -439,18 +443,43 @@ class FeedbackName:
                 return False
             if self._names(fd):
                 self.fd = fd
+                if holder:
+                    self._write_holder(fd, holder)
                 return True
             os.close(fd)  # we locked a file its holder had just removed: try the one there now
         raise FeedbackFileError(f"cannot lock {self.lock_path}: it keeps being replaced")
 
+    def holder(self) -> str:
+        """What the process holding the name wrote in the lock file ("" if nothing)."""
+        try:
+            fd = open_regular(self.lock_path)
+        except FeedbackFileError:
+            return ""
+        if fd is None:
+            return ""
+        try:
+            return os.read(fd, 256).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _write_holder(fd: int, holder: str) -> None:
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+        except OSError:  # a lock file of another user's, opened read-only: the lock is what counts
+            pass
+
     def _open_lock_file(self) -> int:
         for _ in range(10):
             try:
-                fd = open_regular(self.lock_path, os.O_RDONLY | os.O_CREAT, doing="lock")
+                fd = open_regular(self.lock_path, os.O_RDWR | os.O_CREAT, doing="lock")
             except FeedbackNotAFile:
                 # Not a regular file (a link or FIFO planted there): no live holder made it.
                 _unlink(self.lock_path, "lock file")
                 continue
+            except FeedbackFileError:  # another user's lock file: reading it is enough to lock it
+                fd = open_regular(self.lock_path, os.O_RDONLY | os.O_CREAT, doing="lock")
             assert fd is not None  # O_CREAT: there is a file now
             return fd
         raise FeedbackFileError(f"cannot lock {self.lock_path}: it keeps being replaced")

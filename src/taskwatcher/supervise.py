@@ -23,6 +23,7 @@ from . import process
 from .control import (
     TOKEN_VARIABLE,
     archive_task,
+    feedback_holder,
     final_feedback,
     keep_pending_end,
     log_dir,
@@ -497,7 +498,7 @@ def claim_feedback_name(store: Store, task: dict[str, object], feedfile: str) ->
     """
     name = FeedbackName(feedfile)
     try:
-        if not name.acquire():
+        if not name.acquire(feedback_holder(store, int(task["id"]))):  # type: ignore[call-overload]
             raise StartFailed(
                 EXIT_CANNOT_START,
                 f"feedback file {feedfile} is in use by a running task (of another database sharing"

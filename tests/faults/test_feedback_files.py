@@ -21,7 +21,7 @@ import pytest
 
 from conftest import TW, Taskwatcher, wait_for
 from taskwatcher import TaskWatcher, control
-from taskwatcher.feedback import parse_file
+from taskwatcher.feedback import FeedbackName, parse_file
 from taskwatcher.store import Store
 from test_launch import ended, kill_own_processes, one_line_error
 
@@ -285,6 +285,31 @@ def test_a_lost_task_of_one_database_leaves_the_others_live_file_alone(tw, tmp_p
     (feeds / "go").touch()
     assert ended(b, 1)["feedback"] == {"db": "B"}
     assert sorted(p.name for p in feeds.iterdir()) == ["go"]
+
+
+def test_a_lost_task_being_archived_by_one_command_is_left_to_it_by_another(tw, feeds):
+    """Two commands archive one lost task at once: the one that holds the file's name reads it
+    (outside any transaction); the other, finding the name held for this very task, leaves the
+    task to it, rather than archiving it first with the feedback last read."""
+    script = ('echo "[a]1" >> "$TASKWATCHER_FEEDBACK"; until [ -e "$0/go" ]; do sleep 0.01; done;'
+              ' echo "[b]2" >> "$TASKWATCHER_FEEDBACK"; sleep 60')  # fmt: skip
+    taskid = detach(tw, feeds, script)
+    wait_for(lambda: tw.json("control", "--feedback", taskid) == {"a": "1"}, 10, "the first line read")
+    (feeds / "go").touch()
+    fb = feeds / f"feedback_{taskid}.log"
+    wait_for(lambda: fb.read_text() == "[a]1\n[b]2\n", 10, "the second line written")
+    with Store(tw.db) as store:
+        os.kill(store.task(int(taskid))["launcherpid"], signal.SIGKILL)
+        first = FeedbackName(str(fb))  # what the first command holds while it reads the file
+        assert first.acquire(control.feedback_holder(store, int(taskid)))
+    try:
+        tw.run("control", "--list", timeout=DEADLINE, check=True)
+        assert tw.history_of(taskid) is None, "archived by the second command, with a stale feedback"
+    finally:
+        first.release(remove_file=False)
+    tw.run("control", "--list", timeout=DEADLINE, check=True)
+    assert tw.history_of(taskid)["feedback"] == {"a": "1", "b": "2"}
+    assert not fb.exists()
 
 
 # -- small ones -------------------------------------------------------------------------------------
