@@ -641,7 +641,8 @@ def _detach(db: str, task: dict[str, object], req: LaunchRequest, relay: Relay |
                     relay.close_unused()
     except BaseException as e:
         report.send(f"{EXIT_CANNOT_START} {e}")
-        log.exception("detached supervisor failed")
+        if not isinstance(e, TaskwatcherError):  # one the parent says in its one line needs no traceback
+            log.exception("detached supervisor failed")
     finally:
         os._exit(0)
 

@@ -260,6 +260,10 @@ def test_a_second_database_never_takes_a_live_feedback_file_for_a_stale_one(tw, 
     assert "in use by a running task" in one_line_error(proc) and str(fb) in proc.stderr
     assert fb.read_text() == "[db]A\n"
     assert b.history_of(1)["exitcode"] == 125  # nothing ran; history says why
+    c = other_database(tw, tmp_path, "c")  # its task 1 too, detached
+    detached = c.run("launch", "--detach", "--feedpath", str(feeds), "--", "true", timeout=DEADLINE)
+    assert detached.returncode == 125 and "in use by a running task" in one_line_error(detached)
+    assert "Traceback" not in (tmp_path / "c-logs" / "task_1.log").read_text()
     (feeds / "go").touch()
     assert ended(tw, 1)["feedback"] == {"db": "A"}
     assert sorted(p.name for p in feeds.iterdir()) == ["go"]
