@@ -173,10 +173,9 @@ class FeedbackState:
 # (exact, but for a CRC-32 collision); beyond, a rewrite that keeps both windows byte for
 # byte and changes only the middle is taken for an append (README: decisions).
 # Why a matching prefix is enough, rewritten or not: the result is a function of the bytes
-# alone, and the offset always follows a newline or the byte-order mark (or is the end, for a
-# final look), so
-# replaying the lines after it on the result of the bytes before it gives the result of the
-# whole file. A rewrite that keeps the bytes before the offset, which no reader can tell
+# alone, and the offset always follows a newline or the byte-order mark (or is the end, for
+# a final look), so replaying the lines after it on the result of the bytes before it gives
+# the result of the whole file. A rewrite that keeps the bytes before the offset, which no reader can tell
 # from an append, therefore reads the same as reading the new file from 0.
 FINGERPRINT_HEAD = 16 << 10
 FINGERPRINT_TAIL = 48 << 10
