@@ -428,8 +428,9 @@ def test_only_appended_data_is_read(tmp_path: Path) -> None:
     assert state.data == {"a": "1", "planted": "kept", "b": "2"}
 
 
-def test_already_read_bytes_are_not_read_again(tmp_path: Path) -> None:
-    """Rewrite the already-read part in place (same size, same inode): it is not read again."""
+def test_already_read_bytes_rewritten_in_place_are_read_again(tmp_path: Path) -> None:
+    """Rewrite the already-read part in place (same inode, then a line appended): the bytes
+    before the offset no longer match their fingerprint, so the file is read from 0."""
     path = tmp_path / "fb.log"
     path.write_bytes(b"[a]1\n")
     state = FeedbackState()
@@ -438,8 +439,8 @@ def test_already_read_bytes_are_not_read_again(tmp_path: Path) -> None:
         f.write(b"[z]9\n")
         f.seek(0, os.SEEK_END)
         f.write(b"[b]2\n")
-    read_increment(str(path), state)
-    assert state.data == {"a": "1", "b": "2"}
+    assert read_increment(str(path), state) is True
+    assert state.data == {"z": "9", "b": "2"} == parse_file(path)
     assert state.offset == 10
 
 
@@ -679,3 +680,216 @@ def test_a_clearing_line_is_found_whatever_follows_it_on_the_line(clear: str) ->
     data = {"old": "1"}
     feedback.apply_text(data, text)
     assert data == {"b": "2", "c": "x[]"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files rewritten in place (SPEC Part 2, "Feedback written in place"): the fingerprint
+# ---------------------------------------------------------------------------------------------------
+# Pieces that make the hard cases likely: a value of the same length, a clear, a removal, a
+# comment, a line without its end, a byte-order mark, a bad byte.
+_PIECES = [b"[a]1\n", b"[a]2\n", b"[a]10\n", b"[b]x\n", b"[]\n", b"[a]\n", b"#c\n", b"\n", b"[a]1", b"[b",
+           b"]y\n", b"\xef\xbb\xbf", b"\xff\n", b"  [c]3  \n"]  # fmt: skip
+_piece = st.sampled_from(_PIECES)
+_content = st.lists(_piece, max_size=8).map(b"".join)
+_op = st.one_of(
+    st.tuples(st.just("append"), _content),
+    st.tuples(st.just("rewrite"), _content),  # in place: truncated, then written (echo > F)
+    st.tuples(st.just("rename"), _content),  # a new file renamed over the old one
+    st.tuples(st.just("same-size"), st.integers(0, 200), _piece),  # bytes overwritten in place
+    st.tuples(st.just("truncate"), st.integers(0, 200)),
+    st.tuples(st.just("poll")),
+    st.tuples(st.just("final")),
+)
+
+
+def _complete_lines(raw: bytes) -> bytes:
+    return raw[: raw.rfind(b"\n") + 1]
+
+
+def _parse_bytes(tmp_path: Path, raw: bytes) -> dict[str, str]:
+    ref = tmp_path / "reference.log"
+    ref.write_bytes(raw)
+    return parse_file(ref)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(_op, max_size=25))
+def test_polls_always_equal_parse_of_the_current_file(tmp_path: Path, ops: list[tuple]) -> None:
+    """Random appends, rewrites (in place, by rename, the same size by overwriting, shorter and
+    longer), truncations and polls: after each poll the incremental state equals parse_file of
+    the file as it is (its complete lines; every line for a final look), and a poll after
+    appends alone reads only the bytes after the offset."""
+    path = tmp_path / f"fb{next(_file_counter)}.log"
+    path.write_bytes(b"")
+    state = FeedbackState()
+    only_appended = True
+    for op in ops:
+        kind = op[0]
+        if kind == "append":
+            _append(path, op[1])
+        elif kind == "rewrite":
+            with open(path, "r+b") as f:
+                f.truncate(0)
+                f.write(op[1])
+        elif kind == "rename":
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(op[1])
+            os.replace(tmp, path)
+        elif kind == "same-size":
+            raw = path.read_bytes()
+            at = min(op[1], len(raw))
+            with open(path, "r+b") as f:
+                f.seek(at)
+                f.write(op[2][: len(raw) - at])
+        elif kind == "truncate":
+            with open(path, "r+b") as f:
+                f.truncate(op[1])
+        raw = path.read_bytes()
+        if kind == "poll":
+            offset, handled = state.offset, feedback.bytes_handled
+            read_increment(str(path), state)
+            work = feedback.bytes_handled - handled
+            assert state.data == _parse_bytes(tmp_path, _complete_lines(raw)), (ops, raw)
+            if only_appended:  # incremental: what follows the offset, scanned and copied once each
+                assert work <= 2 * (len(raw) - offset)
+            only_appended = True
+        elif kind == "final":
+            last = state.copy()
+            read_increment(str(path), last, final=True)
+            assert last.data == parse_file(path), (ops, raw)
+        elif kind != "append":
+            only_appended = False
+    path.unlink()
+
+
+def test_a_rewrite_keeping_the_bytes_already_read_is_an_append_and_reads_the_same(tmp_path: Path) -> None:
+    """The one rewrite no reader can see: the bytes before the offset are the same. The result
+    is then the same too, since it depends on the content alone."""
+    path = tmp_path / "fb.log"
+    path.write_bytes(b"[a]1\n")
+    state = FeedbackState()
+    read_increment(str(path), state)
+    path.write_bytes(b"[a]1\n[b]2\n")  # truncated and written again, the first line unchanged
+    read_increment(str(path), state)
+    assert state.data == {"a": "1", "b": "2"} == parse_file(path)
+
+
+def test_a_saved_state_without_fingerprint_reads_again_from_0(tmp_path: Path) -> None:
+    """A place saved by an older taskwatcher has no fingerprint: it cannot be trusted."""
+    path = tmp_path / "fb.log"
+    path.write_bytes(b"[a]2\n[b]3\n")
+    st_ = os.stat(path)
+    state = FeedbackState(st_.st_dev, st_.st_ino, 5, 1, {"a": "1"}, fingerprint="")
+    read_increment(str(path), state)
+    assert state.data == {"a": "2", "b": "3"}
+
+
+def _big_file(path: Path, size: int) -> bytes:
+    raw = b"".join(b"[line]%08d\n" % i for i in range(size // 15))
+    path.write_bytes(raw)
+    return raw
+
+
+@pytest.mark.parametrize("where", ["head", "tail"])
+def test_a_large_file_rewritten_in_its_fingerprint_windows_is_read_again(tmp_path: Path, where: str) -> None:
+    """Beyond HEAD + TAIL bytes read, the fingerprint covers the first HEAD bytes and the last
+    TAIL bytes before the offset: a rewrite of the same size that changes either is seen."""
+    path = tmp_path / "fb.log"
+    raw = _big_file(path, 1 << 20)
+    state = FeedbackState()
+    read_increment(str(path), state)
+    line = b"[phase]up.....\n"  # as long as the lines it replaces
+    at = 0 if where == "head" else len(raw) - 2 * len(line)
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(line)
+    read_increment(str(path), state)
+    assert state.data == parse_file(path)
+    assert state.data["phase"] == "up....."
+
+
+def test_a_look_at_a_large_file_reads_the_windows_and_the_new_bytes_only(tmp_path: Path) -> None:
+    path = tmp_path / "fb.log"
+    _big_file(path, 8 << 20)
+    state = FeedbackState()
+    read_increment(str(path), state)
+    handled = feedback.bytes_handled
+    _append(path, b"[b]2\n")
+    read_increment(str(path), state)
+    assert feedback.bytes_handled - handled == 2 * len(b"[b]2\n")
+    assert state.data["b"] == "2"
+    assert feedback.FINGERPRINT_HEAD + feedback.FINGERPRINT_TAIL == 64 << 10  # the old bytes a look reads
+
+
+# ---------------------------------------------------------------------------------------------------
+# An unterminated line costs what the same bytes in lines cost (linear, not quadratic)
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("final", [False, True])
+def test_an_unterminated_line_is_read_in_linear_work(tmp_path: Path, final: bool) -> None:
+    """16 MB without a newline: each byte is scanned once and copied at most once more. Rebuilding
+    the pending bytes for each 1 MiB block would handle 16 + 15 + ... + 1 MiB, 8.5 times the size."""
+    size = 16 << 20
+    path = tmp_path / "fb.log"
+    path.write_bytes(b"[big]" + b"x" * (size - 5))
+    handled = feedback.bytes_handled
+    state = FeedbackState()
+    read_increment(str(path), state, final=final)
+    work = feedback.bytes_handled - handled
+    assert work <= (2 if final else 1) * size + 16
+    assert (len(state.data.get("big", "")), state.offset) == ((size - 5, size) if final else (0, 0))
+    # Ended later, the line is read once more and then parsed, still in linear work.
+    _append(path, b"\n[after]1\n")
+    handled = feedback.bytes_handled
+    read_increment(str(path), state)
+    assert feedback.bytes_handled - handled <= 3 * size
+    assert state.data == parse_file(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Only a regular file is a task's feedback file: never a link, a FIFO, a device, a folder
+# ---------------------------------------------------------------------------------------------------
+def test_a_fifo_is_refused_at_once_never_waited_on(tmp_path: Path) -> None:
+    path = tmp_path / "fb.log"
+    os.mkfifo(path)
+    with pytest.raises(FeedbackFileError, match="not a regular file \\(a FIFO\\)"):
+        read_increment(str(path), FeedbackState())  # a blocking open would never return
+
+
+def test_a_symlink_is_never_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"[password]hunter2\n")
+    path = tmp_path / "fb.log"
+    path.symlink_to(secret)
+    state = FeedbackState()
+    with pytest.raises(FeedbackFileError, match="symbolic link: not followed"):
+        read_increment(str(path), state)
+    assert state.data == {}
+
+
+def test_a_device_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FeedbackFileError, match="a device"):
+        read_increment("/dev/zero", FeedbackState())
+
+
+def test_the_writer_never_writes_through_a_link_nor_into_a_fifo(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"")
+    link = tmp_path / "fb.log"
+    link.symlink_to(target)
+    with pytest.raises(FeedbackFileError, match="symbolic link"):
+        feedback.Feedback(link).set("a", 1)
+    assert target.read_bytes() == b""
+    fifo = tmp_path / "fifo.log"
+    os.mkfifo(fifo)
+    with pytest.raises(FeedbackFileError, match="not a regular file"):
+        feedback.Feedback(fifo).set("a", 1)  # no reader: a blocking open would hang
+
+
+def test_the_writer_makes_the_file_0644_at_most_even_under_umask_000(tmp_path: Path) -> None:
+    path = tmp_path / "fb.log"
+    old = os.umask(0)
+    try:
+        feedback.Feedback(path).set("a", 1)
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644

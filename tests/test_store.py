@@ -432,3 +432,27 @@ def test_a_schema_2_file_gets_the_columns_added_since_and_its_placed_logs_are_kn
         assert placed == {5: 1, 6: 0, 7: 0}
         assert s.delete_history() == (3, [f"{logs}/task_5.log"])
     assert pragma(db, "user_version") == store_mod.SCHEMA_VERSION
+
+
+def test_a_schema_2_database_is_upgraded_in_place_its_saved_places_read_again(tmp_path):
+    """Schema 3 adds the reader's fingerprint to ``feedbacks``; a place saved by schema 2 has
+    none, so the next read of that task's file starts from 0 (a rewrite in place may have
+    happened meanwhile) instead of trusting the offset."""
+    db = tmp_path / "tw.db"
+    fb = tmp_path / "feedback_1.log"
+    fb.write_text("[a]2\n[b]3\n")
+    with Store(db) as s:
+        taskid = s.reserve("x", (None, None, None), False, 60)
+        s.update_task(taskid, status="RUNNING", feedpath=str(fb), token="t")
+    with sqlite3.connect(db) as c:  # what taskwatcher with schema 2 left
+        c.execute("ALTER TABLE feedbacks DROP COLUMN fingerprint")
+        st = fb.stat()
+        c.execute("INSERT INTO feedbacks (id, feedback, dev, ino, offset, lines) VALUES (?, ?, ?, ?, 5, 1)",
+                  (taskid, '{"a": "1"}', st.st_dev, st.st_ino))  # fmt: skip
+        c.execute("PRAGMA user_version=2")
+    from taskwatcher import control
+
+    with Store(db) as s:
+        assert pragma(db, "user_version") == store_mod.SCHEMA_VERSION == 3
+        assert s.feedback_row(taskid)["fingerprint"] is None and s.task(taskid)["name"] == "x"
+        assert control.task_feedback(s, taskid) == {"a": "2", "b": "3"}

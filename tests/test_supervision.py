@@ -196,7 +196,7 @@ def test_stale_feedback_file_is_removed_before_start(tw, tmp_path):
     assert not stale.exists()
 
 
-def test_stale_feedback_file_is_gone_when_the_command_starts(tw, tmp_path):
+def test_stale_feedback_file_is_replaced_by_an_empty_one_when_the_command_starts(tw, tmp_path):
     fb = tmp_path / "fb"
     fb.mkdir()
     out = tmp_path / "facts.json"
@@ -205,7 +205,8 @@ def test_stale_feedback_file_is_gone_when_the_command_starts(tw, tmp_path):
     proc = tw.run("launch", "--taskid", str(taskid), "--feedpath", str(fb), "--", *helper("record", out))
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(out.read_text())
-    assert facts["feedback_existed"] is False
+    # Decision: the launcher makes the file itself, empty, before the command starts (it owns it).
+    assert facts["feedback_content"] == ""
     assert "stale" not in tw.history_of(taskid)["feedback"]
 
 

@@ -27,7 +27,7 @@ from .errors import (
     UsageError,
     WaitTimeout,
 )
-from .feedback import FeedbackState, read_increment
+from .feedback import FeedbackName, FeedbackState, read_increment
 from .logs import Logger
 from .process import Identity
 from .status import TaskStatus, heartbeat_status
@@ -162,8 +162,9 @@ def archive_pending_ends(store: Store) -> None:
             continue
         row = store.task(int(name[5:-5]))
         if row is not None and row["token"] and row["token"] == end["token"]:
+            # The launcher read the final feedback (it held the file): kept with the end.
             archive_task(store, row, termsignal=end["termsignal"], termerror=end["termerror"],
-                         exitcode=end["exitcode"])  # fmt: skip
+                         exitcode=end["exitcode"], feedback=end["feedback"])  # fmt: skip
             process.crash_point("pending-archived")  # archived, its file not yet removed
         try:
             os.unlink(path)  # archived now, or not this task's end (the task is gone, or forged)
@@ -196,6 +197,14 @@ def _read_pending_end(path: str) -> dict[str, Any] | None:
     texts_ok = all(isinstance(fields[k], str) for k in ("token", "termsignal", "termerror"))
     if not texts_ok or not fields["token"] or not (code is None or type(code) is int):
         return None
+    # The final feedback the launcher read (None: an older launcher's end; read the file then).
+    feedback = end.get("feedback")
+    if isinstance(feedback, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in feedback.items()
+    ):
+        fields["feedback"] = feedback
+    else:
+        fields["feedback"] = None
     return fields
 
 
@@ -240,6 +249,7 @@ def archive_task(
     exitcode: int | None = None,
     kill_remains: bool = False,
     unless: Callable[[Row], bool] | None = None,
+    feedback: dict[str, str] | None = None,
 ) -> bool:
     """Move one task to history with its final feedback, then delete its feedback file.
 
@@ -248,32 +258,84 @@ def archive_task(
     reused its id. ``kill_remains`` SIGKILLs what is left of a task whose launcher
     is gone first (and if some of it may not be stopped by this user, the row
     stays: its task still runs, and the next command tries again); ``unless``
-    can call the whole thing off on the fresh row. Returns whether this call
-    archived it.
+    can call the whole thing off on the fresh row. ``feedback``: the final
+    feedback, already read by the task's launcher, which holds and removes the
+    file itself; otherwise the file is read here, once its name is held (see
+    :class:`FeedbackName`). Returns whether this call archived it.
+
+    The feedback file is read outside any transaction: a FIFO there, or a huge
+    file, must never hold the database's write lock.
     """
-    with store.transaction() as conn:
-        current = store.task(row["id"])
-        if current is None or current["token"] != row["token"] or (unless and unless(current)):
-            return False
-        if kill_remains:
+    if kill_remains:
+        with store.transaction():
+            current = store.task(row["id"])
+            if current is None or current["token"] != row["token"] or (unless and unless(current)):
+                return False
             refused: set[Identity] = set()
             termsignal = stop_remains(current, refused) or termsignal
             if refused:
                 log.debug("task %d: may not signal %s", current["id"], sorted(i.pid for i in refused))
                 return False
-        store.archive(
-            conn,
-            current,
-            termsignal=termsignal,
-            termerror=termerror,
-            exitcode=exitcode,
-            feedback=final_feedback(store, current),
-        )
-        process.crash_point("archiving")  # inside the transaction: the history row is not committed
-    feedfile = row_feedpath(current)
-    if feedfile and _is_own_file(feedfile):
-        remove_feedback(feedfile)
-    return True
+    name = None
+    if feedback is None:
+        feedback, name = _read_final_feedback(store, row)
+        if feedback is None:
+            return False  # another command is archiving it right now
+    archiving = archived = gone = False
+    try:
+        with store.transaction() as conn:
+            current = store.task(row["id"])
+            gone = current is None or current["token"] != row["token"]
+            if current is not None and not gone and not (unless and unless(current)):
+                archiving = True
+                store.archive(conn, current, termsignal=termsignal, termerror=termerror,
+                              exitcode=exitcode, feedback=feedback)  # fmt: skip
+                process.crash_point("archiving")  # inside the transaction: the history row is not committed
+        archived = archiving  # committed
+    finally:
+        if name is not None:  # archived, by us or by another command: the file is done with
+            name.release(remove_file=(archived or gone) and _is_own_file(name.path))
+    return archived
+
+
+def _read_final_feedback(store: Store, row: Row) -> tuple[dict[str, str] | None, FeedbackName | None]:
+    """A task's final feedback read from its file, and the file's name, now held (or None).
+
+    The name is taken only if no live process holds it. One that does may be
+    another command archiving this very task (the feedback is then None: leave
+    it to that one) or another task's launcher (another database sharing the
+    folder): that file is neither read nor removed, and the feedback last read
+    is the final one.
+    """
+    current = store.task(row["id"])
+    if current is None or current["token"] != row["token"]:
+        return {}, None
+    path = row_feedpath(current)
+    if not path:
+        return {}, None
+    name, holder = FeedbackName(path), feedback_holder(store, current["id"])
+    try:
+        held = name.acquire(holder)
+    except TaskwatcherError as e:
+        log.debug("%s", e)
+        held = False
+    if held:
+        return final_feedback(store, current), name
+    if name.holder() == holder:
+        return None, None
+    log.debug("feedback file %s is held by another live task: not read", path)
+    return load_feedback_state(store, current["id"]).data, None
+
+
+def feedback_holder(store: Store, taskid: int) -> str:
+    """Who holds a task's feedback file name, as written in its lock file: a digest of the
+    database and the task id, the same for its launcher and any command archiving it (never
+    the task's token, which must stay secret; two checksums, not hashlib, which costs a
+    launch 5 ms to import)."""
+    import zlib
+
+    key = f"{store.path}\0{taskid}".encode()
+    return f"{zlib.crc32(key):08x}{zlib.adler32(key):08x}"
 
 
 def row_feedpath(row: Row) -> str | None:
@@ -310,16 +372,26 @@ def _expired(row: Row, t: float) -> bool:
 
 # -- feedback files ------------------------------------------------------------------
 def final_feedback(store: Store, row: Row) -> dict[str, str]:
-    """The feedback as the task left it, read on from where the last reader stopped."""
+    """The feedback as the task left it, read on from where the last reader stopped.
+
+    Call it outside any transaction. A file that is not a regular file (a FIFO,
+    a link) or cannot be read leaves the feedback last read, said under --debug.
+    """
     path = row_feedpath(row)
     if not path:
         return {}
     state = load_feedback_state(store, row["id"])
-    try:
-        read_increment(path, state, final=True)
-    except TaskwatcherError as e:
-        log.warning("%s", e)
+    _read_feedback(path, state, final=True)
     return state.data
+
+
+def _read_feedback(path: str, state: FeedbackState, final: bool = False) -> bool:
+    """:func:`read_increment`, a file that cannot be read counting as no news."""
+    try:
+        return read_increment(path, state, final)
+    except TaskwatcherError as e:
+        log.debug("%s: the feedback last read stands", e)
+        return False
 
 
 def load_feedback_state(store: Store, taskid: int) -> FeedbackState:
@@ -332,16 +404,8 @@ def load_feedback_state(store: Store, taskid: int) -> FeedbackState:
         saved["offset"] or 0,
         saved["lines"] or 0,
         json.loads(saved["feedback"] or "{}"),
+        saved["fingerprint"] or "",
     )
-
-
-def remove_feedback(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        log.warning("cannot remove feedback file %s: %s", path, e.strerror)
 
 
 # -- reservations ----------------------------------------------------------------------
@@ -358,7 +422,7 @@ def live_heartbeat(row: Row) -> float | None:
     beat = row["heartbeat"]
     if row["feedpath"]:
         try:
-            beat = max(beat or 0.0, os.stat(row["feedpath"]).st_mtime)
+            beat = max(beat or 0.0, os.lstat(row["feedpath"]).st_mtime)  # a link is never followed
         except OSError:
             pass
     return beat
@@ -426,7 +490,10 @@ def task_feedback(store: Store, taskid: int) -> dict[str, str]:
     """The latest feedback of a running task, or the final one of a finished task.
 
     Only what was appended since the last read is read; the reader's place is
-    kept in the ``feedbacks`` table, in the same transaction as the data.
+    kept in the ``feedbacks`` table. The file is read outside any transaction
+    (a FIFO there must never hold the write lock); the new place is then saved
+    only if the saved one is still the one this read started from: a reader that
+    saved meanwhile keeps its own, and every saved place is one whole read's.
     """
     row = store.task(taskid)
     if row is None:
@@ -436,14 +503,20 @@ def task_feedback(store: Store, taskid: int) -> dict[str, str]:
         return json.loads(entry["feedback"] or "{}")
     if not row_feedpath(row):
         return {}
+    saved = store.feedback_row(taskid)
+    start = load_feedback_state(store, taskid)
+    state = start.copy()
+    if not _read_feedback(row["feedpath"], state) and saved is not None:
+        return state.data
     with store.transaction() as conn:
-        if store.task(taskid) is None:  # it ended meanwhile: history has its final feedback
-            ended = True
+        current = store.task(taskid)
+        if current is None or current["token"] != row["token"]:
+            ended = True  # it ended meanwhile: history has its final feedback
         else:
             ended = False
-            state = load_feedback_state(store, taskid)
-            if read_increment(row["feedpath"], state) or store.feedback_row(taskid) is None:
-                store.save_feedback(conn, taskid, state.data, state.dev, state.ino, state.offset, state.lines)
+            if load_feedback_state(store, taskid) == start:
+                store.save_feedback(conn, taskid, state.data, state.dev, state.ino, state.offset,
+                                    state.lines, state.fingerprint)  # fmt: skip
                 process.crash_point("feedback-saving")  # the new offset and data not committed
     return task_feedback(store, taskid) if ended else state.data
 

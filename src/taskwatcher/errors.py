@@ -86,6 +86,10 @@ class FeedbackFileError(TaskwatcherError):
     exit_code = 1
 
 
+class FeedbackNotAFile(FeedbackFileError):
+    """A task's feedback path is a link, FIFO, device, socket or folder: never followed or read."""
+
+
 class StartFailed(TaskwatcherError):
     """The task could not be started; the exit status says why (125, 126, 127)."""
 

@@ -1,21 +1,23 @@
-"""The feedback file format: its grammar, and an incremental reader of a growing file.
+"""The feedback file format: its grammar, an incremental reader, the writer, the launcher's hold.
 
 A feedback file is a log of ``[KEY]VALUE`` lines; replaying it gives a dict of
-strings (SPEC, "Feedback file format"). The reader keeps a byte offset and the
-file's identity so that each look reads only what was appended since the last.
+strings (SPEC, "Feedback file format"). The reader keeps a byte offset, the
+file's identity and a fingerprint of the bytes before the offset, so that each
+look reads only what was appended since the last and still sees a file
+rewritten in place. A launcher holds its task's file name for the task's life
+(:class:`FeedbackName`), so that two databases sharing a folder never take
+each other's file for a stale one.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 
-from .errors import FeedbackFileError
+from .errors import FeedbackFileError, FeedbackNotAFile
 from .logs import Logger
-
-TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
-if TYPE_CHECKING:
-    from typing import BinaryIO
 
 log = Logger(__name__)
 
@@ -109,30 +111,52 @@ def parse_text(text: str) -> dict[str, str]:
 
 
 def parse_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Replay a whole feedback file, its last line included even without a newline."""
+    """Replay a whole feedback file, its last line included even without a newline.
+
+    This is ``taskwatcher parse``: the file the user names, followed if it is a
+    link, a pipe read to its end. A task's feedback file is read with
+    :func:`read_increment`, which is stricter.
+    """
     try:
         with open(path, "rb") as f:
             state = FeedbackState()
-            _consume(f, state, final=True)
+            _consume(f.fileno(), state, _Prefix(), final=True)
             return state.data
     except OSError as e:
         raise FeedbackFileError(f"cannot read feedback file {os.fspath(path)}: {e.strerror}") from None
 
 
 class FeedbackState:
-    """Where the reader stands in one feedback file, and what it has read so far."""
+    """Where the reader stands in one feedback file, and what it has read so far.
 
-    __slots__ = ("data", "dev", "ino", "lines", "offset")
+    ``fingerprint`` stands for the bytes before ``offset`` (see :class:`_Prefix`):
+    the next look checks them against the file before reading on.
+    """
+
+    __slots__ = ("data", "dev", "fingerprint", "ino", "lines", "offset")
 
     # A plain class, not a dataclass: importing dataclasses costs every command ~8 ms.
     def __init__(
-        self, dev: int = 0, ino: int = 0, offset: int = 0, lines: int = 0, data: dict[str, str] | None = None
+        self,
+        dev: int = 0,
+        ino: int = 0,
+        offset: int = 0,
+        lines: int = 0,
+        data: dict[str, str] | None = None,
+        fingerprint: str = "",
     ) -> None:
         self.dev, self.ino, self.offset, self.lines = dev, ino, offset, lines
         self.data: dict[str, str] = {} if data is None else data
+        self.fingerprint = fingerprint
+
+    def copy(self) -> FeedbackState:
+        return FeedbackState(self.dev, self.ino, self.offset, self.lines, dict(self.data), self.fingerprint)
 
     def __repr__(self) -> str:
-        return f"FeedbackState(dev={self.dev}, ino={self.ino}, offset={self.offset}, lines={self.lines})"
+        return (
+            f"FeedbackState(dev={self.dev}, ino={self.ino}, offset={self.offset}, lines={self.lines},"
+            f" fingerprint={self.fingerprint!r})"
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FeedbackState):
@@ -140,61 +164,174 @@ class FeedbackState:
         return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
 
 
-def read_increment(path: str, state: FeedbackState, final: bool = False) -> bool:
-    """Bring ``state`` up to date with what was appended to ``path``.
+# -- the fingerprint of what was read ------------------------------------------------------
+# A file rewritten in place (`echo "[progress]$n" > "$F"`) keeps its inode and may keep or
+# pass its old size: only its bytes tell it from a file appended to. Comparing every byte
+# before the offset would be exact but would read the whole file at each look; the
+# fingerprint covers the first HEAD bytes and the last TAIL bytes before the offset, so a
+# look reads at most HEAD + TAIL old bytes. Up to HEAD + TAIL bytes read that is every byte
+# (exact, but for a CRC-32 collision); beyond, a rewrite that keeps both windows byte for
+# byte and changes only the middle is taken for an append (README: decisions).
+# Why a matching prefix is enough, rewritten or not: the result is a function of the bytes
+# alone, and the offset always follows a newline or the byte-order mark (or is the end, for
+# a final look), so replaying the lines after it on the result of the bytes before it gives
+# the result of the whole file. A rewrite that keeps the bytes before the offset, which no reader can tell
+# from an append, therefore reads the same as reading the new file from 0.
+FINGERPRINT_HEAD = 16 << 10
+FINGERPRINT_TAIL = 48 << 10
 
-    A replaced (other inode) or truncated file is read again from the start.
-    Unless ``final``, a last line without a newline is left for a later look,
-    since the task may still be writing it. A missing file changes nothing.
-    Returns whether ``state`` changed.
+
+class _Prefix:
+    """What the fingerprint needs of the bytes read so far: the first HEAD bytes, and the
+    last TAIL bytes of those after them."""
+
+    __slots__ = ("head", "length", "tail")
+
+    def __init__(self, head: bytes = b"", tail: bytes = b"", length: int = 0) -> None:
+        self.head, self.tail, self.length = head, tail, length
+
+    def add(self, piece: bytes) -> None:
+        self.length += len(piece)
+        if len(self.head) < FINGERPRINT_HEAD:
+            room = FINGERPRINT_HEAD - len(self.head)
+            self.head += piece[:room]
+            piece = piece[room:]
+        if piece:
+            self.tail = (self.tail + piece[-FINGERPRINT_TAIL:])[-FINGERPRINT_TAIL:]
+
+    def fingerprint(self) -> str:
+        import zlib  # 0.6 ms, and only a feedback read needs it
+
+        return f"{zlib.crc32(self.head):08x}{zlib.crc32(self.tail):08x}" if self.length else ""
+
+
+def _prefix_of(fd: int, offset: int) -> _Prefix:
+    """The fingerprint windows of the file's first ``offset`` bytes, as they are now."""
+    head = os.pread(fd, min(offset, FINGERPRINT_HEAD), 0)
+    start = max(FINGERPRINT_HEAD, offset - FINGERPRINT_TAIL)
+    tail = os.pread(fd, offset - start, start) if offset > start else b""
+    return _Prefix(head, tail, offset)
+
+
+# -- reading a task's feedback file ----------------------------------------------------------
+# Never follow a link (a link planted in a shared folder would put another file's content
+# into history), never block (a FIFO at the path would hang the reader), never take a
+# terminal as the controlling one; and only a regular file is read.
+_SAFE_FLAGS = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+FILE_MODE = 0o644  # less the umask: a feedback file is never writable by others, even under umask 000
+
+
+def open_regular(path: str, flags: int = os.O_RDONLY, doing: str = "read") -> int | None:
+    """A file descriptor on ``path`` if it is a regular file; None if there is nothing there.
+
+    A link, FIFO, device, socket or folder is refused at once (FeedbackFileError):
+    ``flags`` always get O_NOFOLLOW, O_NONBLOCK and O_NOCTTY.
     """
     try:
-        f = open(path, "rb")  # noqa: SIM115  (closed below; the open alone may fail)
+        fd = os.open(path, flags | _SAFE_FLAGS, FILE_MODE)
     except FileNotFoundError:
-        return False
+        return None
     except OSError as e:
-        raise FeedbackFileError(f"cannot read feedback file {path}: {e.strerror}") from None
-    with f:
-        st = os.fstat(f.fileno())
-        if (st.st_dev, st.st_ino) != (state.dev, state.ino) or st.st_size < state.offset:
-            log.debug("feedback file %s is new, replaced or truncated: reading from 0", path)
-            state.dev, state.ino, state.offset, state.lines = st.st_dev, st.st_ino, 0, 0
-            state.data = {}
-            changed = True
-        else:
-            changed = False
-        if st.st_size == state.offset:
-            return changed
-        f.seek(state.offset)
-        return _consume(f, state, final) or changed
+        if e.errno == errno.ELOOP:
+            raise FeedbackNotAFile(f"feedback file {path} is a symbolic link: not followed") from None
+        if e.errno == errno.ENXIO:  # a socket, or a FIFO opened for writing with no reader
+            raise FeedbackNotAFile(f"feedback file {path} is not a regular file: not used") from None
+        raise FeedbackFileError(f"cannot {doing} feedback file {path}: {e.strerror}") from None
+    mode_bits = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode_bits):
+        os.close(fd)
+        raise FeedbackNotAFile(f"feedback file {path} is not a regular file ({_kind(mode_bits)}): not used")
+    return fd
 
 
-def _consume(f: BinaryIO, state: FeedbackState, final: bool) -> bool:
-    """Read ``f`` from its position to the end into ``state``; advance the offset."""
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def read_increment(path: str, state: FeedbackState, final: bool = False) -> bool:
+    """Bring ``state`` up to what ``path`` says now, reading only what is new if it can.
+
+    The bytes already read are checked first (inode, size, fingerprint): a file
+    replaced, truncated or rewritten in place is read again from the start, so
+    that ``state.data`` always equals :func:`parse_file` of the file as it is.
+    Unless ``final``, a last line without a newline is left for a later look,
+    since the task may still be writing it. A missing file changes nothing; one
+    that is not a regular file (a FIFO, a link...) raises FeedbackFileError at
+    once, never blocks. Returns whether ``state`` changed.
+    """
+    fd = open_regular(path)
+    if fd is None:
+        return False
+    try:
+        before = state.copy()
+        st = os.fstat(fd)
+        prefix = None
+        if (st.st_dev, st.st_ino) == (state.dev, state.ino) and st.st_size >= state.offset:
+            prefix = _prefix_of(fd, state.offset)
+            if prefix.fingerprint() != state.fingerprint:
+                prefix = None
+        if prefix is None:
+            if state.offset or state.data:
+                log.debug("feedback file %s is new, replaced or rewritten: reading from 0", path)
+            state.dev, state.ino, state.offset, state.lines, state.data = st.st_dev, st.st_ino, 0, 0, {}
+            prefix = _Prefix()
+        os.lseek(fd, state.offset, os.SEEK_SET)
+        _consume(fd, state, prefix, final)
+        state.fingerprint = prefix.fingerprint()
+        return state != before
+    finally:
+        os.close(fd)
+
+
+# Bytes the reader has scanned for line ends or copied, over the process's life: a linear
+# reader's cost is a small multiple of what it reads (a test holds it to that).
+bytes_handled = 0
+
+
+def _consume(fd: int, state: FeedbackState, prefix: _Prefix, final: bool) -> None:
+    """Read ``fd`` from its position to the end into ``state``; advance the offset.
+
+    An unfinished line is kept as a list of its blocks, joined once when its
+    newline comes: each byte is scanned and copied a bounded number of times,
+    however long the line.
+    """
+    global bytes_handled
     data, lineno, offset = state.data, state.lines, state.offset
-    pending = b""
+    pending: list[bytes] = []  # the line being read, not yet ended
+    first = offset == 0
     while True:
-        block = f.read(_BLOCK)
+        block = os.read(fd, _BLOCK)
         if not block:
             break
-        if offset == 0 and not pending and block.startswith(_BOM):
-            block, offset = block[len(_BOM) :], len(_BOM)  # editors' byte-order mark: not data
-        block = pending + block
+        if first:
+            first = False
+            if block.startswith(_BOM):  # editors' byte-order mark: not data
+                prefix.add(_BOM)
+                block, offset = block[len(_BOM) :], len(_BOM)
         cut = block.rfind(b"\n")
+        bytes_handled += len(block)
         if cut < 0:
-            pending = block
+            pending.append(block)
             continue
-        pending = block[cut + 1 :]
-        apply_text(data, block[:cut].decode("utf-8", "replace"), lineno + 1)
-        lineno += block.count(b"\n", 0, cut + 1)
-        offset += cut + 1
+        lines = b"".join((*pending, block[: cut + 1])) if pending else block[: cut + 1]
+        bytes_handled += len(lines)
+        pending = [block[cut + 1 :]] if cut + 1 < len(block) else []
+        prefix.add(lines)
+        apply_text(data, lines.decode("utf-8", "replace"), lineno + 1)
+        lineno += lines.count(b"\n")
+        offset += len(lines)
     if final and pending:
+        rest = b"".join(pending)
+        bytes_handled += len(rest)
+        prefix.add(rest)
         lineno += 1
-        apply_line(data, pending.decode("utf-8", "replace"), lineno)
-        offset += len(pending)
-    moved = offset != state.offset
+        apply_line(data, rest.decode("utf-8", "replace"), lineno)
+        offset += len(rest)
     state.offset, state.lines = offset, lineno
-    return moved
 
 
 # -- writing -----------------------------------------------------------------------------
@@ -247,10 +384,8 @@ class Feedback:
 
     def _write(self, line: str) -> None:
         data = line.encode("utf-8")
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as e:
-            raise FeedbackFileError(f"cannot write feedback file {self.path}: {e.strerror}") from None
+        fd = open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, doing="write")
+        assert fd is not None  # O_CREAT: there is a file now
         try:
             os.write(fd, data)  # O_APPEND and one write: the line lands whole, after the others
         finally:
@@ -274,3 +409,128 @@ class Feedback:
         if self._stop is not None:
             self._stop.set()  # type: ignore[attr-defined]
             self._stop = None
+
+
+# -- the launcher's hold on its task's file name ----------------------------------------------
+class FeedbackName:
+    """The right to the name ``DIR/feedback_ID.log``, held by one launcher for its task's life.
+
+    Two databases sharing a ``--feedpath`` both hand out task 1: the name says
+    nothing of which database it belongs to. The hold is an ``flock`` on a
+    hidden sibling, ``DIR/.feedback_ID.log.lock``, not on the feedback file
+    itself: a task may replace its file by renaming a new one over it, which
+    would leave a lock on the file behind with the old inode. Whoever removes a
+    feedback file (the launcher before and after its task, the command that
+    archives a lost task) holds the name first; a name another process holds is
+    never touched.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        folder, name = os.path.split(path)
+        self.lock_path = os.path.join(folder, f".{name}.lock")
+        self.fd: int | None = None
+
+    def acquire(self, holder: str = "") -> bool:
+        """Take the name if no live process holds it; False if one does. Never blocks.
+
+        ``holder`` (no secret: anyone may read it) is written in the lock file,
+        for :meth:`holder` to tell whose task holds the name.
+        """
+        import fcntl
+
+        for _ in range(10):  # the lock file may be removed and made again by others meanwhile
+            fd = self._open_lock_file()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            if self._names(fd):
+                self.fd = fd
+                if holder:
+                    self._write_holder(fd, holder)
+                return True
+            os.close(fd)  # we locked a file its holder had just removed: try the one there now
+        raise FeedbackFileError(f"cannot lock {self.lock_path}: it keeps being replaced")
+
+    def holder(self) -> str:
+        """What the process holding the name wrote in the lock file ("" if nothing)."""
+        try:
+            fd = open_regular(self.lock_path)
+        except FeedbackFileError:
+            return ""
+        if fd is None:
+            return ""
+        try:
+            return os.read(fd, 256).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _write_holder(fd: int, holder: str) -> None:
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+        except OSError:  # a lock file of another user's, opened read-only: the lock is what counts
+            pass
+
+    def _open_lock_file(self) -> int:
+        for _ in range(10):
+            try:
+                fd = open_regular(self.lock_path, os.O_RDWR | os.O_CREAT, doing="lock")
+            except FeedbackNotAFile:
+                # Not a regular file (a link or FIFO planted there): no live holder made it.
+                _unlink(self.lock_path, "lock file")
+                continue
+            except FeedbackFileError:  # another user's lock file: reading it is enough to lock it
+                fd = open_regular(self.lock_path, os.O_RDONLY | os.O_CREAT, doing="lock")
+            assert fd is not None  # O_CREAT: there is a file now
+            return fd
+        raise FeedbackFileError(f"cannot lock {self.lock_path}: it keeps being replaced")
+
+    def _names(self, fd: int) -> bool:
+        """Whether the lock file's path still names the file ``fd`` has open."""
+        try:
+            there = os.lstat(self.lock_path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def create_file(self) -> None:
+        """Make a fresh, empty feedback file, removing whatever had the name (held: it is stale)."""
+        for _ in range(10):
+            _unlink(self.path, "stale feedback file")  # a link is removed, never followed
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                os.close(os.open(self.path, flags, FILE_MODE))
+                return
+            except FileExistsError:
+                continue  # planted again between the unlink and the create
+            except OSError as e:
+                raise FeedbackFileError(f"cannot create feedback file {self.path}: {e.strerror}") from None
+        raise FeedbackFileError(f"cannot create feedback file {self.path}: it keeps being replaced")
+
+    def release(self, remove_file: bool = True) -> None:
+        """Remove the feedback file (unless told not to) and the lock file, then let the name go."""
+        if self.fd is None:
+            return
+        try:
+            if remove_file:
+                _unlink(self.path, "feedback file", quiet=True)
+            _unlink(self.lock_path, "lock file", quiet=True)  # still ours: nobody else removes it unheld
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _unlink(path: str, what: str, quiet: bool = False) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if not quiet:
+            raise FeedbackFileError(f"cannot remove {what} {path}: {e.strerror}") from None
+        log.warning("cannot remove %s %s: %s", what, path, e.strerror)

@@ -57,7 +57,8 @@ _FEEDBACKS = """
 CREATE TABLE feedbacks (
     id INTEGER PRIMARY KEY,
     feedback BLOB, lastupdate INTEGER,
-    dev INTEGER, ino INTEGER, offset INTEGER NOT NULL DEFAULT 0, lines INTEGER NOT NULL DEFAULT 0
+    dev INTEGER, ino INTEGER, offset INTEGER NOT NULL DEFAULT 0, lines INTEGER NOT NULL DEFAULT 0,
+    fingerprint TEXT                   -- of the bytes before offset: a file rewritten in place is seen
 )"""
 _HISTORY = """
 CREATE TABLE history (
@@ -73,6 +74,7 @@ CREATE TABLE history (
 _ADDED_COLUMNS = {
     "tasks": (("logplaced", "INTEGER NOT NULL DEFAULT 0"), ("pidns", "INTEGER")),
     "history": (("logplaced", "INTEGER NOT NULL DEFAULT 0"),),
+    "feedbacks": (("fingerprint", "TEXT"),),  # a place saved without one is read again from 0
 }
 _INDEXES = (
     "CREATE INDEX tasks_name ON tasks(name)",
@@ -596,11 +598,12 @@ class Store:
         ino: int,
         offset: int,
         lines: int,
+        fingerprint: str = "",
     ) -> None:
         conn.execute(
-            "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (taskid, json.dumps(data, ensure_ascii=False), now(), dev, ino, offset, lines),
+            "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines,"
+            " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (taskid, json.dumps(data, ensure_ascii=False), now(), dev, ino, offset, lines, fingerprint),
         )
 
     def newest_taskid(self) -> int | None:

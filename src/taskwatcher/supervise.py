@@ -23,13 +23,15 @@ from . import process
 from .control import (
     TOKEN_VARIABLE,
     archive_task,
+    feedback_holder,
+    final_feedback,
     keep_pending_end,
     placed_log_path,
     prune_by_config,
     reconcile,
-    remove_feedback,
 )
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
+from .feedback import FEEDBACK_VARIABLE, FeedbackName
 from .logs import Logger
 from .output import DEFAULT_LOG_MAX, LogFile, Relay, claim_standard_fds
 from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
@@ -195,7 +197,8 @@ class Supervisor:
         self.forward = forward
         self.started = self.last_heartbeat = self.last_look = time.monotonic()
         self.status = TaskStatus.RUNNING
-        self.signature: tuple[int, int, int] | None = None  # the feedback file's (ino, mtime, size)
+        # The feedback file's (ino, mtime, size): the launcher made it empty, which is no heartbeat.
+        self.signature = None if feedfile is None else _signature(feedfile)
         self.stop_reason: str | None = None
         self.stop_exitcode: int | None = None
         self.kill_at: float | None = None  # when the grace period of a stop ends
@@ -458,7 +461,7 @@ def _comm(ident: process.Identity) -> str:
 
 def _signature(path: str) -> tuple[int, int, int] | None:
     try:
-        st = os.stat(path)
+        st = os.lstat(path)  # a link put in its place is a change of the link, never of its target
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -575,7 +578,7 @@ def open_output(
         folder = os.path.dirname(str(task["logfile"]))
         why = f"{folder} is a file" if isinstance(e, FileExistsError) else e.strerror
         reason = f"cannot open log file {task['logfile']}: {why}"
-        archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START)  # type: ignore[arg-type]
+        archive_task(store, task, termerror=reason, exitcode=EXIT_CANNOT_START, feedback={})  # type: ignore[arg-type]
         raise StartFailed(EXIT_CANNOT_START, reason) from None
     relay = Relay(log_file, closed)
     relay.capture(foreground=not req.detach)
@@ -590,15 +593,55 @@ def _run(
     relay: Relay | None,
     on_start: Callable[[tuple[int, str] | None], None] | None,
 ) -> Ending:
-    taskid = int(task["id"])  # type: ignore[call-overload]
     feedfile = task["feedpath"]
     assert feedfile is None or isinstance(feedfile, str)
-    if feedfile is not None:
-        remove_feedback(feedfile)  # a stale file would count as feedback from this task
+    name = None if feedfile is None else claim_feedback_name(store, task, feedfile)
+    try:
+        return _run_owning(store, task, req, flags, relay, on_start, feedfile)
+    finally:
+        if name is not None:
+            name.release()  # the file is read (into history or the kept end): remove it
+
+
+def claim_feedback_name(store: Store, task: dict[str, object], feedfile: str) -> FeedbackName:
+    """Hold the feedback file's name for the task's life and make the file, empty, before it starts.
+
+    A stale file of that name (its launcher gone) is removed, whatever it is (a
+    link is removed, never followed). A name held by a live launcher belongs to
+    another task, of another database sharing the folder: nothing is run (125).
+    """
+    name = FeedbackName(feedfile)
+    try:
+        if not name.acquire(feedback_holder(store, int(task["id"]))):  # type: ignore[call-overload]
+            raise StartFailed(
+                EXIT_CANNOT_START,
+                f"feedback file {feedfile} is in use by a running task (of another database sharing"
+                " this --feedpath): nothing started",
+            )
+        name.create_file()
+    except TaskwatcherError as e:
+        name.release(remove_file=False)
+        archive_task(store, task, termerror=str(e), exitcode=EXIT_CANNOT_START, feedback={})  # type: ignore[arg-type]
+        raise StartFailed(EXIT_CANNOT_START, str(e)) from None
+    return name
+
+
+def _run_owning(
+    store: Store,
+    task: dict[str, object],
+    req: LaunchRequest,
+    flags: SignalFlags,
+    relay: Relay | None,
+    on_start: Callable[[tuple[int, str] | None], None] | None,
+    feedfile: str | None,
+) -> Ending:
+    taskid = int(task["id"])  # type: ignore[call-overload]
     env = dict(os.environ, TASKWATCHER_TASKID=str(taskid))
     env[TOKEN_VARIABLE] = str(task["token"])
     if feedfile is not None:
-        env["TASKWATCHER_FEEDBACK"] = feedfile
+        env[FEEDBACK_VARIABLE] = feedfile
+    else:  # a task launched from inside another must not write over the outer task's feedback
+        env.pop(FEEDBACK_VARIABLE, None)
     argv = substitute(req.command, taskid, feedfile)
     process.set_child_subreaper()
     child = fork_held(argv, env, relay.child_fds if relay is not None else None, flags.ignored)
@@ -644,9 +687,11 @@ def _run(
         ).run()
     if child.pidfd is not None:
         os.close(child.pidfd)
+    # Read here, by the file's holder, outside any transaction; kept with the end if that must wait.
+    feedback = final_feedback(store, {"id": taskid, "feedpath": feedfile})  # type: ignore[arg-type]
     end = dict(termsignal=ending.termsignal, termerror=ending.termerror, exitcode=ending.exitcode)
     log.debug("task %d ended: exit %s %s %s", taskid, ending.exitcode, ending.termsignal, ending.termerror)
-    if archive_end(store, taskid, token, end):
+    if archive_end(store, taskid, token, end, feedback):
         try:
             prune_by_config(store)  # history grows here, so here it is kept to its configured size
         except TaskwatcherError as e:
@@ -654,26 +699,29 @@ def _run(
     return ending
 
 
-def archive_end(store: Store, taskid: int, token: str, end: dict[str, object]) -> bool:
+def archive_end(
+    store: Store, taskid: int, token: str, end: dict[str, object], feedback: dict[str, str]
+) -> bool:
     """Archive the task's end; True if it is in history now.
 
     The end is never dropped: a database locked past the busy timeout (or
     unwritable) gets it kept beside it for the next command; if that cannot be
     written either (disk full), the database is tried once more, and failing
     that the end is said on stderr in one line, with all history would hold.
+    ``feedback`` is the final feedback, read by the launcher (which holds the file).
     """
     try:
-        archive_task(store, {"id": taskid, "token": token}, **end)  # type: ignore[arg-type]
+        archive_task(store, {"id": taskid, "token": token}, feedback=feedback, **end)  # type: ignore[arg-type]
         log.debug("task %d archived", taskid)
         return True
     except StoreError as e:
         failure = str(e)
     try:
-        kept = keep_pending_end(store, taskid, token, end)
+        kept = keep_pending_end(store, taskid, token, {**end, "feedback": feedback})
     except (OSError, StoreError) as e:  # disk full; or a pending folder that is not ours
         log.debug("could not keep the end aside: %s", e)
         try:
-            archive_task(store, {"id": taskid, "token": token}, **end)  # type: ignore[arg-type]
+            archive_task(store, {"id": taskid, "token": token}, feedback=feedback, **end)  # type: ignore[arg-type]
             return True
         except StoreError as again:
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
@@ -682,7 +730,7 @@ def archive_end(store: Store, taskid: int, token: str, end: dict[str, object]) -
 
         sys.stderr.write(
             f"taskwatcher: task {taskid} ended but its end could not be recorded ({failure}):"
-            f" {json.dumps(end)}\n"
+            f" {json.dumps({**end, 'feedback': feedback})}\n"
         )
         return False
     sys.stderr.write(
@@ -751,7 +799,8 @@ def _detach(
                     relay.close_unused()
     except BaseException as e:
         report.send(f"{EXIT_CANNOT_START} {e}")
-        log.exception("detached supervisor failed")
+        if not isinstance(e, TaskwatcherError):  # one the parent says in its one line needs no traceback
+            log.exception("detached supervisor failed")
     finally:
         os._exit(0)
 

@@ -14,7 +14,11 @@ facts = {
     "taskid": os.environ.get("TASKWATCHER_TASKID"),
     "feedback": feedback,
     "feedback_existed": bool(feedback) and os.path.exists(feedback),
+    "feedback_content": None,
 }
+if facts["feedback_existed"]:
+    with open(feedback) as f:
+        facts["feedback_content"] = f.read()
 with open(out + ".tmp", "w") as f:
     json.dump(facts, f)
 os.replace(out + ".tmp", out)
