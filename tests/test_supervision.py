@@ -118,7 +118,11 @@ def test_heartbeats_keep_a_task_alive_beyond_its_timeout(tw, tmp_path, launches)
     )
     taskid, _ = running_task(tw)
     feedfile = fb / f"feedback_{taskid}.log"
-    first_beat = wait_for(lambda: feedfile.exists() and time.monotonic(), 10, "a first heartbeat")
+    first_beat = wait_for(
+        lambda: feedfile.exists() and feedfile.stat().st_size > 0 and time.monotonic(),
+        10,
+        "a first heartbeat",
+    )
 
     def lived_long_enough():
         task = tw.tasks().get(taskid)

@@ -48,6 +48,14 @@ def crashed(tw, point: str, *args: str) -> None:
     assert proc.returncode == -signal.SIGKILL, f"{args} at {point}: exit {proc.returncode} {proc.stderr!r}"
 
 
+def _has_a_line(path: Path) -> bool:
+    """The task wrote its first feedback line (the launcher makes the file empty before it runs)."""
+    try:
+        return path.read_bytes().endswith(b"\n")
+    except FileNotFoundError:
+        return False
+
+
 def start_task(tw, name: str, feeds: Path, script: str, **env: str) -> tuple[subprocess.Popen, int]:
     """A foreground launcher of ``sh -c SCRIPT`` with a feedback file; (launcher, task id)
     once the task's pid is stored and its first feedback line written."""
@@ -74,7 +82,7 @@ def start_task(tw, name: str, feeds: Path, script: str, **env: str) -> tuple[sub
 
     def running() -> int | None:
         rows = db_rows(tw.db, "SELECT id, pid FROM tasks WHERE name = ?", (name,)) if tw.db.exists() else []
-        if rows and rows[0]["pid"] and (feeds / f"feedback_{rows[0]['id']}.log").exists():
+        if rows and rows[0]["pid"] and _has_a_line(feeds / f"feedback_{rows[0]['id']}.log"):
             return int(rows[0]["id"])
         return None
 

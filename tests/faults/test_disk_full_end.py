@@ -52,8 +52,8 @@ def test_an_end_that_neither_the_database_nor_a_full_disk_takes_is_said_on_stder
         (line,) = err.strip().splitlines()
         assert line.startswith(f"taskwatcher: task {taskid} ended but its end could not be recorded (")
         assert "No space left on device" in line
-        end = json.loads(line[line.rindex(": {") + 2 :])
-        assert end == {"termsignal": "", "termerror": "exit code 7", "exitcode": 7}
+        end = json.loads(line[line.index("): {") + 3 :])  # the end as history would hold it
+        assert end == {"termsignal": "", "termerror": "exit code 7", "exitcode": 7, "feedback": {}}
         assert sorted(p.name for p in pending.iterdir()) == ["filler"]  # no .tmp left behind
     # once the database is free again, the next command archives the row (its launcher is gone)
     wait_for(lambda: tw.history_of(taskid), 10, "the row archived by the next command")

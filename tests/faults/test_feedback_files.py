@@ -305,7 +305,9 @@ def test_a_lost_task_being_archived_by_one_command_is_left_to_it_by_another(tw, 
     with Store(tw.db) as store:
         os.kill(store.task(int(taskid))["launcherpid"], signal.SIGKILL)
         first = FeedbackName(str(fb))  # what the first command holds while it reads the file
-        assert first.acquire(control.feedback_holder(store, int(taskid)))
+        holder = control.feedback_holder(store, int(taskid))
+        # The name is free once the killed launcher is gone (the kill is not instant).
+        wait_for(lambda: first.acquire(holder), 10, "the dead launcher's hold on the name to go")
     try:
         tw.run("control", "--list", timeout=DEADLINE, check=True)
         assert tw.history_of(taskid) is None, "archived by the second command, with a stale feedback"
