@@ -358,3 +358,9 @@ def _log_path(store: Store, taskid: int) -> str:
     if not row["logfile"]:
         raise NoLog(f"task {taskid} keeps no log")
     return str(row["logfile"])
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

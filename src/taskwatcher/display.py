@@ -202,3 +202,9 @@ def print_history(entries: Sequence[FinishedTask]) -> None:
         print("history is empty")
         return
     _console().print(history_table(entries))
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

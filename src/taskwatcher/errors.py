@@ -80,3 +80,9 @@ class StartFailed(TaskwatcherError):
     def __init__(self, exit_code: int, message: str) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

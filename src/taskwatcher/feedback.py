@@ -274,3 +274,9 @@ class Feedback:
         if self._stop is not None:
             self._stop.set()  # type: ignore[attr-defined]
             self._stop = None
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()
