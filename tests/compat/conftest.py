@@ -72,5 +72,6 @@ def theirs(tmp_path: Path, env: dict[str, str], v17_python: Path) -> Side:
 
 @pytest.fixture
 def testprog(v17_python: Path) -> list[str]:
-    """1.7's own test program, as a command: ``[python, -m, taskwatcher.testprog]`` of the 1.7 venv."""
-    return [str(v17_python), "-m", "taskwatcher.testprog"]
+    """1.7's own test program, as a command: ``[python, -E, -m, taskwatcher.testprog]`` of the 1.7 venv
+    (-E: our launcher's PYTHONPATH, which points at our package, is not the program's)."""
+    return [str(v17_python), "-E", "-m", "taskwatcher.testprog"]
