@@ -31,7 +31,7 @@ _UNREACHABLE = (
 
 
 @pytest.fixture(scope="session")
-def v17_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def v17_python(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
     """The python of a venv holding taskwatcher 1.7 (and psutil, which 1.7 imports but does not declare)."""
     venv = tmp_path_factory.mktemp("taskwatcher-1.7-venv")
     python = venv / "bin" / "python"
@@ -43,10 +43,17 @@ def v17_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
             reason = (
                 f"taskwatcher 1.7 side-by-side tests SKIPPED: PyPI cannot be reached ({_first_error(proc)})"
             )
-            sys.stderr.write(f"\n*** {reason} ***\n")
+            _say_out_loud(pytestconfig, f"\n*** {reason} ***\n")
             pytest.skip(reason)
         pytest.fail(f"cannot install taskwatcher 1.7 into a venv: {proc.stderr[-2000:]}")
     return python
+
+
+def _say_out_loud(config: pytest.Config, text: str) -> None:
+    """Write on the terminal even while pytest captures output (a skip alone is easy to miss)."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        sys.stderr.write(text)
 
 
 def _first_error(proc: subprocess.CompletedProcess) -> str:
