@@ -115,19 +115,20 @@ def _1x_history_as_2x() -> dict[str, str]:
     "TBD" an empty reason, and the feedback a JSON object. Other rows are left as
     they are. The same expressions serve the upgrade and the trigger below.
     """
-    raw = "(termsignal != '' AND termsignal NOT GLOB '*[^0-9]*')"
-    status = "CAST(termsignal AS INTEGER)"
-    names = " ".join(f"WHEN {s.value} THEN '{s.name}'" for s in sorted(signal.Signals))
-    fb = "CAST(feedback AS TEXT)"
+    # Only names written here go into this SQL: no value from outside.
+    is_wait_status = "(termsignal != '' AND termsignal NOT GLOB '*[^0-9]*')"
+    wait_status = "CAST(termsignal AS INTEGER)"
+    signal_names = " ".join(f"WHEN {s.value} THEN '{s.name}'" for s in sorted(signal.Signals))
+    feedback_text = "CAST(feedback AS TEXT)"
     return {
-        "exitcode": f"CASE WHEN {raw} THEN CASE WHEN {status} & 127 = 0 THEN ({status} >> 8) & 255"
-        f" ELSE 128 + ({status} & 127) END END",
-        "termsignal": f"CASE WHEN {raw} THEN CASE {status} & 127 WHEN 0 THEN '' {names}"
-        f" ELSE 'SIG' || ({status} & 127) END ELSE termsignal END",
+        "exitcode": f"CASE WHEN {is_wait_status} THEN CASE WHEN {wait_status} & 127 = 0"
+        f" THEN ({wait_status} >> 8) & 255 ELSE 128 + ({wait_status} & 127) END END",
+        "termsignal": f"CASE WHEN {is_wait_status} THEN CASE {wait_status} & 127 WHEN 0 THEN ''"
+        f" {signal_names} ELSE 'SIG' || ({wait_status} & 127) END ELSE termsignal END",
         "termerror": "CASE WHEN termerror = 'TBD' THEN '' ELSE termerror END",
         # (CASE, not AND: json_type fails on text that is not JSON, and AND may evaluate both sides)
-        "feedback": f"CASE WHEN NOT json_valid({fb}) THEN '{{}}'"
-        f" WHEN json_type({fb}) = 'object' THEN feedback ELSE '{{}}' END",
+        "feedback": f"CASE WHEN NOT json_valid({feedback_text}) THEN '{{}}'"
+        f" WHEN json_type({feedback_text}) = 'object' THEN feedback ELSE '{{}}' END",
     }
 
 
