@@ -159,9 +159,13 @@ def parse_main(argv: Sequence[str] | None = None) -> int:
     """``python -m taskwatcher.parse``: the file's JSON encoded twice (1.7's output, byte for byte)."""
     args = parse_parser().parse_args(argv)
     _log_on_stderr(args.debug)
-    if not args.feedback:
-        return _refuse("file is required")
-    print(json.dumps(json.dumps(read_feedback(args.feedback))))
+    return _refusals_exit_1(lambda: _parse(args.feedback), args.debug)
+
+
+def _parse(path: str) -> int:
+    if not path:
+        raise Refusal("file is required")
+    print(json.dumps(json.dumps(read_feedback(path))))
     return 0
 
 
@@ -376,20 +380,32 @@ def _task_id(text: str) -> int:
 
 
 def _refusals_exit_1(action: Any, debug: bool) -> int:
-    """Run ``action``; 1.7's refusals and taskwatcher 2's errors are one line on stderr."""
+    """Run ``action``; 1.7's refusals and taskwatcher 2's errors are one line on stderr, exit 1
+    (2 for a usage error)."""
     try:
         return action()
     except Refusal as e:
         return _refuse(str(e))
     except TaskwatcherError as e:
-        if debug:
-            import logging
-
-            logging.getLogger("taskwatcher").exception("failed")
+        _log_traceback(debug)
         sys.stderr.write(f"taskwatcher: {e}\n")
         return e.exit_code if e.exit_code == 2 else EXIT_REFUSED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left (| head): not an error worth a message
+        sys.stderr.close()
+        return 0
+    except Exception as e:  # one line, as the taskwatcher command says it
+        _log_traceback(debug)
+        sys.stderr.write(f"taskwatcher: internal error: {type(e).__name__}: {e}\n")
+        return EXIT_REFUSED
+
+
+def _log_traceback(debug: bool) -> None:
+    if debug:
+        import logging
+
+        logging.getLogger("taskwatcher").exception("failed")
 
 
 def _refuse(message: str) -> int:
