@@ -104,9 +104,10 @@ def test_task_list_json_and_table_as_1_7(theirs, ours):
     assert "second" in my_lines[4]
 
 
-def test_empty_list_and_history_as_1_7(theirs, ours):
-    for side in (theirs, ours):
-        side.run("control", "database", "--initialize")
+def test_initialize_and_empty_list_and_history_as_1_7(theirs, ours):
+    t, o = both(theirs, ours, "control", "database", "--initialize")
+    assert t.stdout == "Initializing database sqlite.db\n"
+    assert_same(t, o)
     for args in (
         ("task", "--list"),
         ("task", "--list", "--json"),
