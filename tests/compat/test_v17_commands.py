@@ -108,7 +108,8 @@ def test_a_silent_task_is_stopped_at_its_timeout(ours, testprog, feedpath):
     text = ours.cwd / "slow.txt"
     text.write_text("[progress]1\n[progress]2\n")
     taskid = reserve(ours)
-    proc = launch(ours, taskid, "--feedpath", feedpath, "--timeout", "0.5", "--", *testprog,
+    # (2 s: time for the program to start and write its first line, even on a loaded machine)
+    proc = launch(ours, taskid, "--feedpath", feedpath, "--timeout", "2", "--", *testprog,
                   "--scenario", "feedbacking", "--textfile", str(text), "--delay", "30",
                   "--feedback", f"feedback_{taskid}.log", cwd=feedpath, timeout=20)  # fmt: skip
     assert proc.returncode == 124, proc.stderr
