@@ -494,3 +494,9 @@ def _log_path(store: Store, taskid: int) -> str:
     ):
         raise NoLog(f"task {taskid}: its log path {path} is not in the logs folder: not read")
     return path
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

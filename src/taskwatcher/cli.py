@@ -787,3 +787,7 @@ CASES
 }
 complete -o default -F _taskwatcher taskwatcher
 """
+
+
+if __name__ == "__main__":  # python -m taskwatcher.cli is the taskwatcher command
+    sys.exit(main())

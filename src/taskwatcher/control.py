@@ -931,3 +931,9 @@ def history_entry(store: Store, taskid: int) -> tuple[int, dict[str, Any]] | Non
     """The latest history entry of a task id, as (history id, ``--history --json`` fields)."""
     row = store.history_of(taskid)
     return None if row is None else (row["id"], describe_entry(row))
+
+
+if __name__ == "__main__":  # python -m taskwatcher.control: taskwatcher 1.7's command line
+    from .compat.v17 import control_main
+
+    raise SystemExit(control_main())

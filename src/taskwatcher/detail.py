@@ -117,3 +117,9 @@ def _file_tail(path: str) -> bytes:
         return b""
     finally:
         os.close(fd)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

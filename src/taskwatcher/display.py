@@ -421,3 +421,9 @@ def print_show(detail: dict[str, Any]) -> None:
         lines += ["", f"last {len(tail)} line{'s' if len(tail) != 1 else ''} of the log:"]
         lines += [_fit("  " + escape_control(line), width) for line in tail]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

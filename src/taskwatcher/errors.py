@@ -100,3 +100,9 @@ class StartFailed(TaskwatcherError):
 
 class NotPermitted(Refused):
     """The task's processes may not be signalled by this user (a setuid program, say)."""
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

@@ -534,3 +534,9 @@ def _unlink(path: str, what: str, quiet: bool = False) -> None:
         if not quiet:
             raise FeedbackFileError(f"cannot remove {what} {path}: {e.strerror}") from None
         log.warning("cannot remove %s %s: %s", what, path, e.strerror)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

@@ -34,3 +34,9 @@ class Logger:
         import logging
 
         logging.getLogger(self.name).exception(msg, *args)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

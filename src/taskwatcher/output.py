@@ -505,3 +505,9 @@ def _whole_if_not(path: str, ino: int | None) -> Iterator[bytes]:
                 yield chunk
     except FileNotFoundError:
         return
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

@@ -356,3 +356,9 @@ def crash_point(name: str) -> None:
     """
     if os.environ.get("TASKWATCHER_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

@@ -99,3 +99,9 @@ class FinishedTask:
     @property
     def progress(self) -> float | None:
         return _progress(self.feedback if isinstance(self.feedback, dict) else None)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

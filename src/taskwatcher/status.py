@@ -42,3 +42,9 @@ def next_status_change(silence: float, timeout: float) -> float:
         if silence < fraction * timeout:
             return fraction * timeout - silence
     return 0.0
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

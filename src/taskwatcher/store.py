@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import stat
 import time
@@ -114,6 +115,55 @@ _SEED_COLUMNS = {
         "feedback",
     },
 }
+
+
+def _1x_history_as_2x() -> dict[str, str]:
+    """SQL, per history column, that turns a row written by taskwatcher 1.x into a 2.x row.
+
+    1.x wrote the raw wait status as ``termsignal`` ("0", "256", "9"), "TBD" as
+    ``termerror`` and "to be implemented" as ``feedback``: the status becomes
+    ``exitcode`` (128+N for signal N, as ``launch`` exits) and the signal's name,
+    "TBD" an empty reason, and the feedback a JSON object. Other rows are left as
+    they are. The same expressions serve the upgrade and the trigger below.
+    """
+    # Only names written here go into this SQL: no value from outside.
+    is_wait_status = "(termsignal != '' AND termsignal NOT GLOB '*[^0-9]*')"
+    wait_status = "CAST(termsignal AS INTEGER)"
+    signal_names = " ".join(f"WHEN {s.value} THEN '{s.name}'" for s in sorted(signal.Signals))
+    feedback_text = "CAST(feedback AS TEXT)"
+    return {
+        "exitcode": f"CASE WHEN {is_wait_status} THEN CASE WHEN {wait_status} & 127 = 0"
+        f" THEN ({wait_status} >> 8) & 255 ELSE 128 + ({wait_status} & 127) END END",
+        "termsignal": f"CASE WHEN {is_wait_status} THEN CASE {wait_status} & 127 WHEN 0 THEN ''"
+        f" {signal_names} ELSE 'SIG' || ({wait_status} & 127) END ELSE termsignal END",
+        "termerror": "CASE WHEN termerror = 'TBD' THEN '' ELSE termerror END",
+        # (CASE, not AND: json_type fails on text that is not JSON, and AND may evaluate both sides)
+        "feedback": f"CASE WHEN NOT json_valid({feedback_text}) THEN '{{}}'"
+        f" WHEN json_type({feedback_text}) = 'object' THEN feedback ELSE '{{}}' END",
+    }
+
+
+_1X_HISTORY_AS_2X = _1x_history_as_2x()
+# A taskwatcher 1.7 launcher may still run on an upgraded database (a site migrating
+# keeps its running tasks): what it writes is made 2.x as it is written. Its history
+# rows carry "TBD"; its reservations no expiry time (they expire by their reserve time
+# plus the time to live, as 2.x ones do); and its running rows no heartbeat, while it
+# refreshes their lastupdate every few seconds: that is its heartbeat, so a task it
+# runs is not shown STALLED while it reports. (Rows of taskwatcher 2 have an expiry
+# time and a launcher pid: these triggers never touch them.)
+_1X_WRITER_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS history_from_1x AFTER INSERT ON history"
+    " WHEN NEW.termerror = 'TBD' AND NEW.exitcode IS NULL BEGIN UPDATE history SET "
+    + ", ".join(f"{column} = {sql}" for column, sql in _1X_HISTORY_AS_2X.items())
+    + " WHERE id = NEW.id; END",
+    "CREATE TRIGGER IF NOT EXISTS reservation_from_1x AFTER INSERT ON tasks"
+    " WHEN NEW.status = 'RESERVED' AND NEW.expiretime IS NULL BEGIN UPDATE tasks"
+    " SET expiretime = coalesce(NEW.reservetime, CAST(strftime('%s') AS INTEGER))"
+    f" + {RESERVATION_TTL} WHERE id = NEW.id; END",
+    "CREATE TRIGGER IF NOT EXISTS heartbeat_from_1x AFTER UPDATE OF lastupdate ON tasks"
+    " WHEN NEW.launcherpid IS NULL AND NEW.status != 'RESERVED' AND NEW.lastupdate IS NOT NULL"
+    " BEGIN UPDATE tasks SET heartbeat = NEW.lastupdate WHERE id = NEW.id; END",
+)
 
 
 def default_db_path() -> str:
@@ -376,7 +426,7 @@ class Store:
             )
 
     def _create(self) -> None:
-        for ddl in (_TASKS, _FEEDBACKS, _HISTORY, *_INDEXES):
+        for ddl in (_TASKS, _FEEDBACKS, _HISTORY, *_INDEXES, *_1X_WRITER_TRIGGERS):
             self.conn.execute(ddl)
         self._stamp()
 
@@ -392,7 +442,9 @@ class Store:
             "tasks": {
                 "feedback": "coalesce(feedback, 0) != 0",
                 "expiretime": f"CASE WHEN status = 'RESERVED' THEN reservetime + {RESERVATION_TTL} END",
+                "heartbeat": "CASE WHEN status != 'RESERVED' THEN coalesce(lastupdate, starttime) END",
             },
+            "history": _1X_HISTORY_AS_2X,
         }
         for table, ddl in (("tasks", _TASKS), ("feedbacks", _FEEDBACKS), ("history", _HISTORY)):
             self.conn.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
@@ -401,7 +453,7 @@ class Store:
             columns, values = ", ".join(exprs), ", ".join(exprs.values())
             self.conn.execute(f"INSERT INTO {table} ({columns}) SELECT {values} FROM old_{table}")
             self.conn.execute(f"DROP TABLE old_{table}")
-        for ddl in _INDEXES:
+        for ddl in (*_INDEXES, *_1X_WRITER_TRIGGERS):
             self.conn.execute(ddl)
         # 1.x reused ids; from here on no task id already seen (even in history) is handed out.
         top = self.conn.execute(
@@ -425,6 +477,8 @@ class Store:
             self.conn.execute(
                 f"UPDATE {table} SET logplaced = 1 WHERE logfile = ? || 'task_' || {key} || '.log'", (logs,)
             )
+        for ddl in _1X_WRITER_TRIGGERS:  # a 1.7 launcher may write to any file of ours
+            self.conn.execute(ddl)
         self._stamp()
 
     def close(self) -> None:
@@ -739,3 +793,9 @@ def _hint(text: str, path: str) -> str:
         if os.path.exists(path) and not os.access(path, os.R_OK):
             return " (no permission to read it)"
     return ""
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

@@ -823,3 +823,9 @@ class _Report:
         except OSError:
             pass
         os.close(fd)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

@@ -240,3 +240,9 @@ def ansi(line: Line, colour: bool) -> str:
         at = end
     out.append(text[at:])
     return "".join(out)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

@@ -167,3 +167,9 @@ def _keyboard() -> Iterator[Any]:
         yield quit_pressed
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()
