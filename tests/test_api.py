@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
+from support import kill_own_processes
 from taskwatcher import TaskWatcher
 from taskwatcher.errors import NoSuchTask, StartFailed, TaskwatcherError, UsageError, WaitTimeout
 from taskwatcher.records import FinishedTask, Task
-from test_launch import kill_own_processes
 
 PY = sys.executable
 

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from conftest import SEED_HISTORY_COLUMNS, SEED_TASK_COLUMNS, TW, wait_for
+from support import gone, one_line_error, reserve
 from test_store import make_1x
 
 LIST_KEYS = (set(SEED_TASK_COLUMNS) - {"id"}) | {"timer"}
@@ -24,18 +25,6 @@ RAW_UNIX_TIME = re.compile(r"\b1\d{9}\b")
 
 
 # -- helpers -------------------------------------------------------------------------------
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
-
-
-def reserve(tw, *args: str) -> int:
-    proc = tw.run("control", "--reserve", *args, check=True)
-    return int(proc.stdout)
-
-
 def sql(db: Path, query: str, params: tuple = ()) -> list[tuple]:
     c = sqlite3.connect(db, timeout=30)
     try:
@@ -98,13 +87,6 @@ def launches(tw) -> Iterator[Launches]:
         yield launched
     finally:
         launched.cleanup()
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 # -- reservations --------------------------------------------------------------------------

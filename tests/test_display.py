@@ -8,6 +8,7 @@ import os
 import pytest
 
 from conftest import wait_for
+from support import kill_own_processes, reserve
 from taskwatcher.display import (
     PAGE,
     escape_control,
@@ -18,7 +19,6 @@ from taskwatcher.display import (
     progress_bar,
 )
 from terminal import assert_fits, lines_drawn, run_on_terminal, sized_pty
-from test_launch import kill_own_processes, reserve
 
 
 @pytest.mark.parametrize(

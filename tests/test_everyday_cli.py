@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TW, wait_for
-from test_launch import helper, kill_own_processes, one_line_error, running_task
+from support import helper, kill_own_processes, one_line_error, running_task
 
 SHOW_KEYS = ["taskid", "finished", "historyid", "name", "info1", "info2", "info3", "status", "host",
              "pid", "command", "feedpath", "logfile", "reservetime", "starttime", "endtime", "duration",

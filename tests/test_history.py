@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taskwatcher import control
+from taskwatcher import history as control  # the history module (it was in control)
 from taskwatcher.store import Store
 
 ROWS = [

@@ -14,17 +14,11 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from test_launch import Launches, gone, helper, kill_own_processes, own_processes, running_task
+from support import Launches, gone, helper, kill_own_processes, own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 
 GRACE = 1.0
 MARGIN = 2.5  # beyond the grace period: KILL_MARGIN (1 s), reaping, archiving, on a loaded machine
 KINDS = ["double-fork", "setpgid", "env-i", "ignoring", "spawning", "chain", "storm"]
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
 
 
 @pytest.fixture

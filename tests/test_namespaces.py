@@ -8,22 +8,14 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
 from conftest import TW, wait_for
-from test_launch import gone, kill_own_processes, running_task
+from support import gone, kill_own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
 
 
 def pid_namespaces_or_skip() -> None:

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TW, wait_for
+from support import ended, kill_own_processes, one_line_error, running_task
 from taskwatcher.output import LogFile, copy_log, follow_log
-from test_launch import ended, kill_own_processes, one_line_error, running_task
 
 PY = sys.executable
 

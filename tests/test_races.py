@@ -8,21 +8,14 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import wait_for
+from support import gone, kill_own_processes, one_line_error, reaper  # noqa: F401  (reaper: an autouse fixture)
 from taskwatcher import process
 from taskwatcher.store import Store
-from test_launch import gone, kill_own_processes, one_line_error
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
 
 
 def holds_open(pid: int, path: Path) -> bool:

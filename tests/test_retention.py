@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_launch import one_line_error
+from support import one_line_error
 
 
 @pytest.fixture

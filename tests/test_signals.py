@@ -20,13 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TW, wait_for
-from test_launch import Launches, gone, helper, kill_own_processes, running_task
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
+from support import Launches, gone, helper, kill_own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 
 
 @pytest.fixture

@@ -184,3 +184,17 @@ def test_next_status_change_lands_on_the_next_change(fraction: float, timeout: f
 )
 def test_next_status_change_past_the_timeout_is_zero(fraction: float, timeout: float) -> None:
     assert next_status_change(fraction * timeout, timeout) == 0.0
+
+
+def test_the_lifecycle_table_and_its_guard() -> None:
+    from taskwatcher.status import ENDED, BadTransition, check_transition, sources
+
+    check_transition(None, "RESERVED")
+    check_transition("RESERVED", "RUNNING")
+    check_transition("STALLED", "RUNNING")  # a heartbeat again
+    check_transition("SILENT", ENDED)
+    for old, new in (("RUNNING", "RESERVED"), (ENDED, "RUNNING"), ("RESERVED", "SILENT"), (None, "STALLED")):
+        with pytest.raises(BadTransition):
+            check_transition(old, new)
+    assert set(sources("SILENT")) == {"RUNNING", "SILENT", "STALLED"}  # never a reservation
+    assert set(sources("RUNNING")) == {"QUEUED", "RESERVED", "RUNNING", "SILENT", "STALLED"}

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SEED_FEEDBACK_COLUMNS, SEED_HISTORY_COLUMNS, SEED_TASK_COLUMNS, TW, wait_for
+from support import one_line_error
 from taskwatcher import store as store_mod
 from taskwatcher.errors import NameTaken, NotADatabase, StoreError
 from taskwatcher.store import Store
@@ -77,13 +78,6 @@ def make_1x(path: Path, tasks: list[tuple] = (), history: list[tuple] = HISTORY_
         c.commit()
     finally:
         c.close()
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 def run_without_db(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -450,9 +444,9 @@ def test_a_schema_2_database_is_upgraded_in_place_its_saved_places_read_again(tm
         c.execute("INSERT INTO feedbacks (id, feedback, dev, ino, offset, lines) VALUES (?, ?, ?, ?, 5, 1)",
                   (taskid, '{"a": "1"}', st.st_dev, st.st_ino))  # fmt: skip
         c.execute("PRAGMA user_version=2")
-    from taskwatcher import control
+    from taskwatcher import feedstate
 
     with Store(db) as s:
         assert pragma(db, "user_version") == store_mod.SCHEMA_VERSION == 3
         assert s.feedback_row(taskid)["fingerprint"] is None and s.task(taskid)["name"] == "x"
-        assert control.task_feedback(s, taskid) == {"a": "2", "b": "3"}
+        assert feedstate.task_feedback(s, taskid) == {"a": "2", "b": "3"}

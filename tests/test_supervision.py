@@ -17,16 +17,9 @@ import psutil
 import pytest
 
 from conftest import SEED_HISTORY_COLUMNS, wait_for
+from support import Launches, ended, gone, helper, kill_own_processes, own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 from taskwatcher import process
 from taskwatcher.process import Identity
-from test_launch import Launches, ended, gone, helper, kill_own_processes, own_processes, running_task
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    """Kill whatever this test started that still runs (found by the per-test HOME)."""
-    yield
-    kill_own_processes(tmp_path / "home")
 
 
 @pytest.fixture

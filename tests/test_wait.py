@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from conftest import wait_for
-from test_launch import kill_own_processes, one_line_error
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
+from support import kill_own_processes, one_line_error, reaper  # noqa: F401  (reaper: an autouse fixture)
 
 
 def detached(tw, *cmd: str) -> str:

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from conftest import TW, wait_for
+from support import kill_own_processes, one_line_error, reserve, running_task
 from terminal import assert_fits, sized_pty, terminal_env
 from test_display import RAW_DATA, hostile_tasks
-from test_launch import kill_own_processes, one_line_error, reserve, running_task
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 
@@ -179,3 +179,12 @@ def test_watch_says_how_many_tasks_it_could_not_show(tw, tmp_path):
         screen.close()
     assert "queued-7" in "\n".join(frame) and "queued-8" not in "\n".join(frame)
     assert len([line for line in frame if line.strip()]) <= 12
+
+
+def test_a_failing_look_says_the_refresh_interval_it_was_given(tmp_path):
+    from taskwatcher import TaskWatcher, watch
+
+    folder = tmp_path / "a-folder.db"
+    folder.mkdir()  # a database path that fails at each look
+    text = watch._view_or_error(TaskWatcher(folder), 5, (100, 24), refresh=2.5)
+    assert "is a folder" in text.plain and "retrying each 2.5 s" in text.plain

@@ -11,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
+from support import Launches, helper, kill_own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 from taskwatcher import process
-from test_launch import Launches, helper, kill_own_processes, running_task
 
 GRACE = 1.0
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
 
 
 @pytest.fixture

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from . import control
+from . import control, history, paths
 from .errors import NoDatabase, NoLog, NoSuchTask, StartFailed, UsageError
+from .feedstate import task_feedback
+from .reconcile import reconcile
+from .retention import clear_history, prune, prune_by_config
 from .store import Store
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
@@ -27,8 +31,8 @@ if TYPE_CHECKING:
     import datetime
     from typing import Any
 
+    from .model import Ending
     from .records import FinishedTask, Task
-    from .supervise import Ending
 
     When = float | str | datetime.datetime | None
 
@@ -36,10 +40,17 @@ if TYPE_CHECKING:
 class TaskWatcher:
     """Tasks of one database: ``TaskWatcher()`` is the default one, as the CLI's."""
 
-    def __init__(self, db: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, db: str | os.PathLike[str] | None = None, *, reconcile_every: float | None = None
+    ) -> None:
+        """``reconcile_every``: None (the default, as every command), each call reconciles the
+        store first; a number of seconds, the calls that only read reconcile at most that often
+        (a read-heavy caller, such as a web back-end); the calls that write always do."""
         self.db = None if db is None else os.fspath(db)
         if self.db == "":
             raise UsageError("the database needs a path")
+        self.reconcile_every = reconcile_every
+        self._reconciled = float("-inf")
 
     def __repr__(self) -> str:
         return f"TaskWatcher({self.path!r})"
@@ -61,7 +72,8 @@ class TaskWatcher:
     @contextmanager
     def _store(self) -> Iterator[Store]:
         with Store(self.db) as store:
-            control.reconcile(store)
+            reconcile(store)
+            self._reconciled = time.monotonic()
             yield store
 
     @contextmanager
@@ -73,7 +85,9 @@ class TaskWatcher:
             yield None
             return
         with store:
-            control.reconcile(store)
+            if self.reconcile_every is None or time.monotonic() - self._reconciled >= self.reconcile_every:
+                reconcile(store)
+                self._reconciled = time.monotonic()
             yield store
 
     def _which(self, store: Store | None, taskid: int | None) -> tuple[Store, int]:
@@ -198,17 +212,17 @@ class TaskWatcher:
         """
         _check_file_descriptors()  # first: even an import needs one
         from .config import load
+        from .launcher import DEFAULT_GRACE, LaunchRequest
+        from .launcher import launch as supervise_launch
         from .output import DEFAULT_LOG_MAX
         from .store import check_text_path
-        from .supervise import DEFAULT_GRACE, LaunchRequest
-        from .supervise import launch as supervise_launch
 
         config = load()  # read even when nothing here needs it: a broken file is said before the task runs
         for path, what in ((feedpath, "--feedpath"), (log, "--log")):
             if path is not None:
                 check_text_path(os.fspath(path), what)
         if log is not None:
-            control.check_user_log(self.path, os.fspath(log))
+            paths.check_user_log(self.path, os.fspath(log))
         if log_max is None:
             log_max = config.log_max or DEFAULT_LOG_MAX
         req = LaunchRequest(
@@ -255,7 +269,7 @@ class TaskWatcher:
             listed = control.list_tasks(store).get(str(taskid))
             if listed is not None:
                 return Task.from_json(taskid, listed, _latest(store, taskid, listed))
-            entry = control.history_entry(store, taskid)
+            entry = history.history_entry(store, taskid)
             if entry is None:
                 raise NoSuchTask(f"no task {taskid}")
             return FinishedTask.from_json(*entry)
@@ -264,7 +278,7 @@ class TaskWatcher:
         """``control --feedback [ID]``: the latest feedback, or a finished task's final one;
         without an id, the newest task's."""
         with self._reading() as store:
-            return control.task_feedback(*self._which(store, taskid))
+            return task_feedback(*self._which(store, taskid))
 
     def show(self, taskid: int | None = None) -> dict[str, Any]:
         """``control --show [ID] --json``: everything known about one task, running or finished
@@ -283,7 +297,7 @@ class TaskWatcher:
 
         only = _filter(name, since, last)  # a bad filter is refused before the database is opened
         with self._reading() as store:
-            entries = {} if store is None else control.history(store, only)
+            entries = {} if store is None else history.history(store, only)
         return [FinishedTask.from_json(hid, fields) for hid, fields in entries.items()]
 
     def iter_history(
@@ -297,7 +311,7 @@ class TaskWatcher:
         with self._reading() as store:
             if store is None:
                 return
-            for hid, fields in control.iter_history(store, only):
+            for hid, fields in history.iter_history(store, only):
                 yield FinishedTask.from_json(hid, fields)
 
     def history_json(self, *, name: str | None = None, since: When = None, last: int | None = None) -> str:
@@ -313,7 +327,7 @@ class TaskWatcher:
             if store is None:
                 yield "{}\n"
                 return
-            yield from control.history_json(store, only)
+            yield from history.history_json(store, only)
 
     def recent_taskids(self) -> list[int]:
         """Ids worth offering to complete: the reserved and running tasks, then the newest
@@ -388,20 +402,20 @@ class TaskWatcher:
         with self._reading() as store:
             store, taskid = self._which(store, taskid)
             row = control.wait(store, taskid, None if timeout is None else _seconds(timeout, "timeout"))
-            return FinishedTask.from_json(row["id"], control.describe_entry(row))
+            return FinishedTask.from_json(row["id"], history.describe_entry(row))
 
     # -- the database as a whole ------------------------------------------------------
     def update(self) -> int:
         """Write fresh durations and statuses into the tasks table (``control --update``)."""
         with self._store() as store:
             done = control.update(store)
-            control.prune_by_config(store)
+            prune_by_config(store)
             return done
 
     def clear(self) -> int:
         """Delete the history (and the logs taskwatcher kept for it); how many tasks."""
         with self._store() as store:
-            return control.clear_history(store)
+            return clear_history(store)
 
     def prune(self, *, keep: int | None = None, max_age: float | str | None = None) -> int:
         """Delete finished tasks beyond the newest ``keep``, or ended more than ``max_age`` ago."""
@@ -414,7 +428,7 @@ class TaskWatcher:
         if keep is not None and keep < 0:
             raise UsageError("--keep must be 0 or more")
         with self._store() as store:
-            return control.prune(store, keep, age)
+            return prune(store, keep, age)
 
     def initialize(self, force: bool = False) -> None:
         """Recreate the database (everything is lost); refused while tasks run, unless ``force``."""
@@ -459,21 +473,21 @@ def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
     if not fields["feedback"] or fields["status"] == "RESERVED":
         return None
     try:
-        return control.task_feedback(store, taskid)
+        return task_feedback(store, taskid)
     except NoSuchTask:  # it ended between the two reads
         return None
 
 
-def _filter(name: str | None, since: When, last: int | None) -> control.HistoryFilter:
+def _filter(name: str | None, since: When, last: int | None) -> history.HistoryFilter:
     if last is not None and last < 1:
         raise UsageError("--last must be 1 or more")
     if since is None or isinstance(since, (int, float)):
         when = since
     elif isinstance(since, str):
-        when = control.parse_when(since)
+        when = history.parse_when(since)
     else:
         when = since.timestamp()
-    return control.HistoryFilter(name, when, last)
+    return history.HistoryFilter(name, when, last)
 
 
 def _log_path(store: Store, taskid: int) -> str:
@@ -481,7 +495,7 @@ def _log_path(store: Store, taskid: int) -> str:
     if row is not None and row["status"] == "RESERVED":
         raise NoLog(f"task {taskid} is reserved, not started: it has no log yet")
     if row is None:
-        row = store.history_of(taskid)
+        row = store.finished(taskid)
         if row is None:
             raise NoSuchTask(f"no task {taskid}")
     if not row["logfile"]:
@@ -489,9 +503,7 @@ def _log_path(store: Store, taskid: int) -> str:
     path = str(row["logfile"])
     # A log taskwatcher placed is read only where it places logs (a row is data, not a licence
     # to read any file); a user's --log is wherever the user put it.
-    if row["logplaced"] and not control.placed_log_inside(
-        path, os.path.realpath(control.log_dir(store.path))
-    ):
+    if row["logplaced"] and not paths.placed_log_inside(path, os.path.realpath(paths.log_dir(store))):
         raise NoLog(f"task {taskid}: its log path {path} is not in the logs folder: not read")
     return path
 

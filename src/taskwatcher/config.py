@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Callable
 
-from .errors import TaskwatcherError
+from .errors import ConfigError
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -34,12 +34,6 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)(ms|s|m|h|d|w)?\Z")
 _SIZES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 MAX_CONFIG_BYTES = 1024 * 1024  # a configuration is a few lines: anything larger is a mistake
-
-
-class ConfigError(TaskwatcherError):
-    """The configuration file cannot be read or says something taskwatcher cannot use."""
-
-    exit_code = 1
 
 
 class Config:

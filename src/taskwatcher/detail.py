@@ -12,18 +12,22 @@ import time
 
 from . import control
 from .errors import NoSuchTask
+from .feedstate import task_feedback
+from .history import describe_entry
 from .status import TaskStatus
-from .store import Row, Store
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
     from typing import Any
 
+    from .model import HistoryRow, TaskRow
+    from .store import TaskStore
+
 LOG_TAIL_LINES = 10
 _TAIL_BYTES = 64 * 1024  # read from the end of the log: enough for ten lines of any sane output
 
 
-def task_detail(store: Store, taskid: int) -> dict[str, Any]:
+def task_detail(store: TaskStore, taskid: int) -> dict[str, Any]:
     """One task by id: reserved or running (latest feedback), else finished (from history)."""
     row = store.task(taskid)
     if row is not None:
@@ -31,16 +35,16 @@ def task_detail(store: Store, taskid: int) -> dict[str, Any]:
             return _live(store, row)
         except NoSuchTask:  # it ended between the two reads: history has it now
             pass
-    entry = store.history_of(taskid)
+    entry = store.finished(taskid)
     if entry is None:
         raise NoSuchTask(f"no task {taskid}")
     return _finished(entry)
 
 
-def _live(store: Store, row: Row) -> dict[str, Any]:
+def _live(store: TaskStore, row: TaskRow) -> dict[str, Any]:
     fields = control.describe_task(row, time.time())
     reserved = row["status"] == TaskStatus.RESERVED
-    feedback = {} if reserved or not row["feedpath"] else control.task_feedback(store, row["id"])
+    feedback = {} if reserved or not row["feedpath"] else task_feedback(store, row["id"])
     return _shape(
         row["id"],
         fields,
@@ -54,8 +58,8 @@ def _live(store: Store, row: Row) -> dict[str, Any]:
     )
 
 
-def _finished(entry: Row) -> dict[str, Any]:
-    fields = control.describe_entry(entry)
+def _finished(entry: HistoryRow) -> dict[str, Any]:
+    fields = describe_entry(entry)
     fields.update(
         name=fields.pop("taskname"),
         status="FINISHED",

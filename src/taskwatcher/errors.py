@@ -102,6 +102,24 @@ class NotPermitted(Refused):
     """The task's processes may not be signalled by this user (a setuid program, say)."""
 
 
+class RunsElsewhere(TaskwatcherError):
+    """The task runs on another host or in another pid namespace: only there can it be stopped."""
+
+    exit_code = 1
+
+
+class LauncherTimeout(TaskwatcherError):
+    """A task's launcher, asked to stop it, has not finished in time."""
+
+    exit_code = 1
+
+
+class ConfigError(TaskwatcherError):
+    """The configuration file cannot be read or says something taskwatcher cannot use."""
+
+    exit_code = 1
+
+
 if __name__ == "__main__":
     from .entrypoints import not_a_command
 

@@ -1,6 +1,6 @@
 """``python -m taskwatcher.launch``: taskwatcher 1.7's launcher command line (see ``compat.v17``).
 
-The launcher of taskwatcher 2 is ``supervise``; this module only hands 1.7's command
+The launcher of taskwatcher 2 is ``launcher``; this module only hands 1.7's command
 line over to it.
 """
 

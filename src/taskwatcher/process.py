@@ -19,9 +19,9 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
-class ProcStat(namedtuple("ProcStat", "pid state ppid pgrp start")):
+class ProcStat(namedtuple("ProcStat", "pid state ppid start")):
     """The fields of /proc/PID/stat that taskwatcher uses: pid, state (R, S, Z...),
-    parent pid, process group, start time (clock ticks since boot)."""
+    parent pid, start time (clock ticks since boot)."""
 
     __slots__ = ()
 
@@ -39,7 +39,7 @@ def read_stat(pid: int) -> ProcStat | None:
         raise
     # The command name may hold spaces and parentheses: fields start after the last ')'.
     fields = raw[raw.rfind(b")") + 2 :].split()
-    return ProcStat(pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
+    return ProcStat(pid, fields[0].decode(), int(fields[1]), int(fields[19]))
 
 
 def is_running(stat: ProcStat) -> bool:
@@ -152,6 +152,15 @@ def _pidfd_open(pid: int) -> int | None:
     except ProcessLookupError:
         raise
     except OSError:  # no pidfd here (old kernel, seccomp): fall back to kill()
+        return None
+
+
+def pidfd(pid: int) -> int | None:
+    """A pidfd of ``pid`` (readable once it exits), or None: no such process, or no
+    pidfds here. The one place taskwatcher opens a pidfd."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
         return None
 
 
@@ -344,18 +353,6 @@ def signal_name(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return f"SIG{sig}"
-
-
-def crash_point(name: str) -> None:
-    """Test-only fault injection: SIGKILL this process at the named point.
-
-    ``TASKWATCHER_CRASH_AT=NAME`` lets the fault tests (tests/faults) kill a launcher
-    (reserved, spawned, waiting, archiving) or a control command (archiving, inside
-    any archive; kill-requested, feedback-saving, pending-archived) at the worst
-    moments. Unset, as it always is outside those tests, this does nothing.
-    """
-    if os.environ.get("TASKWATCHER_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 
+from . import process
 from .process import Identity, set_parent_death_signal
 
 # Exit statuses as coreutils timeout(1) gives them.
@@ -118,10 +119,7 @@ def fork_held(
             os._exit(code)
     os.close(barrier_r)
     os.close(errors_w)
-    try:
-        pidfd: int | None = os.pidfd_open(pid)
-    except OSError:  # no pidfd here: the SIGCHLD wake-up still notices the exit
-        pidfd = None
+    pidfd = process.pidfd(pid)  # None: no pidfds here, and the SIGCHLD wake-up notices the exit
     identity = Identity.of(pid)
     assert identity is not None  # our unreaped child cannot have vanished
     return Child(pid, identity, pidfd, barrier_w, errors_r)

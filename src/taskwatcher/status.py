@@ -1,4 +1,15 @@
-"""Task status and the heartbeat thresholds that move a task between them (SPEC, Supervision)."""
+r"""The task lifecycle: its statuses, the transitions between them (one table, one guard),
+and the heartbeat thresholds that move a running task between RUNNING, SILENT and
+STALLED (SPEC, Supervision).
+
+    (none) --reserve--> RESERVED --claim--> RUNNING <--> SILENT <--> STALLED
+       |                   |                   \___________|___________/
+       +------launch-------+---> RUNNING                    |
+                           |                                v
+                           +--cancel/expire--> ENDED <--finish (history row)
+
+QUEUED has its place in the table for a queue to come: nothing makes one yet.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +30,38 @@ class TaskStatus(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+# The two ends of the lifecycle that are not a row's status column: QUEUED, room for a
+# queue to come (waiting for a worker: nothing makes one yet), and ENDED (the row is
+# gone; a finished task is its history row).
+QUEUED = "QUEUED"
+ENDED = "ENDED"
+_LIVE = (TaskStatus.RUNNING, TaskStatus.SILENT, TaskStatus.STALLED)
+# Every move a task may make, from (None: no row yet) to. Stores make a move only from
+# a status this table allows (a compare on the row's status), so a stale writer changes
+# nothing: a reservation already claimed is not cancelled, an ended task not revived.
+TRANSITIONS: dict[str | None, frozenset[str]] = {
+    None: frozenset({TaskStatus.RESERVED, TaskStatus.RUNNING, QUEUED}),
+    QUEUED: frozenset({TaskStatus.RESERVED, TaskStatus.RUNNING, ENDED}),
+    TaskStatus.RESERVED: frozenset({TaskStatus.RUNNING, ENDED}),
+    **{s: frozenset({*_LIVE, ENDED}) for s in _LIVE},
+}
+
+
+class BadTransition(ValueError):
+    """A task asked to move where the lifecycle does not go (a bug, never user input)."""
+
+
+def check_transition(old: str | None, new: str) -> None:
+    """The guard: raise :class:`BadTransition` unless ``old`` -> ``new`` is in the table."""
+    if new not in TRANSITIONS.get(old, frozenset()):
+        raise BadTransition(f"a task cannot go from {old} to {new}")
+
+
+def sources(new: str) -> tuple[str, ...]:
+    """The statuses a task may reach ``new`` from (a store's compare-and-set on the status)."""
+    return tuple(str(s) for s, to in TRANSITIONS.items() if s is not None and new in to)
 
 
 def heartbeat_status(silence: float, timeout: float | None, has_feedback: bool) -> TaskStatus:

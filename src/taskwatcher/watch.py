@@ -44,7 +44,7 @@ def watch(tw: TaskWatcher, refresh: float = REFRESH, history_rows: int = HISTORY
             ) as live,
         ):
             while not key_pressed(refresh):
-                live.update(_view_or_error(tw, history_rows, _size(console)), refresh=True)
+                live.update(_view_or_error(tw, history_rows, _size(console), refresh), refresh=True)
     except KeyboardInterrupt:
         pass
 
@@ -55,7 +55,9 @@ def _size(console: Any) -> tuple[int, int]:
     return width, height
 
 
-def _view_or_error(tw: TaskWatcher, history_rows: int, size: tuple[int, int] = (80, 24)) -> Any:
+def _view_or_error(
+    tw: TaskWatcher, history_rows: int, size: tuple[int, int] = (80, 24), refresh: float = REFRESH
+) -> Any:
     """The view; if the database fails this time (locked past the busy timeout, say), the
     error in red: a live view outlasts a passing failure, and says so rather than freezing."""
     from rich.text import Text
@@ -64,7 +66,7 @@ def _view_or_error(tw: TaskWatcher, history_rows: int, size: tuple[int, int] = (
         return _view(tw, history_rows, size)
     except TaskwatcherError as e:
         message = (
-            f"{format_time(time.time())}  {escape_control(str(e))}  (retrying each {REFRESH:g} s; q quits)"
+            f"{format_time(time.time())}  {escape_control(str(e))}  (retrying each {refresh:g} s; q quits)"
         )
         return Text(message, style="red")
 

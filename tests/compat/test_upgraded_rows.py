@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from taskwatcher import control
+from taskwatcher import control, history
 from taskwatcher.store import Store
 
 # taskwatcher 1.7's statements (database.py), as it runs them on whatever file it is given.
@@ -75,7 +75,7 @@ def test_history_rows_1_7_writes_after_the_upgrade_become_2x_rows(tw, file_1x):
     assert_2x_history(tw.history())
     # the same through the SQL-built JSON of --history --json and the Python-built one
     with Store(file_1x) as store:
-        assert json.loads("".join(control.history_json(store))) == control.history(store)
+        assert json.loads("".join(history.history_json(store))) == history.history(store)
 
 
 def test_a_database_taskwatcher_2_created_takes_1_7_rows_too(tw, db):

@@ -17,23 +17,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from conftest import TW, Taskwatcher, db_rows, wait_for
-from test_launch import gone, kill_own_processes
+from support import gone, kill_own_processes, reaper  # noqa: F401  (reaper: an autouse fixture)
 
 LAUNCHES = int(os.environ.get("TASKWATCHER_FAULT_LAUNCHES", "200"))
 RESERVERS = int(os.environ.get("TASKWATCHER_FAULT_RESERVERS", "50"))
 LOCK_SECONDS = float(os.environ.get("TASKWATCHER_FAULT_LOCK_SECONDS", "10"))
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
 
 
 def start(tw, *args: str) -> subprocess.Popen:

@@ -1,5 +1,5 @@
 """Crashes of control commands (issue 3, item 1 for ``control``): a ``control`` call SIGKILLs
-itself half-way (``TASKWATCHER_CRASH_AT``, test-only, see ``process.crash_point``), then the
+itself half-way (``TASKWATCHER_CRASH_AT``, test-only, see ``crash.crash_point``), then the
 next ordinary command must leave a consistent state: the task archived exactly once,
 nothing lost (exit code, final feedback), no process of the task alive.
 
@@ -18,22 +18,15 @@ import os
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import TW, db_rows, wait_for
-from test_launch import kill_own_processes, own_processes
+from support import kill_own_processes, own_processes, reaper  # noqa: F401  (reaper: an autouse fixture)
 
 RUNS = int(os.environ.get("TASKWATCHER_FAULT_CONTROL_RUNS", "3"))
 FEED = 'echo "[progress]50" >> "$TASKWATCHER_FEEDBACK"; '
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
 
 
 def crashed(tw, point: str, *args: str) -> None:

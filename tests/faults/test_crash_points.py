@@ -1,6 +1,6 @@
 """Fault injection: the launcher SIGKILLs itself at each crash point (issue 3, item 1).
 
-``TASKWATCHER_CRASH_AT=NAME`` (test-only, see ``process.crash_point``) kills the
+``TASKWATCHER_CRASH_AT=NAME`` (test-only, see ``crash.crash_point``) kills the
 launcher at one of four moments: ``reserved`` (claim committed, before fork),
 ``spawned`` (child forked and held at its barrier, pid not stored), ``waiting``
 (the task runs, the launcher enters its loop) and ``archiving`` (history row
@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import TW, db_rows, wait_for
-from test_launch import kill_own_processes, own_processes
+from support import kill_own_processes, own_processes, reaper  # noqa: F401  (reaper: an autouse fixture)
 
 RUNS = int(os.environ.get("TASKWATCHER_FAULT_RUNS", "25"))
 
@@ -42,12 +41,6 @@ SCRIPTS = {
 FINAL = {"progress": "50"}
 # Was the task's pid stored when the launcher died? (it tells which point was hit)
 PID_STORED = {"reserved": False, "spawned": False, "waiting": True, "archiving": True}
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
 
 
 def crash_run(tw, point: str, run: int, feeds: Path, logs: Path) -> None:

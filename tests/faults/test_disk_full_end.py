@@ -7,20 +7,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from conftest import wait_for
 from faults import osfaults
-from test_launch import kill_own_processes, running_task
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
+from support import kill_own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 
 
 def test_an_end_that_neither_the_database_nor_a_full_disk_takes_is_said_on_stderr(tw, tmp_path):

@@ -14,24 +14,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import TW, Taskwatcher, wait_for
-from taskwatcher import TaskWatcher, control
+from support import ended, kill_own_processes, one_line_error, reaper  # noqa: F401  (reaper: an autouse fixture)
+from taskwatcher import TaskWatcher, feedstate
 from taskwatcher.feedback import FeedbackName, parse_file
 from taskwatcher.store import Store
-from test_launch import ended, kill_own_processes, one_line_error
 
 DEADLINE = 15  # seconds: a command that blocks on the feedback file would never end
-
-
-@pytest.fixture(autouse=True)
-def reaper(tmp_path: Path) -> Iterator[None]:
-    yield
-    kill_own_processes(tmp_path / "home")
 
 
 @pytest.fixture
@@ -84,7 +77,7 @@ def test_a_file_rewritten_while_readers_hammer_it_ends_with_its_last_content(tw,
     def poll() -> None:
         with Store(tw.db) as store:
             while not stop.is_set():
-                seen.append(control.task_feedback(store, taskid))
+                seen.append(feedstate.task_feedback(store, taskid))
 
     readers = [threading.Thread(target=poll) for _ in range(3)]
     for r in readers:
@@ -107,7 +100,7 @@ def test_a_reader_that_started_from_an_older_place_does_not_save_over_a_newer_on
     taskid = int(detach(tw, feeds, 'echo "[a]1" > "$TASKWATCHER_FEEDBACK"; sleep 60'))
     fb = feeds / f"feedback_{taskid}.log"
     wait_for(lambda: fb.read_text() == "[a]1\n", 10, "the task's first line")
-    real = control._read_feedback
+    real = feedstate._read_feedback
     calls = []
 
     def read_then_let_another_reader_in(path, state, final=False):
@@ -116,13 +109,13 @@ def test_a_reader_that_started_from_an_older_place_does_not_save_over_a_newer_on
             calls.append(dict(state.data))
             fb.write_text("[a]2\n[b]3\n")  # rewritten in place, longer
             with Store(tw.db) as other:
-                assert control.task_feedback(other, taskid) == {"a": "2", "b": "3"}
+                assert feedstate.task_feedback(other, taskid) == {"a": "2", "b": "3"}
         return changed
 
-    monkeypatch.setattr(control, "_read_feedback", read_then_let_another_reader_in)
+    monkeypatch.setattr(feedstate, "_read_feedback", read_then_let_another_reader_in)
     with Store(tw.db) as store:
-        assert control.task_feedback(store, taskid) == {"a": "1"}  # what it read
-        saved = control.load_feedback_state(store, taskid)
+        assert feedstate.task_feedback(store, taskid) == {"a": "1"}  # what it read
+        saved = feedstate.load_feedback_state(store, taskid)
     assert (saved.offset, saved.data) == (len("[a]2\n[b]3\n"), {"a": "2", "b": "3"})
     monkeypatch.undo()
     assert tw.json("control", "--feedback", str(taskid)) == {"a": "2", "b": "3"} == parse_file(fb)
@@ -305,7 +298,7 @@ def test_a_lost_task_being_archived_by_one_command_is_left_to_it_by_another(tw, 
     with Store(tw.db) as store:
         os.kill(store.task(int(taskid))["launcherpid"], signal.SIGKILL)
         first = FeedbackName(str(fb))  # what the first command holds while it reads the file
-        holder = control.feedback_holder(store, int(taskid))
+        holder = feedstate.feedback_holder(store, int(taskid))
         # The name is free once the killed launcher is gone (the kill is not instant).
         wait_for(lambda: first.acquire(holder), 10, "the dead launcher's hold on the name to go")
     try:

@@ -1,4 +1,5 @@
-"""The SQLite store: where the database lives, its schema and upgrades, and every query.
+"""The SQLite backend of the store: where the database lives, its schema and upgrades,
+and every query (no SQL is written anywhere else).
 
 One connection per process, WAL, a busy timeout, and every write a short
 ``BEGIN IMMEDIATE`` transaction: a deferred read-then-write transaction fails at
@@ -17,12 +18,19 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 
-from .errors import NameTaken, NoDatabase, NotADatabase, StoreError
-from .logs import Logger
+from ..crash import crash_point
+from ..errors import NameTaken, NoDatabase, NotADatabase, StoreError, TasksRunning
+from ..logs import Logger
+from ..model import HISTORY_FIELDS, TASK_FIELDS, HistoryRow, TaskRow
+from ..status import TaskStatus, check_transition, sources
+from .base import TaskStore
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
     from typing import Any
+
+    from ..feedback import FeedbackState
+    from ..model import Claim, HistoryFilter
 
 log = Logger(__name__)
 
@@ -284,24 +292,33 @@ def now() -> int:
     return int(time.time())
 
 
-class Store:
-    """A taskwatcher database, opened (and created or upgraded) on construction.
+class SQLiteStore(TaskStore):
+    """A taskwatcher database in an SQLite file, opened (and created or upgraded) on construction.
 
     ``create=False`` (the commands that only read): a missing file raises
     :class:`~taskwatcher.errors.NoDatabase` and nothing is created, not even its folder.
+    Its ``key`` is the file's absolute path; its host-local folders are beside it
+    (``<db stem>-logs/``, ``<db stem>-pending/``).
     """
+
+    shared = False  # one host: liveness is judged from /proc
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.path = resolve_db_path(path)
+        self.key = self.path
         check_text_path(self.path, "database")  # before anything, so that a read says it too
         if not create and database_missing(self.path):
             raise NoDatabase(f"no database exists at {self.path}")
         self.conn = self._connect()
         try:
             self._prepare()
+            self._seen_version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.DatabaseError as e:
             self.conn.close()
             raise _store_error(e, self.path) from None
+
+    def local_folder(self, suffix: str) -> str:
+        return sibling_folder(self.path, suffix)
 
     # -- opening -----------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -484,16 +501,20 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> SQLiteStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- transactions ------------------------------------------------------
+    # -- backend-level access (this backend and its tests only) --------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: ``BEGIN IMMEDIATE`` takes the write lock up front."""
+        """A write transaction: ``BEGIN IMMEDIATE`` takes the write lock up front. Inside one
+        already open (a test's set-up around an operation), the operation joins it."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
@@ -528,15 +549,30 @@ class Store:
         except sqlite3.Error as e:
             raise _store_error(e, self.path) from None
 
-    # -- tasks ---------------------------------------------------------------
-    def task(self, taskid: int) -> Row | None:
-        rows = self.query("SELECT * FROM tasks WHERE id = ?", (taskid,))
-        return rows[0] if rows else None
+    def update_task(
+        self,
+        taskid: int,
+        conn: sqlite3.Connection | None = None,
+        *,
+        where_token: str | None = None,
+        **fields: Any,
+    ) -> int:
+        """Set ``fields`` of a task; with ``where_token``, only if the row is still that task's.
+        How many rows changed (0 or 1)."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        sql = f"UPDATE tasks SET {sets} WHERE id = ?"
+        params = [*map(_text, fields.values()), taskid]
+        if where_token is not None:
+            sql += " AND token = ?"
+            params.append(where_token)
+        if conn is None:
+            with self.transaction() as c:
+                return c.execute(sql, params).rowcount
+        return conn.execute(sql, params).rowcount
 
-    def tasks(self, name: str | None = None) -> list[Row]:
-        if name is None:
-            return self.query("SELECT * FROM tasks ORDER BY id")
-        return self.query("SELECT * FROM tasks WHERE name = ? ORDER BY id", (_text(name),))
+    def delete_task(self, conn: sqlite3.Connection, taskid: int) -> None:
+        conn.execute("DELETE FROM tasks WHERE id = ?", (taskid,))
+        conn.execute("DELETE FROM feedbacks WHERE id = ?", (taskid,))
 
     def name_holder(self, name: str, other_than: int | None = None) -> int | None:
         """The id of a reserved or running task of that name, if any (call inside a transaction)."""
@@ -546,59 +582,10 @@ class Store:
         ).fetchone()
         return row[0] if row else None
 
-    def reserve(
-        self,
-        name: str | None,
-        infos: Sequence[str | None],
-        unique: bool,
-        ttl: float,
-        conn: sqlite3.Connection | None = None,
-    ) -> int:
-        """Insert a RESERVED task; with ``unique``, atomically refuse a held name."""
-        if conn is None:
-            with self.transaction() as c:
-                return self.reserve(name, infos, unique, ttl, c)
-        if unique and name is not None:
-            holder = self.name_holder(_text(name))
-            if holder is not None:
-                raise NameTaken(name, holder)
-        t = time.time()
-        cur = conn.execute(
-            "INSERT INTO tasks (name, info1, info2, info3, status, reservetime, expiretime, uniq)"
-            " VALUES (?, ?, ?, ?, 'RESERVED', ?, ?, ?)",
-            (_text(name), *map(_text, infos), int(t), t + ttl, int(unique)),
-        )
-        return int(cur.lastrowid)  # type: ignore[arg-type]
-
-    def update_task(
-        self,
-        taskid: int,
-        conn: sqlite3.Connection | None = None,
-        *,
-        where_token: str | None = None,
-        **fields: Any,
-    ) -> None:
-        """Set ``fields`` of a task; with ``where_token``, only if the row is still that task's."""
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        sql = f"UPDATE tasks SET {sets} WHERE id = ?"
-        params = [*map(_text, fields.values()), taskid]
-        if where_token is not None:
-            sql += " AND token = ?"
-            params.append(where_token)
-        if conn is None:
-            with self.transaction() as c:
-                c.execute(sql, params)
-        else:
-            conn.execute(sql, params)
-
-    def delete_task(self, conn: sqlite3.Connection, taskid: int) -> None:
-        conn.execute("DELETE FROM tasks WHERE id = ?", (taskid,))
-        conn.execute("DELETE FROM feedbacks WHERE id = ?", (taskid,))
-
     def archive(
         self,
         conn: sqlite3.Connection,
-        task: Row,
+        task: TaskRow,
         *,
         termsignal: str,
         termerror: str,
@@ -638,52 +625,16 @@ class Store:
         self.delete_task(conn, task["id"])
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
-    # -- feedback state ------------------------------------------------------
     def feedback_row(self, taskid: int) -> Row | None:
         rows = self.query("SELECT * FROM feedbacks WHERE id = ?", (taskid,))
         return rows[0] if rows else None
 
-    def save_feedback(
-        self,
-        conn: sqlite3.Connection,
-        taskid: int,
-        data: dict[str, str],
-        dev: int,
-        ino: int,
-        offset: int,
-        lines: int,
-        fingerprint: str = "",
-    ) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines,"
-            " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (taskid, json.dumps(data, ensure_ascii=False), now(), dev, ino, offset, lines, fingerprint),
-        )
+    def history_of(self, taskid: int) -> HistoryRow | None:
+        return self.finished(taskid)
 
-    def newest_taskid(self) -> int | None:
-        """The highest task id of a reserved, running or finished task; None in an empty database."""
-        rows = self.query(
-            "SELECT max(coalesce((SELECT max(id) FROM tasks), 0),"
-            " coalesce((SELECT max(taskid) FROM history WHERE typeof(taskid) = 'integer'), 0))"
-        )
-        return rows[0][0] or None
-
-    def recent_taskids(self, finished: int = 20) -> list[int]:
-        """Ids of the reserved and running tasks, then of the ``finished`` newest finished ones."""
-        live = [r[0] for r in self.query("SELECT id FROM tasks ORDER BY id DESC")]
-        done = self.query(
-            "SELECT taskid FROM history WHERE typeof(taskid) = 'integer' ORDER BY id DESC LIMIT ?",
-            (finished,),
-        )
-        return live + [r[0] for r in done if r[0] not in live]
-
-    # -- history -------------------------------------------------------------
-    def history(self) -> list[Row]:
-        return self.query("SELECT * FROM history ORDER BY id")
-
-    def history_of(self, taskid: int) -> Row | None:
-        rows = self.query("SELECT * FROM history WHERE taskid = ? ORDER BY id DESC LIMIT 1", (taskid,))
-        return rows[0] if rows else None
+    def history(self) -> list[HistoryRow]:  # type: ignore[override]
+        """Every history row, oldest first (the whole list: see :meth:`iter_history`)."""
+        return list(self.iter_history())
 
     def delete_history(self, where: str = "1", params: Sequence[Any] = ()) -> tuple[int, list[str]]:
         """Delete the finished tasks ``where`` says, in one transaction: how many, and the
@@ -696,14 +647,358 @@ class Store:
     def _placed_logs(self, sql: str, params: Sequence[Any] = ()) -> list[str]:
         return [r[0] for r in self.conn.execute(sql, params) if isinstance(r[0], str) and r[0]]
 
+    # -- tasks -----------------------------------------------------------------------
+    def reserve(  # type: ignore[override]
+        self,
+        name: str | None,
+        infos: Sequence[str | None],
+        unique: bool,
+        ttl: float,
+        conn: sqlite3.Connection | None = None,
+    ) -> int:
+        if conn is None:
+            with self.transaction() as c:
+                return self.reserve(name, infos, unique, ttl, c)
+        if unique and name is not None:
+            holder = self.name_holder(_text(name))
+            if holder is not None:
+                raise NameTaken(name, holder)
+        t = time.time()
+        cur = conn.execute(
+            "INSERT INTO tasks (name, info1, info2, info3, status, reservetime, expiretime, uniq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (_text(name), *map(_text, infos), str(TaskStatus.RESERVED), int(t), t + ttl, int(unique)),
+        )
+        return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def claim(self, taskid: int | None, launch: Claim) -> TaskRow:
+        from ..errors import ReservationError
+
+        with self.transaction() as conn:
+            t = time.time()
+            if taskid is None:
+                name = launch.name or launch.default_name
+                try:
+                    taskid = self.reserve(name, launch.infos, launch.unique, 0.0, conn)
+                except NameTaken as e:
+                    raise ReservationError(f"not started: {e}") from None
+                row = self.task(taskid)
+            else:
+                row = self.task(taskid)
+                if row is None or row.status != TaskStatus.RESERVED:
+                    what = "is running" if row is not None else "is not reserved"
+                    if row is None and self.finished(taskid) is not None:
+                        what = "has already run"
+                    raise ReservationError(f"task {taskid} {what}: nothing started")
+                if row.expiretime is not None and row.expiretime <= t:
+                    raise ReservationError(f"the reservation of task {taskid} has expired: nothing started")
+                if row.uniq and launch.name and row.name and launch.name != row.name:
+                    raise ReservationError(
+                        f"task {taskid} holds the name {row.name!r} uniquely: --name cannot change it"
+                    )
+                name = launch.name or row.name or launch.default_name
+                holder = self.name_holder(name, taskid) if bool(row.uniq) or launch.unique else None
+                if holder is not None:
+                    raise ReservationError(f"not started: name {name!r} is held by task {holder}")
+            assert row is not None
+            check_transition(row.status, TaskStatus.RUNNING)
+            infos = [new if new is not None else row[f"info{i}"] for i, new in enumerate(launch.infos, 1)]
+            feedfile = None
+            if launch.feedfolder is not None:
+                feedfile = os.path.join(os.path.abspath(launch.feedfolder), f"feedback_{taskid}.log")
+            logfile = launch.logfile
+            if logfile == "":
+                logfile = os.path.join(launch.logfolder, f"task_{taskid}.log")
+            fields = dict(
+                name=name,
+                info1=infos[0],
+                info2=infos[1],
+                info3=infos[2],
+                status=str(TaskStatus.RUNNING),
+                feedback=int(feedfile is not None),
+                starttime=int(t),
+                started=t,
+                duration=0,
+                lastupdate=int(t),
+                heartbeat=t,
+                timeout=launch.timeout,
+                grace=launch.grace,
+                uniq=int(launch.unique or bool(row.uniq)),
+                expiretime=None,
+                token=launch.token,
+                command=launch.command,
+                feedpath=feedfile,
+                logfile=os.path.abspath(logfile) if logfile else None,
+                logplaced=int(launch.logfile == ""),
+                host=launch.host,
+                bootid=launch.bootid,
+                launcherpid=launch.launcherpid,
+                launcherstart=launch.launcherstart,
+                pidns=launch.pidns,
+            )
+            self.update_task(taskid, conn, **fields)
+            claimed = self.task(taskid)
+        assert claimed is not None
+        return claimed
+
+    def record_spawn(
+        self, taskid: int, token: str, pid: int, procstart: int, command: str, launcherpid: int,
+        launcherstart: int | None,
+    ) -> TaskRow | None:  # fmt: skip
+        with self.transaction() as conn:
+            changed = self.update_task(
+                taskid,
+                conn,
+                where_token=token,
+                pid=pid,
+                command=command,
+                procstart=procstart,
+                launcherpid=launcherpid,
+                launcherstart=launcherstart,
+            )
+            return self.task(taskid) if changed else None
+
+    def record_status(self, taskid: int, token: str, status: str, heartbeat: float) -> bool:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE tasks SET status = ?, heartbeat = ?, lastupdate = ? WHERE id = ? AND token = ?"
+                f" AND status IN ({_marks(sources(status))})",
+                (str(status), heartbeat, int(heartbeat), taskid, token, *map(str, sources(status))),
+            )
+            return cur.rowcount == 1
+
+    def record_observed(self, observed: Sequence[tuple[int, int | None, str, int | None]]) -> int:
+        with self.transaction() as conn:
+            for taskid, duration, status, lastupdate in observed:
+                conn.execute(
+                    "UPDATE tasks SET duration = ?, status = ?, lastupdate = ? WHERE id = ? AND status != ?",
+                    (duration, status, lastupdate, taskid, str(TaskStatus.RESERVED)),
+                )
+        return len(observed)
+
+    def request_stop(self, taskid: int, reason: str) -> TaskRow | None:
+        with self.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE tasks SET stopreason = ? WHERE id = ? AND status != ?",
+                (_text(reason), taskid, str(TaskStatus.RESERVED)),
+            ).rowcount
+            return self.task(taskid) if changed else None
+
+    def cancel_reservation(self, taskid: int) -> bool:
+        with self.transaction() as conn:
+            if conn.execute(
+                "DELETE FROM tasks WHERE id = ? AND status = ?", (taskid, str(TaskStatus.RESERVED))
+            ).rowcount:
+                conn.execute("DELETE FROM feedbacks WHERE id = ?", (taskid,))
+                return True
+            return False
+
+    def expire_reservations(self, now: float) -> list[int]:
+        reserved = str(TaskStatus.RESERVED)
+        due = "status = ? AND expiretime IS NOT NULL AND expiretime <= ?"
+        if not self.query(f"SELECT 1 FROM tasks WHERE {due} LIMIT 1", (reserved, now)):
+            return []  # the common case reads only: no write lock taken
+        with self.transaction() as conn:
+            ids = [r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE {due}", (reserved, now))]
+            conn.execute(f"DELETE FROM tasks WHERE {due}", (reserved, now))
+            conn.executemany("DELETE FROM feedbacks WHERE id = ?", [(i,) for i in ids])
+        return ids
+
+    def finish(
+        self, taskid: int, token: str, *, termsignal: str, termerror: str, exitcode: int | None,
+        feedback: dict[str, str], endtime: float | None = None,
+    ) -> int | None:  # fmt: skip
+        with self.transaction() as conn:
+            current = self.task(taskid)
+            if current is None or current.token != token:
+                return None
+            hid = self.archive(conn, current, termsignal=termsignal, termerror=termerror,
+                               exitcode=exitcode, feedback=feedback, endtime=endtime)  # fmt: skip
+            crash_point("archiving")  # inside the transaction: the history row is not committed
+            return hid
+
+    # -- the feedback reader's place ---------------------------------------------------
+    def feedback_state(self, taskid: int) -> FeedbackState | None:
+        from ..feedback import FeedbackState
+
+        saved = self.feedback_row(taskid)
+        if saved is None:
+            return None
+        return FeedbackState(
+            saved["dev"] or 0,
+            saved["ino"] or 0,
+            saved["offset"] or 0,
+            saved["lines"] or 0,
+            json.loads(saved["feedback"] or "{}"),
+            saved["fingerprint"] or "",
+        )
+
+    def save_feedback_state(
+        self, taskid: int, token: str, start: FeedbackState | None, state: FeedbackState
+    ) -> bool | None:
+        with self.transaction() as conn:
+            current = self.task(taskid)
+            if current is None or current.token != token:
+                return None
+            if self.feedback_state(taskid) != start:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines,"
+                " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (taskid, json.dumps(state.data, ensure_ascii=False), now(), state.dev, state.ino,
+                 state.offset, state.lines, state.fingerprint),
+            )  # fmt: skip
+            crash_point("feedback-saving")  # the new offset and data not committed
+            return True
+
+    # -- reads -------------------------------------------------------------------------
+    def task(self, taskid: int) -> TaskRow | None:
+        rows = self.query(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (taskid,))
+        return TaskRow._make(rows[0]) if rows else None
+
+    def tasks(self, name: str | None = None) -> list[TaskRow]:
+        if name is None:
+            rows = self.query(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id")
+        else:
+            rows = self.query(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name = ? ORDER BY id", (_text(name),))
+        return [TaskRow._make(r) for r in rows]
+
+    def finished(self, taskid: int) -> HistoryRow | None:
+        rows = self.query(
+            f"SELECT {_HISTORY_COLUMNS} FROM history WHERE taskid = ? ORDER BY id DESC LIMIT 1", (taskid,)
+        )
+        return HistoryRow._make(rows[0]) if rows else None
+
+    def iter_history(self, only: HistoryFilter | None = None, chunk: int = 1000) -> Iterator[HistoryRow]:
+        where, params = _history_where(only)
+        after = -1
+        while rows := self.query(
+            f"SELECT {_HISTORY_COLUMNS} FROM history WHERE id > ? AND {where} ORDER BY id LIMIT ?",
+            (after, *params, chunk),
+        ):
+            for r in rows:
+                yield HistoryRow._make(r)
+            after = rows[-1][0]
+
+    def history_json(self, only: HistoryFilter | None = None, chunk: int = 5000) -> Iterator[str]:
+        # SQLite joins ``chunk`` rows at a time, so Python handles a few strings, not rows.
+        where, params = _history_where(only)
+        yield "{"
+        after, sep = -1, ""
+        sql = (
+            "SELECT max(id), group_concat(entry, ', ') FROM (SELECT id,"
+            f" '\"' || id || '\": ' || {_ENTRY_JSON} AS entry FROM history WHERE id > ? AND {where}"
+            " ORDER BY id LIMIT ?)"
+        )
+        while True:
+            ((last, text),) = self.cursor(sql, (after, *params, chunk))
+            if last is None:
+                break
+            yield sep + text
+            after, sep = last, ", "
+        yield "}\n"
+
+    def newest_taskid(self) -> int | None:
+        rows = self.query(
+            "SELECT max(coalesce((SELECT max(id) FROM tasks), 0),"
+            " coalesce((SELECT max(taskid) FROM history WHERE typeof(taskid) = 'integer'), 0))"
+        )
+        return rows[0][0] or None
+
+    def recent_taskids(self, finished: int = 20) -> list[int]:
+        live = [r[0] for r in self.query("SELECT id FROM tasks ORDER BY id DESC")]
+        done = self.query(
+            "SELECT taskid FROM history WHERE typeof(taskid) = 'integer' ORDER BY id DESC LIMIT ?",
+            (finished,),
+        )
+        return live + [r[0] for r in done if r[0] not in live]
+
+    # -- retention ---------------------------------------------------------------------
+    def prune(self, keep: int | None = None, before: float | None = None) -> tuple[int, list[str]]:
+        terms: list[str] = []
+        params: list[Any] = []
+        if keep is not None:
+            terms.append("id <= coalesce((SELECT id FROM history ORDER BY id DESC LIMIT 1 OFFSET ?), 0)")
+            params.append(keep)
+        if before is not None:
+            terms.append("endtime < ?")
+            params.append(before)
+        if not terms:
+            return 0, []
+        return self.delete_history(" OR ".join(terms), params)
+
+    def clear_history(self) -> tuple[int, list[str]]:
+        return self.delete_history()
+
     def recreate(self) -> list[str]:
-        """Drop and recreate every table, ids starting again at 1 (call inside a transaction);
-        the logs taskwatcher placed for the history dropped (to be removed once committed)."""
-        logs = self._placed_logs("SELECT logfile FROM history WHERE logplaced")
-        for table in ("tasks", "feedbacks", "history"):
-            self.conn.execute(f"DROP TABLE IF EXISTS {table}")
-        self._create()
+        with self.transaction():
+            running = [r[0] for r in self.conn.execute(
+                "SELECT id FROM tasks WHERE status != ? ORDER BY id", (str(TaskStatus.RESERVED),)
+            )]  # fmt: skip
+            if running:
+                raise TasksRunning(f"tasks are running ({', '.join(map(str, running))})")
+            logs = self._placed_logs("SELECT logfile FROM history WHERE logplaced")
+            for table in ("tasks", "feedbacks", "history"):
+                self.conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self._create()
         return logs
+
+    # -- change notification -----------------------------------------------------------
+    def notify_fd(self) -> int | None:
+        return None  # SQLite has no channel: wait_for_change looks at PRAGMA data_version
+
+    def wait_for_change(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self._data_version()
+            if version != self._seen_version:
+                self._seen_version = version
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(CHANGE_LOOK, left))
+
+    def _data_version(self) -> int:
+        # PRAGMA data_version changes when another connection commits (never for our own).
+        return int(self.query("PRAGMA data_version")[0][0])
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _history_where(only: HistoryFilter | None) -> tuple[str, list[Any]]:
+    """The SQL condition on history (never empty) that ``only`` means, and its parameters."""
+    terms, params = ["1"], []
+    if only is not None and only.name is not None:
+        terms.append("taskname = ?")
+        params.append(storable(only.name))
+    if only is not None and only.since is not None:
+        terms.append("endtime >= ?")
+        params.append(only.since)
+    if only is not None and only.last is not None:  # the newest N of those, still shown oldest first
+        terms.append(f"id >= coalesce((SELECT id FROM history WHERE {' AND '.join(terms)}"
+                     " ORDER BY id DESC LIMIT 1 OFFSET ?), 0)")  # fmt: skip
+        params = [*params, *params, only.last - 1]
+    return " AND ".join(terms), params
+
+
+# history.describe_entry as SQL: SQLite builds each row's JSON, so that --history --json
+# streams 100k+ rows a second instead of decoding and re-encoding two JSON columns per row.
+_TEXT = "CAST({0} AS TEXT)"
+_ENTRY_JSON = (
+    "json_object('taskid', taskid, 'taskname', taskname, 'info1', info1, 'info2', info2,"
+    " 'info3', info3, 'termsignal', coalesce(termsignal, ''), 'termerror', coalesce(termerror, ''),"
+    " 'starttime', starttime, 'endtime', endtime, 'duration', duration,"
+    " 'feedback', CASE WHEN coalesce({fb}, '') = '' THEN json('{{}}')"
+    " WHEN json_valid({fb}) THEN json({fb}) ELSE {fb} END,"
+    " 'exitcode', exitcode, 'pid', pid, 'host', host,"
+    " 'command', CASE WHEN json_valid({cmd}) THEN json({cmd}) END, 'logfile', logfile)"
+).format(fb=_TEXT.format("feedback"), cmd=_TEXT.format("command"))
+_TASK_COLUMNS = ", ".join(TASK_FIELDS.split())
+_HISTORY_COLUMNS = ", ".join(HISTORY_FIELDS.split())
+CHANGE_LOOK = 0.05  # seconds between two looks at PRAGMA data_version
 
 
 def _text(value: Any) -> Any:
@@ -796,6 +1091,6 @@ def _hint(text: str, path: str) -> str:
 
 
 if __name__ == "__main__":
-    from .entrypoints import not_a_command
+    from ..entrypoints import not_a_command
 
     not_a_command()

@@ -1,0 +1,137 @@
+"""Ending a task: stop its remains if its launcher is gone, read its final feedback,
+move it to history, let its feedback file go.
+
+Every end goes through :func:`archive_task`: the launcher's, a lost task's, a kill
+without a launcher. Its steps are short and in this order — signals, then the file,
+then the store's one atomic ``finish`` — and none happens inside a transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from .errors import TaskwatcherError
+from .feedback import FeedbackName
+from .feedstate import feedback_holder, final_feedback, load_feedback_state, row_feedpath
+from .liveness import stop_remains
+from .logs import Logger
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .model import TaskRow
+    from .process import Identity
+    from .store import TaskStore
+
+log = Logger(__name__)
+
+
+def archive_task(
+    store: TaskStore,
+    row: TaskRow,
+    *,
+    termerror: str,
+    termsignal: str = "",
+    exitcode: int | None = None,
+    kill_remains: bool = False,
+    unless: Callable[[TaskRow], bool] | None = None,
+    feedback: dict[str, str] | None = None,
+) -> bool:
+    """Move one task to history with its final feedback, then delete its feedback file.
+
+    The row is read again and must still be the same task (same token): another
+    command may have archived it, or a re-created database reused its id; the
+    store's ``finish`` compares the token again as it writes. ``kill_remains``
+    SIGKILLs what is left of a task whose launcher is gone first (and if some of it
+    may not be stopped by this user, the row stays: its task still runs, and the
+    next command tries again); ``unless`` can call the whole thing off on the fresh
+    row. ``feedback``: the final feedback, already read by the task's launcher,
+    which holds and removes the file itself; otherwise the file is read here, once
+    its name is held (see :class:`FeedbackName`). Returns whether this call archived it.
+    """
+    if kill_remains:
+        current = _same_task(store, row, unless)
+        if current is None:
+            return False
+        refused: set[Identity] = set()
+        termsignal = stop_remains(current, refused) or termsignal  # signals: outside any transaction
+        if refused:
+            log.debug("task %d: may not signal %s", current["id"], sorted(i.pid for i in refused))
+            return False
+    name = None
+    if feedback is None:
+        feedback, name = _read_final_feedback(store, row)
+        if feedback is None:
+            return False  # another command is archiving it right now
+    archived = gone = False
+    try:
+        current = _same_task(store, row, unless)
+        gone = current is None and _not_this_task(store, row)
+        if current is not None:
+            archived = store.finish(row["id"], row["token"], termsignal=termsignal, termerror=termerror,
+                                    exitcode=exitcode, feedback=feedback) is not None  # fmt: skip
+            gone = not archived
+    finally:
+        if name is not None:  # archived, by us or by another command: the file is done with
+            name.release(remove_file=(archived or gone) and _is_own_file(name.path))
+    return archived
+
+
+def _same_task(store: TaskStore, row: TaskRow, unless: Callable[[TaskRow], bool] | None) -> TaskRow | None:
+    """The row as it is now if it is still the same task and ``unless`` does not call it off."""
+    current = store.task(row["id"])
+    if current is None or current["token"] != row["token"] or (unless and unless(current)):
+        return None
+    return current
+
+
+def _not_this_task(store: TaskStore, row: TaskRow) -> bool:
+    current = store.task(row["id"])
+    return current is None or current["token"] != row["token"]
+
+
+def _read_final_feedback(store: TaskStore, row: TaskRow) -> tuple[dict[str, str] | None, FeedbackName | None]:
+    """A task's final feedback read from its file, and the file's name, now held (or None).
+
+    The name is taken only if no live process holds it. One that does may be
+    another command archiving this very task (the feedback is then None: leave
+    it to that one) or another task's launcher (another database sharing the
+    folder): that file is neither read nor removed, and the feedback last read
+    is the final one.
+    """
+    current = store.task(row["id"])
+    if current is None or current["token"] != row["token"]:
+        return {}, None
+    path = row_feedpath(current)
+    if not path:
+        return {}, None
+    name, holder = FeedbackName(path), feedback_holder(store, current["id"])
+    try:
+        held = name.acquire(holder)
+    except TaskwatcherError as e:
+        log.debug("%s", e)
+        held = False
+    if held:
+        return final_feedback(store, current), name
+    if name.holder() == holder:
+        return None, None
+    log.debug("feedback file %s is held by another live task: not read", path)
+    return load_feedback_state(store, current["id"]).data, None
+
+
+def _is_own_file(path: str) -> bool:
+    """A file (or link) we may remove: ours, and not a folder. In a shared --feedpath
+    another user's file of that name is theirs, whoever we are (root included)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not stat.S_ISDIR(st.st_mode)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

@@ -1,0 +1,134 @@
+"""Ends kept aside: a launcher whose store would not take its task's end (locked past
+the busy timeout, unwritable) writes it beside the store, and the next command archives
+it as recorded, once it has proved itself (a regular file of ours, naming a task that is
+still there with the same token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+
+from .archive import archive_task
+from .crash import crash_point
+from .errors import StoreError
+from .logs import Logger
+from .paths import pending_dir
+from .store import check_own_folder
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .store import TaskStore
+
+log = Logger(__name__)
+
+PENDING_MAX = 65536  # bytes: a kept-aside end is a few hundred; a larger file is not one
+
+
+def keep_pending_end(store: TaskStore, taskid: int, token: str, ending: dict[str, Any]) -> str:
+    """Write a task's end beside the database, for the next command to archive; its path.
+
+    Whole or not at all: on a failure (disk full) the half-written ``.tmp`` is
+    removed and the OSError raised for the caller to say the end another way.
+    """
+    path = pending_path(store, taskid)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)  # private, like the database's folder
+    check_own_folder(os.path.dirname(path), "folder of kept-aside ends")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
+            json.dump({"token": token, **ending}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def pending_path(store: TaskStore, taskid: int) -> str:
+    """Where the end of that task is kept aside, if it is."""
+    return os.path.join(pending_dir(store), f"task_{taskid}.json")
+
+
+def archive_pending_ends(store: TaskStore) -> None:
+    """Archive the ends that launchers kept aside, as they recorded them.
+
+    An end is trusted only as far as it proves itself: a regular file of ours (never
+    through a symlink) in a folder of ours, naming a task that is still there with
+    the same token (a secret of the task's processes and of the private database).
+    """
+    folder = pending_dir(store)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StoreError(f"cannot read the folder of kept-aside ends {folder}: {e.strerror}") from None
+    check_own_folder(folder, "folder of kept-aside ends")
+    for name in names:
+        if not (name.startswith("task_") and name.endswith(".json") and name[5:-5].isdigit()):
+            continue
+        path = os.path.join(folder, name)
+        end = _read_pending_end(path)
+        if end is None:
+            continue
+        row = store.task(int(name[5:-5]))
+        if row is not None and row["token"] and row["token"] == end["token"]:
+            # The launcher read the final feedback (it held the file): kept with the end.
+            archive_task(store, row, termsignal=end["termsignal"], termerror=end["termerror"],
+                         exitcode=end["exitcode"], feedback=end["feedback"])  # fmt: skip
+            crash_point("pending-archived")  # archived, its file not yet removed
+        try:
+            os.unlink(path)  # archived now, or not this task's end (the task is gone, or forged)
+        except FileNotFoundError:
+            pass
+
+
+def _read_pending_end(path: str) -> dict[str, Any] | None:
+    """A kept-aside end as a launcher wrote it, or None (not a regular file of ours, too
+    large, not such JSON): never opened through a symlink, never blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size > PENDING_MAX:
+            log.warning("ignoring %s: not a kept-aside end of this user", path)
+            return None
+        end = json.loads(os.read(fd, PENDING_MAX + 1))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(end, dict):
+        return None
+    code = end.get("exitcode")
+    fields = {"token": end.get("token"), "termsignal": end.get("termsignal", ""),
+              "termerror": end.get("termerror", ""), "exitcode": code}  # fmt: skip
+    texts_ok = all(isinstance(fields[k], str) for k in ("token", "termsignal", "termerror"))
+    if not texts_ok or not fields["token"] or not (code is None or type(code) is int):
+        return None
+    # The final feedback the launcher read (None: an older launcher's end; read the file then).
+    feedback = end.get("feedback")
+    if isinstance(feedback, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in feedback.items()
+    ):
+        fields["feedback"] = feedback
+    else:
+        fields["feedback"] = None
+    return fields
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

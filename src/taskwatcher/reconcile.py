@@ -1,0 +1,70 @@
+"""Reconciliation: how a store with no daemon stays true.
+
+Whoever uses the store next archives the ends launchers kept aside, expires old
+reservations, and archives the tasks whose launcher is gone (after stopping what is
+left of them). Each step is a short store operation; the side effects — signals,
+/proc scans, reading feedback files — happen between them, never inside a
+transaction. Every command runs it; a read-heavy caller (a web server) may run it
+periodically instead (``TaskWatcher(reconcile_every=...)``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import process
+from .archive import archive_task
+from .liveness import launcher_gone
+from .logs import Logger
+from .pending import archive_pending_ends, pending_path
+from .status import TaskStatus
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from .model import TaskRow
+    from .store import TaskStore
+
+log = Logger(__name__)
+
+
+def reconcile(store: TaskStore) -> list[int]:
+    """Archive kept-aside ends, expire reservations, archive lost tasks; the ids archived as lost."""
+    archive_pending_ends(store)
+    t = time.time()
+    rows = store.tasks()
+    if any(_expired(r, t) for r in rows):
+        for taskid in store.expire_reservations(t):  # only those still reserved: a launch may claim one
+            log.debug("reservation %d expired", taskid)
+    lost = []
+    for row in rows:
+        if not launcher_gone(row):
+            continue
+        current = store.task(row["id"])
+        if current is None or not launcher_gone(current):
+            continue
+        why = "launcher lost" if current["bootid"] in (None, process.boot_id()) else "launcher lost (reboot)"
+        if archive_task(
+            store, current, termerror=why, kill_remains=True, unless=lambda r: _not_lost(store, r)
+        ):
+            log.debug("task %d lost its launcher", current["id"])
+            lost.append(current["id"])
+    return lost
+
+
+def _expired(row: TaskRow, t: float) -> bool:
+    if row["status"] != TaskStatus.RESERVED:
+        return False
+    expires = row["expiretime"]
+    return expires is not None and expires <= t
+
+
+def _not_lost(store: TaskStore, row: TaskRow) -> bool:
+    """Its launcher is back, or it left the task's end aside (the next command archives that)."""
+    return not launcher_gone(row) or os.path.exists(pending_path(store, row["id"]))
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()

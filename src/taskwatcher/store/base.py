@@ -1,0 +1,204 @@
+"""The storage interface: what every backend does, each method's contract in its docstring.
+
+Everything above the store speaks in these domain operations, never in SQL, and
+never holds a transaction: each operation is atomic inside the backend. Writes
+that end or change a running task compare-and-set on the task's ``token`` (the
+secret in the environment of every process of the task), so a stale writer — a
+launcher whose row was archived as lost, a second command archiving the same
+task — changes nothing. Moves between statuses follow ``status.TRANSITIONS``.
+
+Rows come back as :class:`~taskwatcher.model.TaskRow` and
+:class:`~taskwatcher.model.HistoryRow`; failures as
+:class:`~taskwatcher.errors.StoreError` (and its subclasses). No driver type,
+connection or SQL fragment crosses this interface, so a PostgreSQL backend
+implements it unchanged and passes the same contract suite (tests/contract).
+
+Side effects outside the database (signals, /proc scans, reading feedback
+files) are never done inside a backend's transaction: the callers do them
+between operations.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from ..feedback import FeedbackState
+    from ..model import Claim, HistoryFilter, HistoryRow, TaskRow
+
+
+class TaskStore:
+    """A taskwatcher database. Subclasses implement every method below."""
+
+    #: What names this store in host-local paths (logs, kept-aside ends) and in the
+    #: feedback file's lock: the same for every process using the same database.
+    key: str
+    #: True if processes on other hosts use this store too (then liveness is by lease).
+    shared: bool = False
+
+    # -- the store itself ------------------------------------------------------------
+    def local_folder(self, suffix: str) -> str:
+        """A folder on this host that belongs to this store, for ``suffix`` ("logs",
+        "pending"): not made here; whoever makes it checks it is ours alone."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let the connection go; the store is not used after."""
+        raise NotImplementedError
+
+    def __enter__(self) -> TaskStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- tasks -----------------------------------------------------------------------
+    def reserve(self, name: str | None, infos: Sequence[str | None], unique: bool, ttl: float) -> int:
+        """Insert a RESERVED task held ``ttl`` seconds; its id.
+
+        Ids are never handed out twice, not even after the task is in history or
+        pruned (only :meth:`recreate` starts them again). With ``unique``, a name a
+        reserved or running task holds raises :class:`~taskwatcher.errors.NameTaken`:
+        of N simultaneous unique reservations of one name exactly one wins.
+        """
+        raise NotImplementedError
+
+    def claim(self, taskid: int | None, launch: Claim) -> TaskRow:
+        """Turn a reservation (or, with ``taskid`` None, a new id) into a RUNNING task
+        held by the launcher ``launch`` names; the row as stored.
+
+        Refused with :class:`~taskwatcher.errors.ReservationError` (nothing changed) if
+        ``taskid`` is not a live reservation (running, ended, never reserved, expired),
+        if ``launch.name`` would rename a unique reservation, or if a unique name is
+        held by another task. Two claims of one reservation: exactly one wins.
+        """
+        raise NotImplementedError
+
+    def record_spawn(
+        self, taskid: int, token: str, pid: int, procstart: int, command: str, launcherpid: int,
+        launcherstart: int | None,
+    ) -> TaskRow | None:  # fmt: skip
+        """Record the task's main process (pid, start ticks), the command as executed
+        and the launcher now holding it (a ``--detach`` fork is another process); the
+        row after, which carries any stop request (``stopreason``). None, and nothing
+        written, if the row is no longer this token's (archived as lost meanwhile)."""
+        raise NotImplementedError
+
+    def record_status(self, taskid: int, token: str, status: str, heartbeat: float) -> bool:
+        """Record a running task's status (RUNNING, SILENT, STALLED) and its latest
+        heartbeat (unix time); False, and nothing written, if the row is not this
+        token's or not running."""
+        raise NotImplementedError
+
+    def record_observed(self, observed: Sequence[tuple[int, int | None, str, int | None]]) -> int:
+        """Write (id, duration, status, lastupdate) as readers computed them into running
+        rows (``control --update``, for taskwatcher 1.x readers); how many rows there were."""
+        raise NotImplementedError
+
+    def request_stop(self, taskid: int, reason: str) -> TaskRow | None:
+        """Mark a running task to be stopped, ``reason`` saying why; the row after, or
+        None if there is no such running task (ended, or only reserved: see
+        :meth:`cancel_reservation`). The launcher reads it when signalled."""
+        raise NotImplementedError
+
+    def cancel_reservation(self, taskid: int) -> bool:
+        """Drop a reservation; False, and nothing changed, if it is not reserved (any
+        more: a launch may have claimed it)."""
+        raise NotImplementedError
+
+    def expire_reservations(self, now: float) -> list[int]:
+        """Drop the reservations whose expiry time is ``now`` or earlier; their ids."""
+        raise NotImplementedError
+
+    def finish(
+        self, taskid: int, token: str, *, termsignal: str, termerror: str, exitcode: int | None,
+        feedback: dict[str, str], endtime: float | None = None,
+    ) -> int | None:  # fmt: skip
+        """End a task: write its history row and remove the task (and the feedback
+        reader's place) in one step; the history id.
+
+        Compare-and-set on ``token``: if the row is gone or is another task's
+        (archived meanwhile, or the id reused by a recreated database), nothing is
+        written and None is returned, so a double or stale finish gives one history
+        row.
+        """
+        raise NotImplementedError
+
+    # -- the feedback reader's place ---------------------------------------------------
+    def feedback_state(self, taskid: int) -> FeedbackState | None:
+        """Where the last reader of the task's feedback file stopped, and what it had
+        read; None if none saved one."""
+        raise NotImplementedError
+
+    def save_feedback_state(
+        self, taskid: int, token: str, start: FeedbackState | None, state: FeedbackState
+    ) -> bool | None:
+        """Save ``state`` as the reader's place if the saved one is still ``start`` (the
+        one the read began from: a reader that saved meanwhile keeps its own); True if
+        saved, False if another's stands, None if the task is no longer this token's."""
+        raise NotImplementedError
+
+    # -- reads -------------------------------------------------------------------------
+    def task(self, taskid: int) -> TaskRow | None:
+        """The reserved or running task of that id."""
+        raise NotImplementedError
+
+    def tasks(self, name: str | None = None) -> list[TaskRow]:
+        """Reserved and running tasks (of ``name``), by id."""
+        raise NotImplementedError
+
+    def finished(self, taskid: int) -> HistoryRow | None:
+        """The latest history row of that task id."""
+        raise NotImplementedError
+
+    def iter_history(self, only: HistoryFilter | None = None, chunk: int = 1000) -> Iterator[HistoryRow]:
+        """Finished tasks, oldest first, as ``only`` filters them (name; ended at or
+        after ``since``; the newest ``last`` of those), read ``chunk`` rows at a time."""
+        raise NotImplementedError
+
+    def history_json(self, only: HistoryFilter | None = None, chunk: int = 5000) -> Iterator[str]:
+        """``control --history --json`` as text in pieces: exactly the object
+        ``history.describe_entry`` gives for each row of :meth:`iter_history`, keyed by
+        history id. A backend may build it in the database (a fast path)."""
+        raise NotImplementedError
+
+    def newest_taskid(self) -> int | None:
+        """The highest task id of a reserved, running or finished task."""
+        raise NotImplementedError
+
+    def recent_taskids(self, finished: int = 20) -> list[int]:
+        """Ids of the reserved and running tasks, then of the newest finished ones."""
+        raise NotImplementedError
+
+    # -- retention ---------------------------------------------------------------------
+    def prune(self, keep: int | None = None, before: float | None = None) -> tuple[int, list[str]]:
+        """Delete the history rows beyond the newest ``keep`` or ended before ``before``
+        (oldest first); how many, and the logs taskwatcher placed for them (to remove)."""
+        raise NotImplementedError
+
+    def clear_history(self) -> tuple[int, list[str]]:
+        """Delete every history row; how many, and the logs taskwatcher placed for them."""
+        raise NotImplementedError
+
+    def recreate(self) -> list[str]:
+        """Drop everything and start again (ids from 1); the logs taskwatcher placed for
+        the history dropped. Refused with :class:`~taskwatcher.errors.TasksRunning`, and
+        nothing dropped, while a task runs (the check and the drop are one step)."""
+        raise NotImplementedError
+
+    # -- change notification -----------------------------------------------------------
+    def notify_fd(self) -> int | None:
+        """A file descriptor that becomes readable when another process changes the
+        store (for a ``poll()`` set), or None if the backend has none."""
+        raise NotImplementedError
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until another process commits a change (True) or ``timeout`` seconds pass."""
+        raise NotImplementedError
+
+
+if __name__ == "__main__":
+    from ..entrypoints import not_a_command
+
+    not_a_command()

@@ -1,0 +1,383 @@
+"""The supervisor: the poll loop that watches one spawned task to its end.
+
+It sleeps in poll() on the child's pidfd and a signal wake-up pipe, with the next
+deadline (a status change, the timeout, the end of a grace period) as poll's
+timeout: no fixed tick, no CPU while the task is quiet. The launcher is the task's
+child subreaper, so every process the task starts, even one that left its process
+group, is its descendant and is stopped with it. What it learns (status, heartbeat)
+goes to the store in one short operation each; how the task ended is returned.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+from functools import cache
+
+from . import process
+from .crash import crash_point
+from .errors import StoreError
+from .logs import Logger
+from .model import Ending
+from .spawn import EXIT_TIMEOUT, Child, decode_wait_status
+from .status import TaskStatus, heartbeat_status, next_status_change
+
+TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
+if TYPE_CHECKING:
+    from .output import Relay
+    from .store import TaskStore
+
+log = Logger(__name__)
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+KILL_MARGIN = 1.0  # seconds after SIGKILL before what still lives is reported and left
+_LEFTOVER_LOOK = 0.05  # seconds between looks at leftovers during a grace period
+
+
+class SignalFlags:
+    """Signal handlers only note the signal and wake poll(); the main loop acts.
+
+    A stop signal ignored when the launcher starts (``nohup``, SIG_IGN inherited)
+    stays ignored, here and in the task (``ignored``). :meth:`close` puts back
+    the handlers found, so a script calling the API gets its own Ctrl-C back.
+    """
+
+    def __init__(self, ignored: frozenset[int] | None = None) -> None:
+        if ignored is None:
+            ignored = frozenset(s for s in _STOP_SIGNALS if signal.getsignal(s) == signal.SIG_IGN)
+        self.ignored = ignored
+        self.received: list[int] = []
+        self.resized = False  # SIGWINCH: the terminal the task's pseudo-terminal mirrors changed size
+        self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self._previous: dict[int, object] = {}
+        for sig in _STOP_SIGNALS:
+            if sig not in ignored:
+                self._previous[sig] = signal.signal(sig, self._note)
+        self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
+        self._previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resize)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+
+    def _resize(self, _signum: int, _frame: object) -> None:
+        self.resized = True
+
+    def drain(self) -> list[int]:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        got, self.received = self.received, []
+        return got
+
+    def close(self) -> None:
+        """Put back the signal handlers and wake-up fd found at start."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+        signal.set_wakeup_fd(self._previous_wakeup)
+        os.close(self.wake_r)
+        os.close(self._wake_w)
+
+
+class Supervisor:
+    """Supervises one spawned task until it and all its descendants are gone."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        task_id: int,
+        token: str,
+        child: Child,
+        flags: SignalFlags,
+        feedfile: str | None,
+        timeout: float | None,
+        grace: float,
+        relay: Relay | None = None,
+        forward: bool = True,
+    ) -> None:
+        self.store, self.task_id, self.token, self.child, self.flags = store, task_id, token, child, flags
+        self.feedfile, self.timeout, self.grace, self.relay = feedfile, timeout, grace, relay
+        # Foreground: a signal to the launcher reaches the task as that same signal
+        # (Ctrl-C as SIGINT). Detached, or asked by control --kill: SIGTERM.
+        self.forward = forward
+        self.started = self.last_heartbeat = self.last_look = time.monotonic()
+        self.status = TaskStatus.RUNNING
+        # The feedback file's (ino, mtime, size): the launcher made it empty, which is no heartbeat.
+        self.signature = None if feedfile is None else _signature(feedfile)
+        self.stop_reason: str | None = None
+        self.stop_exitcode: int | None = None
+        self.kill_at: float | None = None  # when the grace period of a stop ends
+        self.sent: int | None = None  # the last signal sent to the tree
+        self.signalled: set[process.Identity] = set()  # who got it (newcomers get it too)
+        self.refused: set[process.Identity] = set()  # processes this user may not signal
+        self.refusal_told = False
+        self.interrupted: int | None = None  # the signal that interrupted this launcher
+        self.reaped = False
+
+    # -- the loop --------------------------------------------------------------
+    def run(self) -> Ending:
+        poller = select.poll()
+        poller.register(self.flags.wake_r, select.POLLIN)
+        if self.child.pidfd is not None:
+            poller.register(self.child.pidfd, select.POLLIN)
+        if self.relay is not None:
+            self.relay.register(poller)
+        crash_point("waiting")
+        while True:
+            wait = self._next_wake()
+            due = None if wait is None else time.monotonic() + wait
+            # poll() takes an int of milliseconds: a far deadline is approached a day at a time.
+            events = poller.poll(None if wait is None else max(0, int(min(wait, 86400.0) * 1000) + 1))
+            if self.relay is not None:
+                output_only = bool(events)
+                for fd, mask in events:
+                    if self.relay.owns(fd):
+                        self.relay.handle(fd, mask)
+                    else:
+                        output_only = False
+                if self.flags.resized:
+                    self.flags.resized = False
+                    self.relay.resize_terminal()
+                # Output alone changes nothing else: a chatty task costs a read and a write
+                # per chunk, not a look at /proc. An exit or a signal wakes a non-output fd.
+                if output_only and (due is None or time.monotonic() < due):
+                    continue
+            for sig in self.flags.drain():
+                self._on_signal(sig)
+            status = self._reap_main()
+            if status is not None:
+                return self._finish(status)
+            self._reap_orphans()
+            now = time.monotonic()
+            if self.stop_reason is None:
+                self._check_heartbeat(now)
+                self._check_timeout(now)
+            elif self.kill_at is not None and now >= self.kill_at:
+                self._signal_tree(signal.SIGKILL)
+                self.kill_at = None
+            elif self.kill_at is not None:
+                self._signal_newcomers()
+            if self.refused and not self.refusal_told:
+                self._tell_refused("it runs on: waiting for it to end")
+
+    def _next_wake(self) -> float | None:
+        now = time.monotonic()
+        if self.stop_reason is not None:
+            # during the grace period, a look every 50 ms gives what the tree forks meanwhile the signal too
+            return None if self.kill_at is None else min(_LEFTOVER_LOOK, self.kill_at - now)
+        if not self.timeout:
+            return None
+        if self.feedfile is None:
+            return self.started + self.timeout - now
+        return next_status_change(now - self.last_heartbeat, self.timeout)
+
+    # -- heartbeat and timeout -------------------------------------------------
+    def _check_heartbeat(self, now: float) -> None:
+        if self.feedfile is None:
+            return
+        sig = _signature(self.feedfile)
+        beat = sig != self.signature
+        if beat:
+            # The change happened after the last look; the file's mtime says when.
+            written = now - max(0.0, time.time() - sig[1] / 1e9) if sig else now
+            self.last_heartbeat = min(max(written, self.last_look), now)
+            self.signature = sig
+        self.last_look = now
+        silence = now - self.last_heartbeat
+        status = heartbeat_status(silence, self.timeout, True)
+        if beat or status != self.status:
+            self.status = status
+            when = time.time() - silence
+            self._record(status, when)
+
+    def _check_timeout(self, now: float) -> None:
+        if not self.timeout:
+            return
+        if self.feedfile is None:
+            if now - self.started >= self.timeout:
+                self._begin_stop(f"timeout: ran for more than {self.timeout:g} s", EXIT_TIMEOUT)
+        elif now - self.last_heartbeat >= self.timeout:
+            self._begin_stop(f"timeout: no feedback for {self.timeout:g} s", EXIT_TIMEOUT)
+
+    def _record(self, status: TaskStatus, heartbeat: float) -> None:
+        try:
+            self.store.record_status(self.task_id, self.token, str(status), heartbeat)
+        except StoreError as e:  # a status is not worth dying for; the archive is
+            log.warning("could not record status: %s", e)
+
+    # -- stopping ----------------------------------------------------------------
+    def _on_signal(self, sig: int) -> None:
+        if self.stop_reason is not None:
+            log.debug("second %s: killing now", process.signal_name(sig))
+            self._signal_tree(signal.SIGKILL)
+            self.kill_at = None
+            return
+        requested = self._requested_stop()
+        if requested:  # control --kill: the row says why, and the task gets SIGTERM
+            self._begin_stop(requested, None)
+            return
+        self.interrupted = sig
+        reason = f"launcher interrupted by {process.signal_name(sig)}"
+        self._begin_stop(reason, None, sig if self.forward else signal.SIGTERM)
+
+    def _requested_stop(self) -> str | None:
+        try:
+            row = self.store.task(self.task_id)
+        except StoreError as e:  # unreadable now: the signal is taken as an interruption
+            log.warning("could not read the task's row: %s", e)
+            return None
+        return row["stopreason"] if row is not None else None
+
+    def _begin_stop(self, reason: str, exitcode: int | None, sig: int = signal.SIGTERM) -> None:
+        log.debug("stopping task %d: %s", self.task_id, reason)
+        self.stop_reason, self.stop_exitcode = reason, exitcode
+        self._signal_tree(sig)
+        self.kill_at = time.monotonic() + self.grace
+
+    def _signal_tree(self, sig: int) -> None:
+        """Send ``sig`` to every process of the task, each once (a second SIGINT would cut
+        a task's own clean-up short), noting those this user may not signal."""
+        self.sent = sig
+        self.signalled = process.signal_descendants(os.getpid(), sig, refused=self.refused)
+        if not self.signalled and not self.refused and not self.reaped:
+            # /proc lists no children here (some sandboxes): the group is what we can reach.
+            # The main process is our unreaped child, so its group id cannot be anyone else's.
+            try:
+                os.killpg(self.child.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _signal_newcomers(self) -> None:
+        """Give the stop signal to what was forked or re-parented since it was sent."""
+        if self.sent is not None:
+            self.signalled |= process.signal_descendants(
+                os.getpid(), self.sent, skip=self.signalled, refused=self.refused
+            )
+
+    def _tell_refused(self, then: str) -> None:
+        """Say once, plainly, which of the task's processes this user may not signal."""
+        self.refusal_told = True
+        sys.stderr.write(
+            f"taskwatcher: task {self.task_id}: cannot stop {_describe(self.refused)}"
+            f" (not permitted: a setuid program?); {then}\n"
+        )
+
+    # -- the end -----------------------------------------------------------------
+    def _reap_main(self) -> int | None:
+        """The main process's wait status once it has exited, else None."""
+        pid, status = os.waitpid(self.child.pid, os.WNOHANG)
+        if pid:
+            self.reaped = True
+            return status
+        return None
+
+    def _reap_orphans(self) -> None:
+        for kid in process.children(os.getpid()):
+            if kid != self.child.pid or self.reaped:
+                try:
+                    os.waitpid(kid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+    def _finish(self, status: int) -> Ending:
+        code, sig = decode_wait_status(status)
+        self._stop_leftovers()
+        if self.relay is not None:
+            self.relay.drain()
+        refused = f"; could not stop {_describe(self.refused)}: not permitted" if self.refused else ""
+        if self.stop_reason is not None:
+            signame = process.signal_name(sig or self.sent or signal.SIGTERM)
+            exitcode = self.stop_exitcode if self.stop_exitcode is not None else code
+            return Ending(exitcode, signame, self.stop_reason + refused, interrupted=self.interrupted)
+        if sig is not None:
+            name = process.signal_name(sig)
+            return Ending(code, name, f"killed by signal {name}{refused}")
+        return Ending(code, "", (f"exit code {code}" if code else "") + refused)
+
+    def _stop_leftovers(self) -> None:
+        """The task's main process is gone: stop what it left behind, then reap it all.
+
+        Every descendant gets SIGTERM (those forked or re-parented meanwhile too),
+        the rest of the grace period, then SIGKILL. Reaping never blocks: a
+        leftover that outlives SIGKILL by KILL_MARGIN (one this user may not
+        signal) is reported and left, so the launcher ends within grace + margin.
+        """
+        me = os.getpid()
+        if not self._leftovers():
+            return
+        if self.sent != signal.SIGKILL:
+            deadline = time.monotonic() + self.grace if self.kill_at is None else self.kill_at
+            if self.sent is None:
+                self.sent = signal.SIGTERM
+                self.signalled = process.signal_descendants(me, signal.SIGTERM, refused=self.refused)
+            while self._leftovers() and time.monotonic() < deadline:
+                if self._pause(min(_LEFTOVER_LOOK, max(0.0, deadline - time.monotonic()))):
+                    break  # asked again: no more grace
+                self._signal_newcomers()
+        give_up = time.monotonic() + KILL_MARGIN
+        while self._leftovers():
+            # each round kills what the last one's victims forked
+            process.signal_descendants(me, signal.SIGKILL, refused=self.refused)
+            if time.monotonic() >= give_up:
+                self._tell_left(me)
+                return
+            self._pause(0.01)
+
+    def _leftovers(self) -> bool:
+        """Reap what has ended (never blocking); True if some descendant still lives."""
+        self._reap_orphans()
+        return bool(process.children(os.getpid()))
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` (a SIGCHLD or a signal wakes it), taking the task's output
+        meanwhile so that no leftover blocks on a full pipe; True if a stop signal came."""
+        outputs = self.relay.readable_fds() if self.relay is not None else []
+        for fd in select.select([self.flags.wake_r, *outputs], [], [], seconds)[0]:
+            if fd != self.flags.wake_r:
+                self.relay.handle(fd, select.POLLIN)  # type: ignore[union-attr]
+        return bool(set(self.flags.drain()) & set(_STOP_SIGNALS))
+
+    def _tell_left(self, me: int) -> None:
+        left = set(process.descendants(me))
+        if left and left <= self.refused:
+            if not self.refusal_told:
+                self._tell_refused("left running")
+            return
+        sys.stderr.write(
+            f"taskwatcher: task {self.task_id}: {_describe(left)} still running"
+            f" {KILL_MARGIN:g} s after SIGKILL; left running\n"
+        )
+
+
+def _describe(idents: set[process.Identity]) -> str:
+    """``pid 12 (sleep)``, or ``pids 12 (sleep), 13 (sudo)``: who, for a message."""
+    named = [f"{i.pid} ({_comm(i)})" for i in sorted(idents)]
+    return ("pid " if len(named) == 1 else "pids ") + ", ".join(named)
+
+
+@cache  # the name as first seen: history is written once the process is gone
+def _comm(ident: process.Identity) -> str:
+    try:
+        with open(f"/proc/{ident.pid}/comm", "rb") as f:
+            return f.read().strip().decode(errors="replace")
+    except OSError:
+        return "?"
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.lstat(path)  # a link put in its place is a change of the link, never of its target
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+if __name__ == "__main__":
+    from .entrypoints import not_a_command
+
+    not_a_command()
