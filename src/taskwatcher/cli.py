@@ -68,7 +68,9 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        from .display import escape_control  # the word that was wrong may hold any byte
+
+        sys.stderr.write(f"{self.prog}: error: {escape_control(message)}\n")
         sys.exit(self.usage_exit)
 
 
@@ -512,7 +514,9 @@ def _fail(message: str, code: int, debug: bool) -> int:
         import logging
 
         logging.getLogger("taskwatcher").exception("failed")
-    sys.stderr.write(f"taskwatcher: {message}\n")
+    from .display import escape_control  # a name or a path in the message may hold any byte
+
+    sys.stderr.write(f"taskwatcher: {escape_control(message)}\n")
     return code
 
 
@@ -536,7 +540,9 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
         no_log=args.no_log,
     )
     if ending.exec_failed:  # as timeout(1) does; history has it too
-        sys.stderr.write(f"taskwatcher: {ending.termerror}\n")
+        from .display import escape_control
+
+        sys.stderr.write(f"taskwatcher: {escape_control(ending.termerror)}\n")
     if ending.interrupted:  # interrupted by Ctrl-C (say): end by it, so a calling shell loop stops too
         from .process import end_by_signal
 
@@ -590,9 +596,12 @@ def run_control(args: argparse.Namespace) -> int:
     elif args.history:
         _print_history(tw, args)
     elif args.clear:
+        _say_if_no_database(tw)
         tw.clear()
     elif args.prune:
-        print(plural(tw.prune(keep=args.keep, max_age=args.max_age), "finished task") + " pruned")
+        pruned = tw.prune(keep=args.keep, max_age=args.max_age)  # a bad age is said first
+        _say_if_no_database(tw)
+        print(plural(pruned, "finished task") + " pruned")
     elif args.log is not None:
         _print_log(tw, _id(args.log), args.follow)
     elif args.kill is not None:

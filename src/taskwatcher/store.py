@@ -171,7 +171,9 @@ def default_db_path() -> str:
     env = os.environ.get("TASKWATCHER_DB")
     if env:
         return env
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    from .config import xdg_base
+
+    state = xdg_base("XDG_STATE_HOME", os.path.join(".local", "state"))
     return os.path.join(state, "taskwatcher", "taskwatcher.db")
 
 
