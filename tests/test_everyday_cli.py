@@ -248,6 +248,9 @@ def test_show_as_a_table_fits_the_terminal(tw):
         (("control", "--kill", "1", "--json"), 2,
          "taskwatcher: --json goes with --list, --history or --show"),
         (("control", "--list", "--max-age", "2d"), 2, "taskwatcher: --max-age goes with --prune"),
+        (("contrl", "--list"), 2, "taskwatcher: error: unknown command contrl (did you mean control?)"),
+        (("lauch", "--detach", "true"), 2,
+         "taskwatcher: error: unknown command lauch (did you mean launch?)"),
     ],
 )  # fmt: skip
 def test_an_error_names_the_mistake_in_one_line(tw, args, code, line):

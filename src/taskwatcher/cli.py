@@ -496,7 +496,10 @@ def _nearest(word: str, candidates: Sequence[str]) -> str:
 
 def _check_before_tool(parser: Parser, words: list[str]) -> None:
     """Options given before the subcommand (``taskwatcher -d control --list``) are explained:
-    every option but --help and --version goes after it."""
+    every option but --help and --version goes after it. A first word that is no subcommand
+    is named as the mistake (``taskwatcher contrl --list``), not the option after it."""
+    if words and not words[0].startswith("-"):
+        parser.error(f"unknown command {words[0]}{_nearest(words[0], list(_TOOLS))}")
     for i, word in enumerate(words):
         if not word.startswith("-") or word in ("-h", "--help", "--version"):
             continue
