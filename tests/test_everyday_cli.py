@@ -458,3 +458,11 @@ def test_a_relative_xdg_state_home_is_ignored(tw, tmp_path, workdir):
     assert proc.returncode == 0, proc.stderr
     assert os.listdir(workdir) == []
     assert (Path(env["HOME"]) / ".local" / "state" / "taskwatcher" / "taskwatcher.db").exists()
+
+
+def test_an_option_takes_the_next_word_as_its_value_even_one_starting_with_a_dash(tw):
+    tw.run("launch", "--name", "-x", "--info1", "--foo", "true", check=True)
+    (entry,) = tw.json("control", "--history", "--json").values()
+    assert (entry["taskname"], entry["info1"], entry["command"]) == ("-x", "--foo", ["true"])
+    proc = tw.run("control", "--killall", "-x")  # a name, not an unknown option
+    assert (proc.returncode, one_line_error(proc)) == (4, "taskwatcher: no task named '-x'")

@@ -387,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options, command = split_launch_words(sub, args_in[1:])
             args_in = [tool, *options]
         else:
-            check_options(sub, args_in[1:])
+            args_in = [tool, *check_options(sub, args_in[1:])]
     args, extra = parser.parse_known_args(args_in)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -439,27 +439,42 @@ def split_launch_words(launch: Parser, words: list[str]) -> tuple[list[str], lis
     An option that takes a value takes the next word (``--name x cmd``); an unknown
     option is an error naming the nearest known one.
     """
+    options: list[str] = []
     i = 0
     while i < len(words):
         word = words[i]
         if word == "--":
-            return words[:i], words[i + 1 :]
+            return options, words[i + 1 :]
         if not _looks_like_option(launch, word):
-            return words[:i], words[i:]
-        i += 1 + _value_words(launch, word, words[i + 1 : i + 2])
-    return words, []
+            return options, words[i:]
+        taken = _value_words(launch, word, words[i + 1 : i + 2])
+        options += _with_value(word, words[i + 1 : i + 1 + taken])
+        i += 1 + taken
+    return options, []
 
 
-def check_options(sub: Parser, words: list[str]) -> None:
-    """Refuse an unknown option before argparse does, naming the nearest known one."""
+def check_options(sub: Parser, words: list[str]) -> list[str]:
+    """Refuse an unknown option before argparse does, naming the nearest known one; the
+    words, an option's value joined to it where argparse would take it for an option."""
+    checked: list[str] = []
     i = 0
     while i < len(words):
         word = words[i]
         if word == "--":
-            return
-        if _looks_like_option(sub, word):
-            i += _value_words(sub, word, words[i + 1 : i + 2])
-        i += 1
+            return checked + words[i:]
+        taken = _value_words(sub, word, words[i + 1 : i + 2]) if _looks_like_option(sub, word) else 0
+        checked += _with_value(word, words[i + 1 : i + 1 + taken])
+        i += 1 + taken
+    return checked
+
+
+def _with_value(option: str, value: list[str]) -> list[str]:
+    """An option and the word it takes as its value; ``--name -x`` as ``--name=-x`` (and
+    ``-n -x`` as ``-n-x``), since argparse would refuse a value that starts with ``-``,
+    where an option that takes a value takes the next word, whatever it is."""
+    if not value or not value[0].startswith("-"):
+        return [option, *value]
+    return [f"{option}={value[0]}" if option.startswith("--") else option + value[0]]
 
 
 def _looks_like_option(sub: Parser, word: str) -> bool:
