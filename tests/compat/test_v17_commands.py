@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -224,3 +226,22 @@ def test_parse_follows_the_documented_format(ours, tmp_path):
     debug = ours.run("parse", "-d", "--feedback", str(path))
     assert debug.stdout == proc.stdout
     assert "starts with a digit" in debug.stderr
+
+
+def test_launch_interrupted_by_sigint_passes_it_to_the_task_and_ends_by_it(ours, tmp_path):
+    """As 1.7's launcher (Python's KeyboardInterrupt) and taskwatcher 2's did: a shell loop stops."""
+    script = tmp_path / "task.py"  # catches Ctrl-C, cleans up, exits 0: the launcher must still end by it
+    script.write_text(
+        "import sys, time\nprint('START', flush=True)\ntry:\n    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n    print('CLEANED', flush=True)\n"
+    )
+    taskid = reserve(ours)
+    launcher = ours.popen("launch", "--db", "sqlite.db", "--taskid", str(taskid), "--",
+                          sys.executable, str(script))  # fmt: skip
+    assert launcher.stdout.readline().startswith("Command_line=")
+    assert launcher.stdout.readline() == "START\n"
+    launcher.send_signal(signal.SIGINT)
+    out, err = launcher.communicate(timeout=30)
+    assert (launcher.returncode, out) == (-signal.SIGINT, "CLEANED\n"), err
+    (entry,) = history(ours)
+    assert (entry["exitcode"], entry["termerror"]) == (0, "launcher interrupted by SIGINT")

@@ -331,6 +331,12 @@ def _launch(args: argparse.Namespace, command: list[str], timeout: float | None)
         return e.exit_code
     if ending.exec_failed:  # not found, not executable: 127, 126, as the taskwatcher command says
         sys.stderr.write(f"taskwatcher: {ending.termerror}\n")
+    if ending.interrupted:  # Ctrl-C (say): end by it, as 1.7's launcher and taskwatcher 2's did
+        from ..process import end_by_signal
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        end_by_signal(ending.interrupted)
     return ending.exitcode if ending.exitcode is not None else EXIT_CANNOT_START
 
 
