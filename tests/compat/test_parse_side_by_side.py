@@ -69,6 +69,11 @@ EDGE_CASES: dict[str, bytes] = {
     "not UTF-8: 1.7 failed (exit 1, nothing printed)": b"[a]1\n[b]\xff\n",
     "a truncated UTF-8 sequence at the end": b"[a]1\n[b]\xe2\x82",
     "a UTF-8-encoded surrogate": b"[a]\xed\xa0\x80\n",
+    "CRLF and a character across 1.7's 8 KiB reads": b"[a]"
+    + b"x" * 8186
+    + b"\r\n[b]"
+    + b"y" * 8185
+    + "é\n".encode(),
     "only a newline": b"\n",
     "empty": b"",
 }
