@@ -372,7 +372,7 @@ def read_feedback(path: str) -> dict[str, str]:
     """The feedback file read as 1.7's parse read it, line for line; ``{}`` if it cannot be opened.
 
     1.7's own reading is kept on purpose (``open(path, encoding="utf-8")``, universal
-    newlines: a line ends at ``\n``, ``\r\n`` or ``\r`` and nowhere else; a byte order
+    newlines: a line ends at ``\\n``, ``\\r\\n`` or ``\\r`` and nowhere else; a byte order
     mark kept as a character, so a first line after one is not a feedback line), so that
     its output is 1.7's byte for byte. A file that cannot be opened, not there yet
     included, reads as ``{}`` as in 1.7: back-ends ask before the task's first line (the
