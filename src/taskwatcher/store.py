@@ -40,7 +40,7 @@ CREATE TABLE tasks (
     name TEXT, info1 TEXT, info2 TEXT, info3 TEXT,
     pid INTEGER, status TEXT, feedback INTEGER NOT NULL DEFAULT 0,
     reservetime INTEGER, starttime INTEGER, duration INTEGER, lastupdate INTEGER,
-    timeout REAL,
+    timeout NUMERIC,                   -- a whole number stays an INTEGER, as 1.x (which reads it) wrote it
     uniq INTEGER NOT NULL DEFAULT 0,   -- reserved with --unique
     expiretime REAL,                   -- a reservation not launched by then is dropped
     pgid INTEGER, procstart INTEGER,   -- the task's process: group, start (clock ticks)
