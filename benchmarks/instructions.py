@@ -123,13 +123,15 @@ def list_instr(ctx: Ctx) -> Figure:
     log(f"  starting {s.running_tasks} running tasks")
     start_running(ctx, db, s.running_tasks, "bench-list", ctx.fresh_dir("listfeed"))
     argv = [*t.ours, "control", "--db", db, "--list", "--json"]
-    return _instr_figure(
+    f = _instr_figure(
         ctx,
         "list",
         f"`control --list --json`, {s.running_tasks} running tasks, {s.history_rows // 1000}k history rows",
         2.0,
         argv,
     )
+    run([*t.ours, "control", "--db", db, "--killall", "bench-list"])  # not left running under other figures
+    return f
 
 
 def reserve_instr(ctx: Ctx) -> Figure:

@@ -1,12 +1,13 @@
 """What a command's start-up instructions go to: each module it imports, counted by callgrind.
 
-    benchmarks/.venv/bin/python benchmarks/startup_ladder.py PYTHON SCRIPT [ARG...]
-    e.g. startup_ladder.py .venv/bin/python .venv/bin/taskwatcher control --db D --list --json
+    benchmarks/.venv/bin/python benchmarks/startup_ladder.py [--depth N] PYTHON SCRIPT [ARG...]
+    e.g. startup_ladder.py --depth 1 .venv/bin/python .venv/bin/taskwatcher control --db D --list --json
 
-Run by hand (not by benchmarks/run). The command's top-level imports are read from
-``PYTHON -X importtime`` in the order they happen, less what `python -c pass` imports
-already; then ``PYTHON -c "import m1"``, ``"import m1, m2"``, ... are each counted under
-``valgrind --tool=callgrind``, so each step is what one more module costs, its own imports
+Run by hand (not by benchmarks/run). The command's imports down to nesting level N (default 0: its own
+top-level imports) are read from ``PYTHON -X importtime`` in the order they finish (a
+module's imports finish before it), less what `python -c pass` imports already; then
+``PYTHON -c "import m1"``, ``"import m1, m2"``, ... are each counted under ``valgrind
+--tool=callgrind``, so each step is what one more module costs, its own imports
 included (and what earlier steps had loaded not counted twice). The last line is the whole
 command: what the imports do not explain is its own work and its shutdown.
 """
@@ -44,23 +45,27 @@ def instructions(argv: list[str]) -> int:
         return total
 
 
-def top_level_imports(argv: list[str]) -> list[str]:
-    """Modules imported at nesting level 0, in the order their import finished."""
+def imports(argv: list[str], depth: int) -> list[str]:
+    """Modules imported at nesting level ``depth`` or less, in the order their import finished."""
     r = subprocess.run(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     names = []
     for line in r.stderr.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$", line)
-        if m and not m.group(1):
+        if m and len(m.group(1)) // 2 <= depth:
             names.append(m.group(2))
     return names
 
 
 def main() -> None:
-    python, command = sys.argv[1], sys.argv[2:]
-    floor = set(top_level_imports([python, "-X", "importtime", "-c", "pass"]))
-    wanted = [m for m in top_level_imports([python, "-X", "importtime", *command]) if m not in floor]
+    args = sys.argv[1:]
+    depth = 0
+    if args[0] == "--depth":
+        depth, args = int(args[1]), args[2:]
+    python, command = args[0], args[1:]
+    floor = set(imports([python, "-X", "importtime", "-c", "pass"], 99))
+    wanted = [m for m in imports([python, "-X", "importtime", *command], depth) if m not in floor]
     subprocess.run([python, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm .pyc
     base = previous = instructions([python, "-c", "pass"])
     print(
