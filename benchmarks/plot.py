@@ -95,7 +95,8 @@ def plot_peers(rows: list[dict[str, Any]], out: str, title: str) -> bool:
         for color, name in zip(("C0", "C1", "C2"), names, strict=False):
             ax.plot(ns, [value(r, name) for r in rows], color=color, marker="o", label=name)
         ax.set_xscale("log")
-        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_yscale("symlog", linthresh=0.1)  # a log scale that still shows 0 (no CPU at all)
+        ax.set_ylim(bottom=0)
         ax.set_xticks(ns, [str(n) for n in ns])
         ax.set_xlabel("N quiet tasks")
         ax.set_title(label, fontsize=9)
@@ -108,7 +109,7 @@ def plot_peers(rows: list[dict[str, Any]], out: str, title: str) -> bool:
     return True
 
 
-if __name__ == "__main__":  # redraw from a saved run: plot.py results/latest.json scaling.png
+if __name__ == "__main__":  # redraw a saved run: plot.py results/latest.json scaling.png [peers.png]
     import json
     import sys
 
@@ -121,3 +122,6 @@ if __name__ == "__main__":  # redraw from a saved run: plot.py results/latest.js
         f"{m['taskwatcher (ours)']} vs taskwatcher 1.7 — {m['date']}, {m['nproc']} CPUs, Python {m['python']}"
     )
     plot(saved["scaling"], base, sys.argv[2], title)
+    if len(sys.argv) > 3 and saved["scaling"].get("peers"):  # plot.py latest.json scaling.png peers.png
+        plot_peers(saved["scaling"]["peers"], sys.argv[3], f"{m['taskwatcher (ours)']}, task-spooler, "
+                   f"supervisord — {m['date']}, {m['nproc']} CPUs")  # fmt: skip
