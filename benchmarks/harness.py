@@ -99,6 +99,7 @@ def main() -> int:
     # No configuration file but the ones a figure writes: the user's own would change launches.
     os.environ["XDG_CONFIG_HOME"] = os.path.join(scratch, "no-config")
     os.environ.pop("TASKWATCHER_CONFIG", None)
+    os.environ["MPLCONFIGDIR"] = os.path.join(HERE, ".pycache", "matplotlib")  # not in the scratch folder
     tools = Tools(
         ours=[args.ours],
         python=args.python,
