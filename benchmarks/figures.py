@@ -149,7 +149,7 @@ def _kill_tree(pid: int) -> None:
         pass
 
 
-# -- 1. launch -- true -------------------------------------------------------------------------
+# -- a plain launch, in wall time: what the timeout figure subtracts ---------------------------------
 def launch_true(ctx: Ctx) -> Figure:
     t, s = ctx.tools, ctx.sizes
     f = Figure("launch", "`launch -- true`, end to end, wall", "`python3 -c pass`", "≤ 4x")
@@ -185,7 +185,7 @@ def launch_true(ctx: Ctx) -> Figure:
     return f
 
 
-# -- 2/3. --list and --history on a big database ---------------------------------------------------
+# -- 8, 15. --history on a big database ---------------------------------------------------------
 def _build_list_dbs(ctx: Ctx) -> None:
     if "list_db" in ctx:
         return
@@ -210,43 +210,6 @@ def _build_list_dbs(ctx: Ctx) -> None:
         dbgen.add_17_history(db17, s.history_rows)
         dbgen.add_17_tasks(db17, s.tasks - s.running, s.running)
         ctx["list_db17"] = db17
-
-
-def list_json(ctx: Ctx) -> Figure:
-    t, s = ctx.tools, ctx.sizes
-    f = Figure(
-        "list",
-        f"`control --list --json`, {s.tasks} tasks ({s.running} running), "
-        f"{s.history_rows // 1000}k history rows",
-        "`python3 -c pass`",
-        "≤ 3x",
-    )
-    _build_list_dbs(ctx)
-    db = ctx["list_db"]
-    out = json.loads(run([*t.ours, "control", "--db", db, "--list", "--json"]))
-    if len(out) != s.tasks:
-        raise BenchError(f"--list --json gave {len(out)} tasks, not {s.tasks}")
-    cases = {
-        "python -c pass": lambda: wall([t.python, "-c", "pass"]),
-        "ours": lambda: wall([*t.ours, "control", "--db", db, "--list", "--json"]),
-    }
-    if ctx.with_17:
-        db17 = ctx["list_db17"]
-        cases["1.7"] = lambda: wall(
-            [*t.v17("control"), "--db", db17, "task", "--list", "--json"], cwd=t.scratch
-        )
-    sm = interleaved(cases, s.reps)
-    base = median(sm["python -c pass"])
-    f.ours = ratio_cell(median(sm["ours"]), base)
-    if "1.7" in sm:
-        f.v17 = ratio_cell(median(sm["1.7"]), base)
-        f.notes.append(
-            "1.7: `control --db X task --list --json`; its running rows are inserted rows "
-            "(1.7's --list never looks at processes)"
-        )
-    f.met = f.ours.value <= 3
-    f.raw = sm
-    return f
 
 
 def history_json(ctx: Ctx) -> Figure:
@@ -307,7 +270,7 @@ def history_table(ctx: Ctx) -> Figure:
     return f
 
 
-# -- 4. a 1 s timeout --------------------------------------------------------------------------
+# -- 9. a 1 s timeout --------------------------------------------------------------------------
 _LOG17_TIME = re.compile(r"^(\d{8}:\d\d:\d\d:\d\d),\s*(\d+)")
 
 
@@ -381,7 +344,7 @@ def timeout_fires(ctx: Ctx) -> Figure:
     return f
 
 
-# -- 5. child exit noticed -----------------------------------------------------------------------
+# -- 10. child exit noticed -----------------------------------------------------------------------
 def exit_noticed(ctx: Ctx) -> Figure:
     t, s = ctx.tools, ctx.sizes
     f = Figure("exit", "child exit noticed", "the child's exit", "≤ 10 ms")
@@ -446,7 +409,7 @@ def exit_noticed(ctx: Ctx) -> Figure:
     return f
 
 
-# -- 6/7. a quiet task: launcher CPU and memory ------------------------------------------------------
+# -- 11. a quiet task: launcher CPU (and RSS) ------------------------------------------------------
 def quiet_launchers(ctx: Ctx) -> tuple[Figure, Figure]:
     t, s = ctx.tools, ctx.sizes
     window = s.quiet_window
@@ -563,7 +526,7 @@ def quiet_launchers(ctx: Ctx) -> tuple[Figure, Figure]:
     return cpu, mem
 
 
-# -- 8. control --feedback: incremental ---------------------------------------------------------------
+# -- 12. control --feedback: incremental ---------------------------------------------------------------
 _FEED_LINES = (
     "[progress]{i}\n[phase]step {i} of the campaign\n# checkpoint {i}\n[heartbeat]\n"
     "[detail]processing item {i}, nothing to report\n"
@@ -681,7 +644,7 @@ def feedback_scaling(ctx: Ctx) -> None:
     ctx.scaling["feedback"] = rows
 
 
-# -- 9. 50 launches at once ----------------------------------------------------------------------------
+# -- 13. 50 launches at once ----------------------------------------------------------------------------
 def _burst(argvs: list[list[str]], cwd: str | None = None) -> tuple[float, int, list[str]]:
     t0 = time.perf_counter()
     ps = [subprocess.Popen(a, stdin=DEVNULL, stdout=DEVNULL, stderr=subprocess.PIPE, cwd=cwd) for a in argvs]
@@ -758,54 +721,7 @@ def burst(ctx: Ctx) -> Figure:
     return f
 
 
-# -- 10. parse of a big file -----------------------------------------------------------------------------
-def parse_big(ctx: Ctx) -> Figure:
-    t, s = ctx.tools, ctx.sizes
-    f = Figure(
-        "parse",
-        f"`parse` of a {mib(s.parse_bytes)} feedback file",
-        "a bare Python loop over its lines",
-        "≤ 3x",
-    )
-    path = ctx.path("parse.log")
-    write_feedback(path, s.parse_bytes)
-    json.loads(run([*t.ours, "parse", "--feedback", path]))
-    sm = interleaved(
-        {
-            "bare loop": lambda: wall([t.python, "-c", BARE_LOOP, path]),
-            "ours": lambda: wall([*t.ours, "parse", "--feedback", path]),
-        },
-        s.slow_reps,
-        warmup=False,
-    )
-    f.ours = ratio_cell(median(sm["ours"]), median(sm["bare loop"]))
-    if ctx.with_17:
-        p17 = ctx.path("parse17.log")
-        write_feedback(p17, s.parse_bytes_17)
-        sm17 = interleaved(
-            {
-                "bare loop (1.7's file)": lambda: wall([t.python, "-c", BARE_LOOP, p17]),
-                "1.7": lambda: wall([*t.v17("parse"), "--feedback", p17], cwd=t.scratch),
-            },
-            s.slow_reps,
-            warmup=False,
-        )
-        sm.update(sm17)
-        # Per byte against the bare loop on the big file: on a small file the loop is mostly start-up.
-        per17 = median(sm17["1.7"]) / s.parse_bytes_17
-        per_loop = median(sm["bare loop"]) / s.parse_bytes
-        f.v17 = Cell(per17 / per_loop, f"≈ {per17 / per_loop:.0f}x ({per17 * (1 << 20) * 1000:.0f} ms/MB"
-                     f" / {per_loop * (1 << 20) * 1000:.1f} ms/MB)")  # fmt: skip
-        f.notes.append(
-            f"1.7 timed on a {mib(s.parse_bytes_17)} file (it logs every line to ./debug.log: 100 MB would "
-            "take minutes); its time per MB is compared with the bare loop's per MB on the big file"
-        )
-    f.met = f.ours.value <= 3
-    f.raw = sm
-    return f
-
-
-# -- 11. a chatty task's output, relayed and logged --------------------------------------------------------
+# -- 14. a chatty task's output, relayed and logged --------------------------------------------------------
 def output_relay(ctx: Ctx) -> Figure:
     t, s = ctx.tools, ctx.sizes
     size = s.parse_bytes

@@ -288,7 +288,7 @@ def render(results: list[Figure], failures: dict[str, str], info: dict[str, str]
     for key in GOALS:
         f = by_key.get(key)
         if f is None:
-            lines.append(f"| {key} | | | not measured | ? | | | |")
+            lines.append(f"| {key} | | | not in this run | ? | | | |")  # --only, or it failed (below)
             continue
         cells = [f.peers.get(p, Cell(None, "—")).text for p in ("task-spooler", "supervisord")]
         lines.append(
