@@ -67,6 +67,10 @@ _RESET_SIGNALS = (
     signal.SIGPIPE,
     signal.SIGQUIT,
     signal.SIGXFSZ,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCONT,
 )
 
 
@@ -75,13 +79,20 @@ def fork_held(
     env: Mapping[str, str],
     stdio: Sequence[int] | None,
     ignored: frozenset[int] = frozenset(),
+    terminal: int | None = None,
 ) -> Child:
     """Fork a child in its own session that execs ``argv`` once released.
 
     ``stdio``: three fds to become the child's stdin, stdout and stderr, or None
     to keep the launcher's. ``ignored``: signals ignored when the launcher started
     (``nohup``), which stay ignored in the task; the others get their default action.
+    ``terminal``: a pseudo-terminal (slave) made the session's controlling terminal,
+    so that /dev/tty opens, the task's group is its foreground group and a resize
+    reaches it as SIGWINCH.
     """
+    import fcntl  # before the fork: the child only makes system calls
+    import termios
+
     barrier_r, barrier_w = os.pipe()
     errors_r, errors_w = os.pipe2(os.O_CLOEXEC)
     launcher = os.getpid()
@@ -97,6 +108,8 @@ def fork_held(
             os.close(barrier_w)
             os.close(errors_r)
             os.setsid()
+            if terminal is not None:
+                fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
             set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != launcher:  # the launcher died before the line above
                 os._exit(code)
@@ -106,7 +119,7 @@ def fork_held(
             if os.read(barrier_r, 1) != _GO:  # the launcher gave up or died
                 os._exit(code)
             os.close(barrier_r)
-            os.execvpe(argv[0], list(argv), dict(env))
+            exec_command(list(argv), dict(env))
         except OSError as e:
             err = e.errno or errno.EINVAL
             code = EXIT_NOT_FOUND if err == errno.ENOENT else EXIT_NOT_EXECUTABLE
@@ -125,6 +138,28 @@ def fork_held(
     identity = Identity.of(pid)
     assert identity is not None  # our unreaped child cannot have vanished
     return Child(pid, identity, pidfd, barrier_w, errors_r)
+
+
+def exec_command(argv: list[str], env: dict[str, str]) -> None:
+    """Exec ``argv`` as POSIX execvp does: searched on PATH, and a file the kernel cannot
+    run (ENOEXEC: an executable script without a ``#!`` line) run by /bin/sh.
+
+    Raises the OSError of the first candidate that existed but failed, else the last.
+    """
+    name = argv[0]
+    candidates = [name] if "/" in name else [os.path.join(d or ".", name) for d in os.get_exec_path(env)]
+    first: OSError | None = None
+    last: OSError | None = None
+    for path in candidates:
+        try:
+            os.execve(path, argv, env)
+        except OSError as e:
+            if e.errno == errno.ENOEXEC:  # as execvp, timeout(1), env(1) do
+                os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], env)
+            last = e
+            if first is None and e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                first = e
+    raise first or last or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
 def decode_wait_status(status: int) -> tuple[int, int | None]:

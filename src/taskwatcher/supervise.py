@@ -42,6 +42,8 @@ log = Logger(__name__)
 
 DEFAULT_GRACE = 5.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Job control: Ctrl-Z, or a background launcher touching its terminal, stops the task too.
+_JOB_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 KILL_MARGIN = 1.0  # seconds after SIGKILL before what still lives is reported and left
 _LEFTOVER_LOOK = 0.05  # seconds between looks at leftovers during a grace period
 
@@ -137,8 +139,11 @@ class SignalFlags:
 
     def __init__(self, ignored: frozenset[int] | None = None) -> None:
         if ignored is None:
-            ignored = frozenset(s for s in _STOP_SIGNALS if signal.getsignal(s) == signal.SIG_IGN)
+            ignored = frozenset(
+                s for s in _STOP_SIGNALS + _JOB_SIGNALS if signal.getsignal(s) == signal.SIG_IGN
+            )
         self.ignored = ignored
+        self.job: int | None = None  # the task's process group, once it is spawned
         self.received: list[int] = []
         self.resized = False  # SIGWINCH: the terminal the task's pseudo-terminal mirrors changed size
         self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -149,12 +154,41 @@ class SignalFlags:
                 self._previous[sig] = signal.signal(sig, self._note)
         self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
         self._previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resize)
+        for sig in _JOB_SIGNALS:
+            if sig not in ignored:
+                self._previous[sig] = signal.signal(sig, self._suspend)
 
     def _note(self, signum: int, _frame: object) -> None:
         self.received.append(signum)
 
     def _resize(self, _signum: int, _frame: object) -> None:
         self.resized = True
+
+    def _suspend(self, signum: int, _frame: object) -> None:
+        """Stop the task's group, then this launcher, by the signal's default action;
+        continued (``fg``, ``bg``), continue the task. Done here, not in the loop: a
+        background write that raised SIGTTOU is retried at once, the loop never ran.
+
+        SIGTSTP first, for a program that tidies up before it stops; then SIGSTOP, since
+        the kernel drops a terminal stop signal to a group in a session of its own (an
+        orphaned group), which the task's is. The timeout's clock runs on meanwhile: the
+        loop, woken by this signal, enforces it as soon as the launcher is continued.
+        """
+        self._signal_job(signum)
+        self._signal_job(signal.SIGSTOP)
+        # Stopped by that very signal, so the shell says why ("Stopped", "Stopped (tty output)").
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        signal.signal(signum, self._suspend)
+        self._signal_job(signal.SIGCONT)
+
+    def _signal_job(self, sig: int) -> None:
+        if self.job is None:
+            return
+        try:
+            os.killpg(self.job, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def drain(self) -> list[int]:
         try:
@@ -363,6 +397,7 @@ class Supervisor:
         pid, status = os.waitpid(self.child.pid, os.WNOHANG)
         if pid:
             self.reaped = True
+            self.flags.job = None  # its group id may be another's once its last member ends
             return status
         return None
 
@@ -644,7 +679,9 @@ def _run_owning(
         env.pop(FEEDBACK_VARIABLE, None)
     argv = substitute(req.command, taskid, feedfile)
     process.set_child_subreaper()
-    child = fork_held(argv, env, relay.child_fds if relay is not None else None, flags.ignored)
+    stdio, terminal = (relay.child_fds, relay.terminal) if relay is not None else (None, None)
+    child = fork_held(argv, env, stdio, flags.ignored, terminal)
+    flags.job = child.pid  # a stop of the launcher (Ctrl-Z) is passed to the task's group
     if relay is not None:
         relay.child_started()
     process.crash_point("spawned")

@@ -1,0 +1,136 @@
+"""The task's terminal and job control, through real pseudo-terminals: where the launcher's
+output is a terminal the task's pseudo-terminal is its controlling terminal (/dev/tty opens,
+its group is the foreground group, a resize reaches it as SIGWINCH); Ctrl-Z stops the task
+with the launcher, and continuing the launcher continues it; the timeout runs on meanwhile."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import shlex
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import TW, wait_for
+from test_launch import ended, kill_own_processes
+from test_signals import Terminal
+
+PY = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def reaper(tmp_path: Path) -> Iterator[None]:
+    yield
+    kill_own_processes(tmp_path / "home")
+
+
+def state(pid: int) -> str:
+    """The process's state letter (T: stopped), or "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return ""
+
+
+def read_until(term: Terminal, text: bytes, timeout: float = 15) -> bytes:
+    def seen() -> bool:
+        if select.select([term.master], [], [], 0.05)[0]:
+            try:
+                term.output += os.read(term.master, 65536)
+            except OSError:
+                pass
+        return text in term.output
+
+    wait_for(seen, timeout, f"{text!r} on the terminal")
+    return term.output
+
+
+def launch(tw, *args: str) -> list[str]:
+    return [*TW, "launch", "--db", str(tw.db), *args]
+
+
+def test_the_tasks_pseudo_terminal_is_its_controlling_terminal(tw, env):
+    script = (
+        "import os\n"
+        "with open('/dev/tty', 'w') as tty: tty.write('tty ok\\n')\n"
+        "print('foreground', os.tcgetpgrp(1) == os.getpgrp(), flush=True)\n"
+    )
+    term = Terminal(launch(tw, "--", PY, "-c", script), env)
+    status = term.wait()
+    assert os.waitstatus_to_exitcode(status) == 0, term.output
+    assert b"tty ok" in term.output and b"foreground True" in term.output
+
+
+def test_a_resize_of_the_outer_terminal_reaches_the_task_as_sigwinch_with_the_new_size(tw, env):
+    script = (
+        "import os, signal\n"
+        "signal.signal(signal.SIGWINCH, lambda *_: print('winch', os.get_terminal_size(1), flush=True))\n"
+        "print('ready', flush=True)\n"
+        "import time; end = time.monotonic() + 15\n"
+        "while time.monotonic() < end: time.sleep(0.05)\n"
+    )
+    term = Terminal(launch(tw, "--timeout", "20", "--", PY, "-c", script), env)
+    try:
+        read_until(term, b"ready")
+        # The kernel sends SIGWINCH to the launcher (the outer terminal's foreground); it sizes
+        # the task's terminal, and the kernel sends SIGWINCH to that terminal's foreground: the task.
+        fcntl.ioctl(term.master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+        read_until(term, b"winch os.terminal_size(columns=111, lines=33)")
+    finally:
+        os.kill(term.pid, signal.SIGTERM)
+        term.wait()
+
+
+def pid_in(path: Path) -> int:
+    return int(wait_for(lambda: path.exists() and path.read_text().strip(), 10, f"a pid in {path}"))
+
+
+def test_ctrl_z_in_a_job_control_shell_stops_the_task_and_fg_continues_it(tw, env, tmp_path):
+    pidfile, go, resume = tmp_path / "pid", tmp_path / "go", tmp_path / "resume"
+    task = f"echo $$ > {pidfile}; while [ ! -e {go} ]; do sleep 0.02; done; echo task done"
+    cmd = shlex.join(launch(tw, "--", "sh", "-c", task))
+    wait_resume = f"while [ ! -e {resume} ]; do sleep 0.02; done"
+    # set -m: job control, as in an interactive shell; the launcher is the foreground job.
+    script = f"set -m; {cmd}; echo stopped=$?; {wait_resume}; fg; echo after-fg=$?"
+    term = Terminal(["bash", "-c", script], env)
+    pid = pid_in(pidfile)
+    susp = termios.tcgetattr(term.master)[6][termios.VSUSP]
+    os.write(term.master, susp)
+    read_until(term, b"stopped=148")  # 128 + SIGTSTP: bash saw its job stop
+    assert state(pid) == "T"  # the task stopped with it, not running on unsupervised
+    resume.touch()
+    wait_for(lambda: state(pid) != "T", 10, "fg to continue the task")
+    go.touch()
+    assert os.waitstatus_to_exitcode(term.wait()) == 0, term.output
+    assert b"task done" in term.output and b"after-fg=0" in term.output
+    assert ended(tw, 1)["exitcode"] == 0
+
+
+def test_the_timeout_runs_on_while_suspended_and_is_enforced_on_resume(tw, tmp_path):
+    pidfile = tmp_path / "pid"
+    argv = launch(
+        tw, "--timeout", "1", "--grace", "1", "--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"
+    )
+    with subprocess.Popen(argv, env=tw.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) as p:
+        pid = pid_in(pidfile)
+        p.send_signal(signal.SIGTSTP)
+        wait_for(lambda: state(p.pid) == "T" and state(pid) == "T", 10, "launcher and task stopped")
+        suspended = time.monotonic()
+        wait_for(lambda: time.monotonic() - suspended > 1.5, 5, "the timeout to pass meanwhile")
+        assert state(pid) == "T" and not tw.history_of(1)  # nothing acts while suspended
+        resumed = time.monotonic()
+        p.send_signal(signal.SIGCONT)
+        assert p.wait(10) == 124
+    assert time.monotonic() - resumed < 3  # at once, not another full timeout after resuming
+    entry = ended(tw, 1)
+    assert entry["termerror"].startswith("timeout: ran for more than 1 s")
