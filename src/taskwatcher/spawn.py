@@ -70,7 +70,6 @@ _RESET_SIGNALS = (
     signal.SIGTSTP,
     signal.SIGTTIN,
     signal.SIGTTOU,
-    signal.SIGCONT,
 )
 
 
@@ -80,6 +79,7 @@ def fork_held(
     stdio: Sequence[int] | None,
     ignored: frozenset[int] = frozenset(),
     terminal: int | None = None,
+    foreground: int | None = None,
 ) -> Child:
     """Fork a child in its own session that execs ``argv`` once released.
 
@@ -88,7 +88,9 @@ def fork_held(
     (``nohup``), which stay ignored in the task; the others get their default action.
     ``terminal``: a pseudo-terminal (slave) made the session's controlling terminal,
     so that /dev/tty opens, the task's group is its foreground group and a resize
-    reaches it as SIGWINCH.
+    reaches it as SIGWINCH. ``foreground``: the launcher's own controlling terminal
+    (``--no-log``), which the task takes: it stays in the launcher's session, in a
+    process group of its own made that terminal's foreground group, as a shell runs a job.
     """
     import fcntl  # before the fork: the child only makes system calls
     import termios
@@ -107,7 +109,10 @@ def fork_held(
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             os.close(barrier_w)
             os.close(errors_r)
-            os.setsid()
+            if foreground is None:
+                os.setsid()
+            else:
+                os.setpgid(0, 0)
             if terminal is not None:
                 fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
             set_parent_death_signal(signal.SIGKILL)
@@ -131,6 +136,12 @@ def fork_held(
             os._exit(code)
     os.close(barrier_r)
     os.close(errors_w)
+    if foreground is not None:
+        try:
+            os.setpgid(pid, pid)  # the child does it too: whichever runs first, it is done
+        except OSError:
+            pass
+        give_terminal(foreground, pid)
     try:
         pidfd: int | None = os.pidfd_open(pid)
     except OSError:  # no pidfd here: the SIGCHLD wake-up still notices the exit
@@ -138,6 +149,30 @@ def fork_held(
     identity = Identity.of(pid)
     assert identity is not None  # our unreaped child cannot have vanished
     return Child(pid, identity, pidfd, barrier_w, errors_r)
+
+
+def foreground_terminal() -> int | None:
+    """The launcher's controlling terminal (one of fds 0-2), if its group is that terminal's
+    foreground group; else None (not on a terminal, or run in the background)."""
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return fd
+        except OSError:  # ENOTTY: a terminal, but not this session's
+            continue
+    return None
+
+
+def give_terminal(fd: int, pgid: int) -> None:
+    """Make ``pgid`` the terminal's foreground group. SIGTTOU is blocked meanwhile, as a
+    shell does: a background launcher handing the terminal back would otherwise be stopped."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTTOU])
+    try:
+        os.tcsetpgrp(fd, pgid)
+    except OSError:  # the terminal is gone (hung up), or that group has ended
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def exec_command(argv: list[str], env: dict[str, str]) -> None:

@@ -34,7 +34,15 @@ from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
 from .feedback import FEEDBACK_VARIABLE, FeedbackName
 from .logs import Logger
 from .output import DEFAULT_LOG_MAX, LogFile, Relay, claim_standard_fds
-from .spawn import EXIT_CANNOT_START, EXIT_TIMEOUT, Child, decode_wait_status, fork_held
+from .spawn import (
+    EXIT_CANNOT_START,
+    EXIT_TIMEOUT,
+    Child,
+    decode_wait_status,
+    foreground_terminal,
+    fork_held,
+    give_terminal,
+)
 from .status import TaskStatus, heartbeat_status, next_status_change
 from .store import Store, command_text
 
@@ -144,6 +152,8 @@ class SignalFlags:
             )
         self.ignored = ignored
         self.job: int | None = None  # the task's process group, once it is spawned
+        self.terminal: int | None = None  # the launcher's terminal, while the task has its foreground
+        self.holder: int | None = None  # the task's group, given that terminal
         self.received: list[int] = []
         self.resized = False  # SIGWINCH: the terminal the task's pseudo-terminal mirrors changed size
         self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -165,6 +175,9 @@ class SignalFlags:
         self.resized = True
 
     def _suspend(self, signum: int, _frame: object) -> None:
+        self.suspend(signum)
+
+    def suspend(self, signum: int) -> None:
         """Stop the task's group, then this launcher, by the signal's default action;
         continued (``fg``, ``bg``), continue the task. Done here, not in the loop: a
         background write that raised SIGTTOU is retried at once, the loop never ran.
@@ -176,11 +189,34 @@ class SignalFlags:
         """
         self._signal_job(signum)
         self._signal_job(signal.SIGSTOP)
-        # Stopped by that very signal, so the shell says why ("Stopped", "Stopped (tty output)").
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        signal.signal(signum, self._suspend)
+        self._take_terminal_back()  # the shell gets it back from us, as from a stopped job
+        if signum in self._previous:
+            # Stopped by that very signal, so the shell says why ("Stopped", "Stopped (tty output)").
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            signal.signal(signum, self._suspend)
+        else:  # the task was stopped by a signal of someone else's (SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        if self.terminal is not None and self.job is not None and foreground_terminal() is not None:
+            give_terminal(self.terminal, self.job)  # continued in the foreground (fg, not bg)
         self._signal_job(signal.SIGCONT)
+
+    def give_back_terminal(self) -> None:
+        """The task has ended: its terminal's foreground is the launcher's group again."""
+        self._take_terminal_back()
+        self.terminal = None
+
+    def _take_terminal_back(self) -> None:
+        """Only from the task's group: not if the launcher runs in the background (``bg``),
+        where the shell holds the terminal."""
+        if self.terminal is None:
+            return
+        try:
+            held = os.tcgetpgrp(self.terminal) == self.holder
+        except OSError:
+            return
+        if held:
+            give_terminal(self.terminal, os.getpgrp())
 
     def _signal_job(self, sig: int) -> None:
         if self.job is None:
@@ -201,6 +237,7 @@ class SignalFlags:
 
     def close(self) -> None:
         """Put back the signal handlers and wake-up fd found at start."""
+        self.give_back_terminal()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
         signal.set_wakeup_fd(self._previous_wakeup)
@@ -394,7 +431,13 @@ class Supervisor:
     # -- the end -----------------------------------------------------------------
     def _reap_main(self) -> int | None:
         """The main process's wait status once it has exited, else None."""
-        pid, status = os.waitpid(self.child.pid, os.WNOHANG)
+        # Where the task has the launcher's terminal, Ctrl-Z stops the task, not the launcher:
+        # its stop is seen here, and the launcher stops too, so that the shell sees the job stop.
+        watch_stop = os.WUNTRACED if self.flags.terminal is not None else 0
+        pid, status = os.waitpid(self.child.pid, os.WNOHANG | watch_stop)
+        if pid and os.WIFSTOPPED(status):
+            self.flags.suspend(os.WSTOPSIG(status))
+            return None
         if pid:
             self.reaped = True
             self.flags.job = None  # its group id may be another's once its last member ends
@@ -421,7 +464,14 @@ class Supervisor:
             return Ending(exitcode, signame, self.stop_reason + refused, interrupted=self.interrupted)
         if sig is not None:
             name = process.signal_name(sig)
-            return Ending(code, name, f"killed by signal {name}{refused}")
+            # Ctrl-C (or Ctrl-\\) on the terminal the task held reached the task's group alone.
+            # Had the task been in the launcher's group, the terminal would have sent it to that
+            # group too (a script's shell): it is sent there, and the launcher ends by it, so
+            # that a calling shell loop stops as it would without taskwatcher.
+            typed = self.flags.terminal is not None and sig in (signal.SIGINT, signal.SIGQUIT)
+            if typed:
+                os.killpg(os.getpgrp(), sig)
+            return Ending(code, name, f"killed by signal {name}{refused}", interrupted=sig if typed else None)
         return Ending(code, "", (f"exit code {code}" if code else "") + refused)
 
     def _stop_leftovers(self) -> None:
@@ -680,8 +730,11 @@ def _run_owning(
     argv = substitute(req.command, taskid, feedfile)
     process.set_child_subreaper()
     stdio, terminal = (relay.child_fds, relay.terminal) if relay is not None else (None, None)
-    child = fork_held(argv, env, stdio, flags.ignored, terminal)
+    # --no-log on the terminal: the task takes the terminal's foreground, as a shell's job does.
+    foreground = foreground_terminal() if req.nolog and not req.detach else None
+    child = fork_held(argv, env, stdio, flags.ignored, terminal, foreground)
     flags.job = child.pid  # a stop of the launcher (Ctrl-Z) is passed to the task's group
+    flags.terminal, flags.holder = foreground, child.pid
     if relay is not None:
         relay.child_started()
     process.crash_point("spawned")
@@ -722,6 +775,7 @@ def _run_owning(
         ending = Supervisor(
             store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay, not req.detach
         ).run()
+    flags.give_back_terminal()
     if child.pidfd is not None:
         os.close(child.pidfd)
     # Read here, by the file's holder, outside any transaction; kept with the end if that must wait.
