@@ -104,16 +104,17 @@ def pid_in(path: Path) -> int:
     return int(wait_for(lambda: path.exists() and path.read_text().strip(), 10, f"a pid in {path}"))
 
 
-def test_ctrl_z_in_a_job_control_shell_stops_the_task_and_fg_continues_it(tw, env, tmp_path):
+def suspend_and_fg(tw, env: dict[str, str], tmp_path: Path, *options: str, then: str = "") -> bytes:
+    """Launch a waiting task as the foreground job of a job-control shell (``set -m``, as an
+    interactive shell) on a pseudo-terminal; type Ctrl-Z; check the shell saw the job stop
+    and the task is stopped; ``fg``; let the task end (running ``then``). All it printed."""
     pidfile, go, resume = tmp_path / "pid", tmp_path / "go", tmp_path / "resume"
-    cmd = shlex.join(launch(tw, "--", PY, "-c", waiting_task(pidfile, go)))
+    cmd = shlex.join(launch(tw, *options, "--", PY, "-c", waiting_task(pidfile, go) + then))
     wait_resume = f"while [ ! -e {resume} ]; do sleep 0.02; done"
-    # set -m: job control, as in an interactive shell; the launcher is the foreground job.
     script = f"set -m; {cmd}; echo stopped=$?; {wait_resume}; fg; echo after-fg=$?"
     term = Terminal(["bash", "-c", script], env)
     pid = pid_in(pidfile)
-    susp = termios.tcgetattr(term.master)[6][termios.VSUSP]
-    os.write(term.master, susp)
+    os.write(term.master, termios.tcgetattr(term.master)[6][termios.VSUSP])
     read_until(term, b"stopped=148")  # 128 + SIGTSTP: bash saw its job stop
     # the task stopped with it, not running on unsupervised (it stops once it is next scheduled)
     wait_for(lambda: state(pid) == "T", 5, "the task to stop")
@@ -122,6 +123,11 @@ def test_ctrl_z_in_a_job_control_shell_stops_the_task_and_fg_continues_it(tw, en
     go.touch()
     assert os.waitstatus_to_exitcode(term.wait()) == 0, term.output
     assert b"task done" in term.output and b"after-fg=0" in term.output
+    return term.output
+
+
+def test_ctrl_z_in_a_job_control_shell_stops_the_task_and_fg_continues_it(tw, env, tmp_path):
+    suspend_and_fg(tw, env, tmp_path)
     assert ended(tw, 1)["exitcode"] == 0
 
 
@@ -131,7 +137,10 @@ def test_the_timeout_runs_on_while_suspended_and_is_enforced_on_resume(tw, tmp_p
         tw, "--timeout", "3", "--grace", "1", "--", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"
     )
     launched = time.monotonic()  # a loaded machine may take a while to start it: 3 s, not 1
-    with subprocess.Popen(argv, env=tw.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) as p:
+    # A group of its own, whose parent (the tests) is in another group of this session: the
+    # kernel ignores SIGTSTP's stop for an orphaned group, as it would the launcher's then.
+    kw = dict(env=tw.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, process_group=0)
+    with subprocess.Popen(argv, **kw) as p:
         pid = pid_in(pidfile)
         p.send_signal(signal.SIGTSTP)
         wait_for(lambda: state(p.pid) == "T" and state(pid) == "T", 10, "launcher and task stopped")
@@ -171,22 +180,9 @@ def test_no_log_gives_the_task_the_launchers_terminal_and_takes_it_back_after(tw
 
 
 def test_no_log_ctrl_z_stops_the_task_and_the_launcher_and_fg_gives_the_task_the_terminal(tw, env, tmp_path):
-    pidfile, go, resume = tmp_path / "pid", tmp_path / "go", tmp_path / "resume"
-    task = waiting_task(pidfile, go) + "import os; print('holds it', os.tcgetpgrp(0) == os.getpgrp())\n"
-    cmd = shlex.join(launch(tw, "--no-log", "--", PY, "-c", task))
-    wait_resume = f"while [ ! -e {resume} ]; do sleep 0.02; done"
-    script = f"set -m; {cmd}; echo stopped=$?; {wait_resume}; fg; echo after-fg=$?"
-    term = Terminal(["bash", "-c", script], env)
-    pid = pid_in(pidfile)
-    os.write(term.master, termios.tcgetattr(term.master)[6][termios.VSUSP])
-    # The terminal stopped the task (its foreground group); the launcher saw it and stopped too.
-    read_until(term, b"stopped=148")
-    wait_for(lambda: state(pid) == "T", 5, "the task to stop")
-    resume.touch()
-    wait_for(lambda: state(pid) != "T", 10, "fg to continue the task")
-    go.touch()
-    assert os.waitstatus_to_exitcode(term.wait()) == 0, term.output
-    assert b"holds it True" in term.output and b"after-fg=0" in term.output
+    # The terminal stops the task (its foreground group); the launcher sees it and stops too.
+    holds = "import os; print('holds it', os.tcgetpgrp(0) == os.getpgrp())\n"
+    assert b"holds it True" in suspend_and_fg(tw, env, tmp_path, "--no-log", then=holds)
 
 
 def test_no_log_ctrl_c_reaches_the_task_and_the_launcher_ends_by_it_so_a_shell_loop_stops(tw, env, tmp_path):
@@ -200,3 +196,17 @@ def test_no_log_ctrl_c_reaches_the_task_and_the_launcher_ends_by_it_so_a_shell_l
     assert b"loop went on" not in term.output
     (entry,) = tw.history().values()
     assert (entry["termsignal"], entry["exitcode"]) == ("SIGINT", 130)
+
+
+def test_no_log_in_a_pipeline_leaves_the_terminal_to_the_pipeline(tw, env):
+    """``launch --no-log cmd | reader``: the reader, in the launcher's group, may need the
+    terminal (``less``); the task then keeps a session of its own, as without --no-log."""
+    task = "import os; print('own session', os.getsid(0) == os.getpid(), flush=True)"
+    reader = (
+        "import os; tty = os.open('/dev/tty', os.O_RDONLY)\n"
+        "print('reader holds it', os.tcgetpgrp(tty) == os.getpgrp()); print(input())\n"
+    )
+    cmd = shlex.join(launch(tw, "--no-log", "--", PY, "-c", task))
+    term = Terminal(["bash", "-c", f"{cmd} | {shlex.join([PY, '-c', reader])}"], env)
+    assert os.waitstatus_to_exitcode(term.wait()) == 0, term.output
+    assert b"reader holds it True" in term.output and b"own session True" in term.output

@@ -152,15 +152,15 @@ def fork_held(
 
 
 def foreground_terminal() -> int | None:
-    """The launcher's controlling terminal (one of fds 0-2), if its group is that terminal's
-    foreground group; else None (not on a terminal, or run in the background)."""
-    for fd in (0, 1, 2):
-        try:
-            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
-                return fd
-        except OSError:  # ENOTTY: a terminal, but not this session's
-            continue
-    return None
+    """fd 0, if the launcher's stdin and stdout are both its controlling terminal and its
+    group is that terminal's foreground group; else None: not on a terminal, run in the
+    background, or in a pipeline (``launch --no-log cmd | less``: ``less``, in the
+    launcher's group, keeps the terminal, as the shell gave it)."""
+    try:
+        same = os.isatty(0) and os.isatty(1) and os.fstat(0).st_rdev == os.fstat(1).st_rdev
+        return 0 if same and os.tcgetpgrp(0) == os.getpgrp() else None
+    except OSError:  # ENOTTY: a terminal, but not this session's
+        return None
 
 
 def give_terminal(fd: int, pgid: int) -> None:
