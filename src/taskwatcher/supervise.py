@@ -184,7 +184,7 @@ class SignalFlags:
 
         SIGTSTP first, for a program that tidies up before it stops; then SIGSTOP, since
         the kernel drops a terminal stop signal to a group in a session of its own (an
-        orphaned group), which the task's is. The timeout's clock runs on meanwhile: the
+        orphaned group), as the task's is but under --no-log. The timeout's clock runs on: the
         loop, woken by this signal, enforces it as soon as the launcher is continued.
         """
         self._signal_job(signum)
@@ -464,7 +464,7 @@ class Supervisor:
             return Ending(exitcode, signame, self.stop_reason + refused, interrupted=self.interrupted)
         if sig is not None:
             name = process.signal_name(sig)
-            # Ctrl-C (or Ctrl-\\) on the terminal the task held reached the task's group alone.
+            # Ctrl-C (or Ctrl-\) on the terminal the task held reached the task's group alone.
             # Had the task been in the launcher's group, the terminal would have sent it to that
             # group too (a script's shell): it is sent there, and the launcher ends by it, so
             # that a calling shell loop stops as it would without taskwatcher.
