@@ -177,7 +177,7 @@ def give_terminal(fd: int, pgid: int) -> None:
 
 def exec_command(argv: list[str], env: dict[str, str]) -> None:
     """Exec ``argv`` as POSIX execvp does: searched on PATH, and a file the kernel cannot
-    run (ENOEXEC: an executable script without a ``#!`` line) run by /bin/sh.
+    run (ENOEXEC: an executable script without a ``#!`` line) run by the POSIX shell.
 
     Raises the OSError of the first candidate that existed but failed, else the last.
     """
