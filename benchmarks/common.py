@@ -28,6 +28,7 @@ class Tools:
     timeout: str | None  # coreutils timeout(1)
     scratch: str  # a folder for databases, feedback files and 1.7's debug.log
     here: str  # the benchmarks folder (helper scripts)
+    harness_python: str  # benchmarks/.venv's python: supervisord is installed beside it
 
     def v17(self, module: str) -> list[str]:
         assert self.v17_python
@@ -52,6 +53,12 @@ class Sizes:
     parse_bytes: int  # (the issue: 100 MB)
     parse_bytes_17: int  # 1.7 logs every line to ./debug.log: a smaller file keeps it in minutes
     quiet_window: float  # seconds of CPU watching (scaled to a minute)
+    instr_reps: int  # callgrind runs per command: instruction counts repeat to a fraction of a percent
+    running_tasks: int  # real running tasks behind `--list` in instructions (the issue: 200)
+    parse_instr_bytes: int  # the feedback file `parse` reads under callgrind (it runs ~50x slower)
+    constant_history: list[int]  # history sizes for `--last 10` / `--since 1h` (the issue: 1k to 1M)
+    peers_n: list[int]  # quiet tasks held by ours, task-spooler and supervisord (the issue: 10, 50, 200)
+    peers_window: float  # seconds of CPU watching for the peers (the issue: a minute)
     scale_history: list[int] = field(default_factory=list)
     scale_feedback: list[int] = field(default_factory=list)
 
@@ -68,6 +75,12 @@ FULL = Sizes(
     parse_bytes=100 << 20,
     parse_bytes_17=2 << 20,
     quiet_window=30.0,
+    instr_reps=3,
+    running_tasks=200,
+    parse_instr_bytes=20 << 20,
+    constant_history=[1_000, 10_000, 100_000, 1_000_000],
+    peers_n=[10, 50, 200],
+    peers_window=60.0,
     scale_history=[1_000, 10_000, 100_000, 1_000_000],
     scale_feedback=[1 << 10, 10 << 10, 100 << 10, 1 << 20, 10 << 20, 100 << 20],
 )
@@ -83,6 +96,12 @@ QUICK = Sizes(
     parse_bytes=2 << 20,
     parse_bytes_17=256 << 10,
     quiet_window=3.0,
+    instr_reps=1,
+    running_tasks=10,
+    parse_instr_bytes=1 << 20,
+    constant_history=[1_000, 20_000],
+    peers_n=[3, 10],
+    peers_window=5.0,
     scale_history=[1_000, 10_000],
     scale_feedback=[1 << 10, 100 << 10, 1 << 20],
 )
@@ -160,6 +179,38 @@ def rss_kib(pid: int) -> int:
     if not m:
         raise BenchError(f"no VmRSS for pid {pid}")
     return int(m.group(1))
+
+
+def uss_pss_kib(pid: int) -> tuple[int, int]:
+    """Private memory (USS: Private_Clean + Private_Dirty) and PSS of ``pid``, in KiB.
+
+    RSS counts the interpreter's shared pages in every process; USS is what one more
+    process really costs, PSS its fair share of what it shares.
+    """
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", f.read(), re.M))
+    return int(fields["Private_Clean"]) + int(fields["Private_Dirty"]), int(fields["Pss"])
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def spread(xs: Sequence[float], fmt: Callable[[float], str]) -> str:
+    """min / median / max of the samples, each written by ``fmt``."""
+    if len(xs) == 1:
+        return f"one run: {fmt(xs[0])}"
+    return f"min {fmt(min(xs))} / med {fmt(median(xs))} / max {fmt(max(xs))}"
 
 
 def children(pid: int) -> list[int]:

@@ -36,8 +36,8 @@ def _connect(path: str) -> sqlite3.Connection:
 
 # -- taskwatcher 2 -----------------------------------------------------------------------------
 def create_ours(tools: Tools, path: str) -> None:
-    """A database made by the CLI itself (schema, version, WAL)."""
-    run([*tools.ours, "control", "--db", path, "--list", "--json"])
+    """A database made by the CLI itself (schema, version, WAL); a read creates nothing."""
+    run([*tools.ours, "control", "--db", path, "--initialize"])
 
 
 def _ours_history_rows(first_taskid: int, n: int, host: str) -> Iterator[tuple]:

@@ -21,14 +21,24 @@ import traceback
 from dataclasses import asdict
 
 import figures
-from common import FULL, QUICK, BenchError, Tools, log, machine
-from figures import Ctx, Figure
-from plot import plot
+import instructions
+import peers
+from common import FULL, QUICK, BenchError, Tools, log, machine, median
+from figures import Cell, Ctx, Figure
+from plot import plot, plot_peers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = [
-    "launch",
+    # in instructions and private memory
     "list",
+    "reserve",
+    "launch",
+    "parse",
+    "memory",
+    "history-constant",
+    "retention",
+    "peers",
+    # in time, where time is the point
     "history",
     "tables",
     "timeout",
@@ -36,9 +46,21 @@ ORDER = [
     "quiet",
     "feedback",
     "burst",
-    "parse",
     "output",
     "scaling",
+]
+# The goals, in the order the table gives them: figure keys.
+GOALS = [
+    "list",
+    "reserve",
+    "launch",
+    "memory",
+    "history-last",
+    "history-since",
+    "retention-keep",
+    "retention-max_age",
+    "parse",
+    "burst",
 ]
 
 
@@ -74,6 +96,10 @@ def main() -> int:
     os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(HERE, ".pycache")
     source_before = source_state()
     scratch = tempfile.mkdtemp(prefix="twbench-")
+    # No configuration file but the ones a figure writes: the user's own would change launches.
+    os.environ["XDG_CONFIG_HOME"] = os.path.join(scratch, "no-config")
+    os.environ.pop("TASKWATCHER_CONFIG", None)
+    os.environ["MPLCONFIGDIR"] = os.path.join(HERE, ".pycache", "matplotlib")  # not in the scratch folder
     tools = Tools(
         ours=[args.ours],
         python=args.python,
@@ -81,6 +107,7 @@ def main() -> int:
         timeout=shutil.which("timeout"),
         scratch=scratch,
         here=HERE,
+        harness_python=sys.executable,
     )
     ctx = Ctx(tools, sizes, args.with_17)
     info = machine()
@@ -104,16 +131,21 @@ def main() -> int:
     failures: dict[str, str] = {}
     started = time.monotonic()
     steps = {
-        "launch": lambda: [figures.launch_true(ctx)],
-        "list": lambda: [figures.list_json(ctx)],
+        "list": lambda: [instructions.list_instr(ctx)],
+        "reserve": lambda: [instructions.reserve_instr(ctx)],
+        "launch": lambda: [instructions.launch_instr(ctx)],
+        "parse": lambda: [instructions.parse_instr(ctx)],
+        "memory": lambda: [instructions.launcher_memory(ctx)],
+        "history-constant": lambda: instructions.history_constant(ctx),
+        "retention": lambda: instructions.retention_launch(ctx),
+        "peers": lambda: peers.peer_scaling(ctx),
         "history": lambda: [figures.history_json(ctx)],
         "tables": lambda: [figures.history_table(ctx)],
         "timeout": lambda: [figures.timeout_fires(ctx)],
         "exit": lambda: [figures.exit_noticed(ctx)],
-        "quiet": lambda: list(figures.quiet_launchers(ctx)),
+        "quiet": lambda: [figures.quiet_launchers(ctx)[0]],  # its CPU (memory: "memory", in USS)
         "feedback": lambda: [figures.feedback_increment(ctx)],
         "burst": lambda: [figures.burst(ctx)],
-        "parse": lambda: [figures.parse_big(ctx)],
         "output": lambda: [figures.output_relay(ctx)],
         "scaling": lambda: (figures.history_scaling(ctx), figures.feedback_scaling(ctx), [])[-1],
     }
@@ -147,6 +179,7 @@ def main() -> int:
         info["source"] += " — WARNING: src/ changed during the run, figures mix versions"
         log(info["source"])
 
+    fill_peer_columns(results, ctx)
     table = render(results, failures, info)
     print(table)
     out_dir = os.path.join(HERE, "results")
@@ -166,7 +199,7 @@ def main() -> int:
             indent=1,
             default=str,
         )
-    if ctx.scaling:
+    if ctx.scaling.get("history") or ctx.scaling.get("feedback"):
         png = (
             os.path.join(HERE, "scaling.png")
             if not args.quick and not args.only
@@ -180,6 +213,17 @@ def main() -> int:
             log(f"plot: {png}")
         else:
             log("no plot: matplotlib is not installed")
+    if ctx.scaling.get("peers"):
+        png = (
+            os.path.join(HERE, "peers.png")
+            if not args.quick and not args.only
+            else os.path.join(out_dir, f"{stem}-peers.png")
+        )
+        title = (
+            f"{info['taskwatcher (ours)']}, task-spooler, supervisord — {info['date']}, {info['nproc']} CPUs"
+        )
+        if plot_peers(ctx.scaling["peers"], png, title):
+            log(f"plot: {png}")
     log(f"results: {out_dir}/{stem}.md, {stem}.json")
     return 0
 
@@ -200,21 +244,76 @@ def source_state() -> tuple[str, str]:
     return text, digest.hexdigest()
 
 
+def fill_peer_columns(results: list[Figure], ctx: Ctx) -> None:
+    """The goals table's peer columns, from the side-by-side run at its largest N."""
+    rows = ctx.scaling.get("peers")
+    if not rows:
+        return
+    top = rows[-1]
+    by_key = {f.key: f for f in results}
+    if "list" in by_key and "pass_instr" in ctx:
+        base = median(ctx["pass_instr"])
+        for name, cost in top["list"].items():
+            if name == "ours":
+                continue
+            x = median(cost["client instructions"])
+            command = "tsp -l" if name == "task-spooler" else "supervisorctl status"
+            by_key["list"].peers[name] = Cell(
+                x / base,
+                f"{x / base:.2f}x, N={top['n']} (`{command}` client; "
+                f"its server {median(cost['server ms']):.1f} ms CPU)",
+            )
+    if "memory" in by_key:
+        bare = median([u for u, _ in by_key["memory"].raw["bare uss/pss kib"]])
+        for name in ("task-spooler", "supervisord"):
+            per = peers.per_task_uss(ctx, name)
+            if per is not None:
+                by_key["memory"].peers[name] = Cell(
+                    per / bare, f"{per / bare:.2f}x ({per / 1024:.2f} MB per task, N={top['n']})"
+                )
+
+
 def render(results: list[Figure], failures: dict[str, str], info: dict[str, str]) -> str:
+    met = {True: "met", False: "**NOT met**", None: "?"}
+    by_key = {f.key: f for f in results}
     lines = [
         "machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
         "",
-        "| figure | baseline, same run | goal | ours | goal met | taskwatcher 1.7"
-        " | coreutils timeout (floor) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "### Goals",
+        "",
+        "| figure | baseline | goal | ours (min / median / max) | goal | floor | task-spooler"
+        " | supervisord |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key in GOALS:
+        f = by_key.get(key)
+        if f is None:
+            lines.append(f"| {key} | | | not in this run | ? | | | |")  # --only, or it failed (below)
+            continue
+        cells = [f.peers.get(p, Cell(None, "—")).text for p in ("task-spooler", "supervisord")]
+        lines.append(
+            f"| {f.title} | {f.baseline} | {f.goal} | {f.ours.text} | {met[f.met]} | {f.floor.text} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += [
+        "",
+        "### Every other figure",
+        "",
+        "| figure | baseline, same run | goal | ours | goal | taskwatcher 1.7 | floor | task-spooler"
+        " | supervisord |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for f in results:
-        met = {True: "yes", False: "**NO**", None: "?"}[f.met]
+        if f.key in GOALS:
+            continue
+        cells = [f.peers.get(p, Cell(None, "—")).text for p in ("task-spooler", "supervisord")]
         lines.append(
-            f"| {f.title} | {f.baseline} | {f.goal} | {f.ours.text} | {met} | {f.v17.text} | {f.floor.text} |"
+            f"| {f.title} | {f.baseline} | {f.goal} | {f.ours.text} | {met[f.met]} | {f.v17.text} | "
+            f"{f.floor.text} | " + " | ".join(cells) + " |"
         )
     for key, why in failures.items():
-        lines.append(f"| {key} | | | not measured: {why} | ? | | |")
+        lines.append(f"| {key} | | | not measured: {why} | ? | | | | |")
     notes = [f"- {f.key}: {n}" for f in results for n in f.notes]
     if notes:
         lines += ["", "notes:", *notes]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from statistics import median
 from typing import Any
 
 
@@ -69,17 +70,58 @@ def plot(scaling: dict[str, Any], python_pass: float | None, out: str, title: st
     return True
 
 
-if __name__ == "__main__":  # redraw from a saved run: plot.py results/latest.json scaling.png
+def plot_peers(rows: list[dict[str, Any]], out: str, title: str) -> bool:
+    """Ours, task-spooler and supervisord against N quiet tasks: memory, CPU, listing, stopping."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    ns = [r["n"] for r in rows]
+    names = [name for name in ("ours", "task-spooler", "supervisord") if name in rows[0]["memory_kib"]]
+    panels = [
+        ("supervisor memory per task (USS, MB)", lambda r, k: r["memory_kib"][k] / 1024 / r["n"]),
+        ("supervisor CPU while quiet (ms per minute)", lambda r, k: r["cpu_ms_per_min"][k]),
+        (
+            "one listing: client instructions (M)",
+            lambda r, k: median(r["list"][k]["client instructions"]) / 1e6,
+        ),
+        ("time to stop all (ms)", lambda r, k: r["stop_s"][k] * 1000),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
+    for ax, (label, value) in zip(axes, panels, strict=True):
+        for color, name in zip(("C0", "C1", "C2"), names, strict=False):
+            ax.plot(ns, [value(r, name) for r in rows], color=color, marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=0.1)  # a log scale that still shows 0 (no CPU at all)
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xlabel("N quiet tasks")
+        ax.set_title(label, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
+
+
+if __name__ == "__main__":  # redraw a saved run: plot.py results/latest.json scaling.png [peers.png]
     import json
-    import statistics
     import sys
 
     with open(sys.argv[1]) as fh:
         saved = json.load(fh)
     m = saved["machine"]
     launch = [f for f in saved["figures"] if f["key"] == "launch"]
-    base = statistics.median(launch[0]["raw"]["python -c pass"]) if launch else None
+    base = median(launch[0]["raw"]["python -c pass"]) if launch else None
     title = (
         f"{m['taskwatcher (ours)']} vs taskwatcher 1.7 — {m['date']}, {m['nproc']} CPUs, Python {m['python']}"
     )
     plot(saved["scaling"], base, sys.argv[2], title)
+    if len(sys.argv) > 3 and saved["scaling"].get("peers"):  # plot.py latest.json scaling.png peers.png
+        plot_peers(saved["scaling"]["peers"], sys.argv[3], f"{m['taskwatcher (ours)']}, task-spooler, "
+                   f"supervisord — {m['date']}, {m['nproc']} CPUs")  # fmt: skip

@@ -248,6 +248,9 @@ def test_show_as_a_table_fits_the_terminal(tw):
         (("control", "--kill", "1", "--json"), 2,
          "taskwatcher: --json goes with --list, --history or --show"),
         (("control", "--list", "--max-age", "2d"), 2, "taskwatcher: --max-age goes with --prune"),
+        (("contrl", "--list"), 2, "taskwatcher: error: unknown command contrl (did you mean control?)"),
+        (("lauch", "--detach", "true"), 2,
+         "taskwatcher: error: unknown command lauch (did you mean launch?)"),
     ],
 )  # fmt: skip
 def test_an_error_names_the_mistake_in_one_line(tw, args, code, line):
@@ -283,6 +286,11 @@ def test_an_option_before_the_subcommand_is_explained(tw, word, tool, code):
         (("--log", "3"), 4, "", "no task 3: no database exists at {db}"),
         (("--log", "--follow"), 4, "", "no task: no database exists at {db}"),
         (("--wait",), 4, "", "no task: no database exists at {db}"),
+        # commands that would change a database have nothing to change on a mistyped path
+        (("--kill", "3"), 4, "", "no task 3: no database exists at {db}"),
+        (("--killall", "x"), 4, "", "no task named 'x': no database exists at {db}"),
+        (("--clear",), 0, "", "no database exists at {db}"),
+        (("--prune", "--keep", "1"), 0, "0 finished tasks pruned\n", "no database exists at {db}"),
     ],
 )
 def test_a_read_on_a_path_without_a_database_creates_nothing(tw, tmp_path, workdir, args, code, stdout, line):
@@ -407,3 +415,54 @@ def test_the_api_takes_durations_with_units_too(tw):
     with pytest.raises(UsageError, match="--ttl: not a duration: '2 m'"):
         api.reserve(ttl="2 m")
     assert api.show()["taskid"] == taskid
+
+
+# -- errors for people: control characters escaped, a configuration named but missing, XDG paths --
+HOSTILE = "\x1b]0;PWN\x07\x1b[2Jfoo"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("launch", HOSTILE),  # command not found: <its name>
+        ("control", "--killall", HOSTILE),  # no task named <it>
+        ("launch", "--feedpath", "/no" + HOSTILE, "true"),  # feedback folder <it> does not exist
+        ("control", "--" + HOSTILE),  # unknown option <it>
+    ],
+)
+def test_an_error_shows_control_characters_escaped(tw, args):
+    tw.run("control", "--update", check=True)
+    proc = subprocess.run([*TW, args[0], "--db", str(tw.db), *args[1:]], env=tw.env, capture_output=True)
+    line = proc.stderr.decode()
+    assert proc.returncode != 0 and line.count("\n") == 1, line
+    assert "\x1b" not in line and "\x07" not in line, line
+    assert "\\e]0;PWN\\a\\e[2Jfoo" in line
+
+
+def test_a_configuration_file_named_but_missing_is_an_error(tw, tmp_path):
+    tw.env["TASKWATCHER_CONFIG"] = str(tmp_path / "nonexist.toml")
+    line = f"taskwatcher: configuration file {tmp_path / 'nonexist.toml'}: no such file"
+    update = tw.run("control", "--update")
+    assert (update.returncode, one_line_error(update)) == (1, line)
+    launch = tw.run("launch", "touch", str(tmp_path / "marker"))
+    assert (launch.returncode, one_line_error(launch)) == (125, line)
+    assert not (tmp_path / "marker").exists()
+
+
+def test_a_relative_xdg_state_home_is_ignored(tw, tmp_path, workdir):
+    """The XDG Base Directory specification: a relative path is to be ignored (it would put the
+    database under whatever folder a command runs in)."""
+    env = {k: v for k, v in tw.env.items() if k != "TASKWATCHER_DB"}
+    env["XDG_STATE_HOME"] = "relative/state"
+    proc = subprocess.run([*TW, "control", "--reserve"], env=env, capture_output=True, text=True, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(workdir) == []
+    assert (Path(env["HOME"]) / ".local" / "state" / "taskwatcher" / "taskwatcher.db").exists()
+
+
+def test_an_option_takes_the_next_word_as_its_value_even_one_starting_with_a_dash(tw):
+    tw.run("launch", "--name", "-x", "--info1", "--foo", "true", check=True)
+    (entry,) = tw.json("control", "--history", "--json").values()
+    assert (entry["taskname"], entry["info1"], entry["command"]) == ("-x", "--foo", ["true"])
+    proc = tw.run("control", "--killall", "-x")  # a name, not an unknown option
+    assert (proc.returncode, one_line_error(proc)) == (4, "taskwatcher: no task named '-x'")

@@ -808,6 +808,28 @@ def test_a_large_file_rewritten_in_its_fingerprint_windows_is_read_again(tmp_pat
     assert state.data["phase"] == "up....."
 
 
+def test_a_large_file_rewritten_at_the_same_size_between_its_windows_is_read_again(tmp_path: Path) -> None:
+    """A change outside both windows, the size kept: an append always grows the file, so a
+    file of the size last seen whose mtime moved is read again from 0."""
+    path = tmp_path / "fb.log"
+    raw = bytearray(_big_file(path, 1 << 20))
+    middle = len(raw) // 2 - len(raw) // 2 % 15  # a line start, far from both windows
+    raw[middle : middle + 15] = b"[phase]mid....\n"
+    path.write_bytes(bytes(raw))
+    state = FeedbackState()
+    read_increment(str(path), state)
+    assert state.data["phase"] == "mid...."
+    before = os.stat(path).st_mtime_ns
+    raw[middle : middle + 15] = b"[phase]MID....\n"  # in place, the same size
+    with open(path, "r+b") as f:
+        f.seek(middle)
+        f.write(raw[middle : middle + 15])
+    os.utime(path, ns=(before + 1_000_000, before + 1_000_000))  # a coarse clock may not have moved
+    assert read_increment(str(path), state) is True
+    assert state.data == parse_file(path)
+    assert state.data["phase"] == "MID...."
+
+
 def test_a_look_at_a_large_file_reads_the_windows_and_the_new_bytes_only(tmp_path: Path) -> None:
     path = tmp_path / "fb.log"
     _big_file(path, 8 << 20)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import support
-from conftest import wait_for
+from conftest import TW, wait_for
 from support import (  # noqa: F401  (reaper: an autouse fixture)
     HELPERS,
     PY,
@@ -427,3 +429,66 @@ def test_detach_of_a_missing_command_is_127(tw):
     (entry,) = tw.history().values()
     assert entry["termerror"] == "command not found: no-such-command-xyz"
     assert tw.tasks() == {}
+
+
+def test_an_executable_script_without_a_shebang_runs_under_sh_as_execvp_does(tw, tmp_path):
+    """The kernel refuses such a file (ENOEXEC); timeout(1), env(1) and POSIX execvp run it
+    with /bin/sh, found on PATH or named by its path, with its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "nosb"
+    script.write_text('echo "ran $0 with $*"\nexit 7\n')
+    script.chmod(0o755)
+    env = dict(tw.env, PATH=f"{bin_dir}{os.pathsep}{tw.env['PATH']}")
+    cmd = [*TW, "launch", "--db", str(tw.db), "--", "nosb", "a b", "c"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (7, f"ran {script} with a b c\n"), proc.stderr
+    proc = tw.run("launch", "--", str(script), "d")
+    assert (proc.returncode, proc.stdout) == (7, f"ran {script} with d\n"), proc.stderr
+
+
+def test_a_file_that_is_not_executable_is_still_126_not_run_by_sh(tw, tmp_path):
+    script = tmp_path / "nosb"
+    script.write_text("echo ran\n")
+    script.chmod(0o644)
+    proc = tw.run("launch", "--", str(script))
+    assert proc.returncode == 126 and proc.stdout == ""
+    assert "Permission denied" in proc.stderr
+
+
+# The task lists its own open fds (the one listdir opens is the last): only 0, 1 and 2.
+OWN_FDS = (
+    "import os, sys; fds = sorted(map(int, os.listdir('/proc/self/fd')))[:-1];"
+    " print('fds', fds, file=sys.stderr)"
+)
+
+
+def test_the_task_holds_only_its_three_standard_fds_in_every_mode(tw):
+    import select
+
+    cmd = [sys.executable, "-c", OWN_FDS]
+    clean = dict(env=tw.env, close_fds=True, stdin=subprocess.DEVNULL, timeout=30)
+    piped = subprocess.run([*TW, "launch", "--db", str(tw.db), "--", *cmd], capture_output=True, **clean)
+    assert piped.stderr == b"fds [0, 1, 2]\n"
+    detached = subprocess.run(
+        [*TW, "launch", "--db", str(tw.db), "--detach", "--", *cmd], capture_output=True, **clean
+    )
+    taskid = detached.stdout.decode().strip()
+    ended(tw, int(taskid))
+    assert tw.run("control", "--log", taskid).stdout == "fds [0, 1, 2]\n"
+    master, slave = os.openpty()
+    seen = b""
+    with subprocess.Popen([*TW, "launch", "--db", str(tw.db), "--", *cmd], stdout=slave, stderr=slave,
+                          **{k: v for k, v in clean.items() if k != "timeout"}) as p:  # fmt: skip
+        os.close(slave)
+        while select.select([master], [], [], 15)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the launcher has gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert p.wait(15) == 0
+    os.close(master)
+    assert b"fds [0, 1, 2]" in seen

@@ -378,7 +378,9 @@ class TaskWatcher:
     # -- stopping and waiting -------------------------------------------------------
     def kill(self, taskid: int) -> str:
         """Stop the task (a reservation is cancelled), returning once it is archived; what was done."""
-        with self._store() as store:
+        with self._reading() as store:  # a mistyped --db is "no such task", not a new database
+            if store is None:
+                raise NoSuchTask(f"no task {taskid}: no database exists at {self.path}")
             return control.kill(store, taskid)
 
     def killall(self, name: str) -> list[str]:
@@ -388,7 +390,9 @@ class TaskWatcher:
         is stopped, :class:`~taskwatcher.errors.NotAllStopped` names them, with what
         was done in its ``done``.
         """
-        with self._store() as store:
+        with self._reading() as store:
+            if store is None:
+                raise NoSuchTask(f"no task named '{name}': no database exists at {self.path}")
             return control.killall(store, name)
 
     def wait(self, taskid: int | None = None, timeout: float | str | None = None) -> FinishedTask:
@@ -414,8 +418,8 @@ class TaskWatcher:
 
     def clear(self) -> int:
         """Delete the history (and the logs taskwatcher kept for it); how many tasks."""
-        with self._store() as store:
-            return clear_history(store)
+        with self._reading() as store:  # nothing to clear where there is no database: none is made
+            return 0 if store is None else clear_history(store)
 
     def prune(self, *, keep: int | None = None, max_age: float | str | None = None) -> int:
         """Delete finished tasks beyond the newest ``keep``, or ended more than ``max_age`` ago."""
@@ -427,8 +431,8 @@ class TaskWatcher:
             raise UsageError(str(e)) from None
         if keep is not None and keep < 0:
             raise UsageError("--keep must be 0 or more")
-        with self._store() as store:
-            return prune(store, keep, age)
+        with self._reading() as store:
+            return 0 if store is None else prune(store, keep, age)
 
     def initialize(self, force: bool = False) -> None:
         """Recreate the database (everything is lost); refused while tasks run, unless ``force``."""

@@ -68,7 +68,9 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        from .display import escape_control  # the word that was wrong may hold any byte
+
+        sys.stderr.write(f"{self.prog}: error: {escape_control(message)}\n")
         sys.exit(self.usage_exit)
 
 
@@ -385,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options, command = split_launch_words(sub, args_in[1:])
             args_in = [tool, *options]
         else:
-            check_options(sub, args_in[1:])
+            args_in = [tool, *check_options(sub, args_in[1:])]
     args, extra = parser.parse_known_args(args_in)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -437,27 +439,42 @@ def split_launch_words(launch: Parser, words: list[str]) -> tuple[list[str], lis
     An option that takes a value takes the next word (``--name x cmd``); an unknown
     option is an error naming the nearest known one.
     """
+    options: list[str] = []
     i = 0
     while i < len(words):
         word = words[i]
         if word == "--":
-            return words[:i], words[i + 1 :]
+            return options, words[i + 1 :]
         if not _looks_like_option(launch, word):
-            return words[:i], words[i:]
-        i += 1 + _value_words(launch, word, words[i + 1 : i + 2])
-    return words, []
+            return options, words[i:]
+        taken = _value_words(launch, word, words[i + 1 : i + 2])
+        options += _with_value(word, words[i + 1 : i + 1 + taken])
+        i += 1 + taken
+    return options, []
 
 
-def check_options(sub: Parser, words: list[str]) -> None:
-    """Refuse an unknown option before argparse does, naming the nearest known one."""
+def check_options(sub: Parser, words: list[str]) -> list[str]:
+    """Refuse an unknown option before argparse does, naming the nearest known one; the
+    words, an option's value joined to it where argparse would take it for an option."""
+    checked: list[str] = []
     i = 0
     while i < len(words):
         word = words[i]
         if word == "--":
-            return
-        if _looks_like_option(sub, word):
-            i += _value_words(sub, word, words[i + 1 : i + 2])
-        i += 1
+            return checked + words[i:]
+        taken = _value_words(sub, word, words[i + 1 : i + 2]) if _looks_like_option(sub, word) else 0
+        checked += _with_value(word, words[i + 1 : i + 1 + taken])
+        i += 1 + taken
+    return checked
+
+
+def _with_value(option: str, value: list[str]) -> list[str]:
+    """An option and the word it takes as its value; ``--name -x`` as ``--name=-x`` (and
+    ``-n -x`` as ``-n-x``), since argparse would refuse a value that starts with ``-``,
+    where an option that takes a value takes the next word, whatever it is."""
+    if not value or not value[0].startswith("-"):
+        return [option, *value]
+    return [f"{option}={value[0]}" if option.startswith("--") else option + value[0]]
 
 
 def _looks_like_option(sub: Parser, word: str) -> bool:
@@ -494,7 +511,10 @@ def _nearest(word: str, candidates: Sequence[str]) -> str:
 
 def _check_before_tool(parser: Parser, words: list[str]) -> None:
     """Options given before the subcommand (``taskwatcher -d control --list``) are explained:
-    every option but --help and --version goes after it."""
+    every option but --help and --version goes after it. A first word that is no subcommand
+    is named as the mistake (``taskwatcher contrl --list``), not the option after it."""
+    if words and not words[0].startswith("-"):
+        parser.error(f"unknown command {words[0]}{_nearest(words[0], list(_TOOLS))}")
     for i, word in enumerate(words):
         if not word.startswith("-") or word in ("-h", "--help", "--version"):
             continue
@@ -512,7 +532,9 @@ def _fail(message: str, code: int, debug: bool) -> int:
         import logging
 
         logging.getLogger("taskwatcher").exception("failed")
-    sys.stderr.write(f"taskwatcher: {message}\n")
+    from .display import escape_control  # a name or a path in the message may hold any byte
+
+    sys.stderr.write(f"taskwatcher: {escape_control(message)}\n")
     return code
 
 
@@ -536,7 +558,9 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
         no_log=args.no_log,
     )
     if ending.exec_failed:  # as timeout(1) does; history has it too
-        sys.stderr.write(f"taskwatcher: {ending.termerror}\n")
+        from .display import escape_control
+
+        sys.stderr.write(f"taskwatcher: {escape_control(ending.termerror)}\n")
     if ending.interrupted:  # interrupted by Ctrl-C (say): end by it, so a calling shell loop stops too
         from .process import end_by_signal
 
@@ -590,9 +614,12 @@ def run_control(args: argparse.Namespace) -> int:
     elif args.history:
         _print_history(tw, args)
     elif args.clear:
+        _say_if_no_database(tw)
         tw.clear()
     elif args.prune:
-        print(plural(tw.prune(keep=args.keep, max_age=args.max_age), "finished task") + " pruned")
+        pruned = tw.prune(keep=args.keep, max_age=args.max_age)  # a bad age is said first
+        _say_if_no_database(tw)
+        print(plural(pruned, "finished task") + " pruned")
     elif args.log is not None:
         _print_log(tw, _id(args.log), args.follow)
     elif args.kill is not None:

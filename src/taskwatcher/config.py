@@ -59,16 +59,27 @@ def config_path() -> str:
     explicit = os.environ.get("TASKWATCHER_CONFIG")
     if explicit:
         return explicit
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    base = xdg_base("XDG_CONFIG_HOME", ".config")
     return os.path.join(base, "taskwatcher", "config.toml")
+
+
+def xdg_base(variable: str, default: str) -> str:
+    """An XDG base folder: the variable's value if it is an absolute path, else ``~/DEFAULT``
+    (the XDG Base Directory specification says a relative value is to be ignored: it would
+    put files under whatever folder a command happens to run in)."""
+    value = os.environ.get(variable, "")
+    return value if os.path.isabs(value) else os.path.join(os.path.expanduser("~"), default)
 
 
 def load(path: str | None = None) -> Config:
     """The configuration; an empty one if there is no file."""
+    named = path or os.environ.get("TASKWATCHER_CONFIG")
     path = path or config_path()
     try:
         raw = _read_small_file(path)
     except FileNotFoundError:
+        if named:  # a file named on purpose and not there is a mistake, not "no configuration"
+            raise ConfigError(f"configuration file {path}: no such file") from None
         return Config(path=path)
     except OSError as e:
         raise ConfigError(f"configuration file {path}: cannot read it: {e.strerror}") from None

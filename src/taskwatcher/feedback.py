@@ -177,6 +177,10 @@ class FeedbackState:
 # a final look), so replaying the lines after it on the result of the bytes before it gives
 # the result of the whole file. A rewrite that keeps the bytes before the offset, which no reader can tell
 # from an append, therefore reads the same as reading the new file from 0.
+# The file's size and mtime at the look are kept with the windows ("WINDOWS/SIZE/MTIME_NS"):
+# an append always grows the file, so a file of the very size last seen whose mtime moved
+# was rewritten (or touched) and is read again from 0, whatever its size. What is left to
+# chance is a rewrite that also grows the file and keeps both windows byte for byte.
 FINGERPRINT_HEAD = 16 << 10
 FINGERPRINT_TAIL = 48 << 10
 
@@ -270,9 +274,10 @@ def read_increment(path: str, state: FeedbackState, final: bool = False) -> bool
         before = state.copy()
         st = os.fstat(fd)
         prefix = None
+        windows, size, mtime = _parts(state.fingerprint)
         if (st.st_dev, st.st_ino) == (state.dev, state.ino) and st.st_size >= state.offset:
             prefix = _prefix_of(fd, state.offset)
-            if prefix.fingerprint() != state.fingerprint:
+            if prefix.fingerprint() != windows or (st.st_size == size and st.st_mtime_ns != mtime):
                 prefix = None
         if prefix is None:
             if state.offset or state.data:
@@ -281,10 +286,29 @@ def read_increment(path: str, state: FeedbackState, final: bool = False) -> bool
             prefix = _Prefix()
         os.lseek(fd, state.offset, os.SEEK_SET)
         _consume(fd, state, prefix, final)
-        state.fingerprint = prefix.fingerprint()
-        return state != before
+        # The size and mtime as they were before this read: bytes that came during it make
+        # the file larger than that, which is never taken for a rewrite.
+        state.fingerprint = f"{prefix.fingerprint()}/{st.st_size}/{st.st_mtime_ns}"
+        return _what_was_read(state) != _what_was_read(before)
     finally:
         os.close(fd)
+
+
+def _what_was_read(state: FeedbackState) -> tuple[object, ...]:
+    """A state but for the size and mtime seen: a look that read nothing new changed nothing
+    (a caller need not save it), even if the file grew by part of a line."""
+    return state.dev, state.ino, state.offset, state.lines, state.data, _parts(state.fingerprint)[0]
+
+
+def _parts(fingerprint: str) -> tuple[str, int | None, int | None]:
+    """A saved fingerprint's windows, and the size and mtime seen with them (None if not kept:
+    an older taskwatcher's)."""
+    windows, _, seen = fingerprint.partition("/")
+    size, _, mtime = seen.partition("/")
+    try:
+        return windows, int(size), int(mtime)
+    except ValueError:
+        return windows, None, None
 
 
 # Bytes the reader has scanned for line ends or copied, over the process's life: a linear

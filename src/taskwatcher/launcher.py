@@ -27,7 +27,7 @@ from .paths import placed_log_folder
 from .pending import keep_pending_end
 from .reconcile import reconcile
 from .retention import prune_by_config
-from .spawn import EXIT_CANNOT_START, fork_held
+from .spawn import EXIT_CANNOT_START, foreground_terminal, fork_held
 from .store import Store, command_text
 from .supervisor import SignalFlags, Supervisor
 
@@ -239,7 +239,12 @@ def _run_owning(
         env.pop(FEEDBACK_VARIABLE, None)
     argv = substitute(req.command, taskid, feedfile)
     process.set_child_subreaper()
-    child = fork_held(argv, env, relay.child_fds if relay is not None else None, flags.ignored)
+    stdio, terminal = (relay.child_fds, relay.terminal) if relay is not None else (None, None)
+    # --no-log on the terminal: the task takes the terminal's foreground, as a shell's job does.
+    foreground = foreground_terminal() if req.nolog and not req.detach else None
+    child = fork_held(argv, env, stdio, flags.ignored, terminal, foreground)
+    flags.job = child.pid  # a stop of the launcher (Ctrl-Z) is passed to the task's group
+    flags.terminal, flags.holder = foreground, child.pid
     if relay is not None:
         relay.child_started()
     crash_point("spawned")
@@ -277,6 +282,7 @@ def _run_owning(
         ending = Supervisor(
             store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay, not req.detach
         ).run()
+    flags.give_back_terminal()
     if child.pidfd is not None:
         os.close(child.pidfd)
     # Read here, by the file's holder, outside any transaction; kept with the end if that must wait.

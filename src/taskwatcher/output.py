@@ -147,6 +147,7 @@ class Relay:
         self.streams: list[_Stream] = []
         self.poller: select.poll | None = None
         self.child_fds: list[int] = [0, 1, 2]  # the task's stdin, stdout, stderr
+        self.terminal: int | None = None  # the task's pseudo-terminal (slave), if it has one
         self._to_close: list[int] = []
 
     # -- setting up, before the fork --------------------------------------------------
@@ -172,6 +173,7 @@ class Relay:
             if is_open[target] and _isatty(target):
                 if pty_slave is None:
                     master, pty_slave = _open_pty(target)
+                    self.terminal = pty_slave
                     self._add(master, target)
                     self._to_close.append(pty_slave)
                 fds.append(pty_slave)
@@ -193,6 +195,7 @@ class Relay:
         for fd in self._to_close:
             os.close(fd)
         self._to_close = []
+        self.terminal = None
 
     def resize_terminal(self) -> None:
         """Give the task's pseudo-terminal the size of the launcher's terminal (after SIGWINCH)."""

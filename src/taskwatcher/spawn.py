@@ -68,6 +68,9 @@ _RESET_SIGNALS = (
     signal.SIGPIPE,
     signal.SIGQUIT,
     signal.SIGXFSZ,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
 )
 
 
@@ -76,13 +79,23 @@ def fork_held(
     env: Mapping[str, str],
     stdio: Sequence[int] | None,
     ignored: frozenset[int] = frozenset(),
+    terminal: int | None = None,
+    foreground: int | None = None,
 ) -> Child:
     """Fork a child in its own session that execs ``argv`` once released.
 
     ``stdio``: three fds to become the child's stdin, stdout and stderr, or None
     to keep the launcher's. ``ignored``: signals ignored when the launcher started
     (``nohup``), which stay ignored in the task; the others get their default action.
+    ``terminal``: a pseudo-terminal (slave) made the session's controlling terminal,
+    so that /dev/tty opens, the task's group is its foreground group and a resize
+    reaches it as SIGWINCH. ``foreground``: the launcher's own controlling terminal
+    (``--no-log``), which the task takes: it stays in the launcher's session, in a
+    process group of its own made that terminal's foreground group, as a shell runs a job.
     """
+    import fcntl  # before the fork: the child only makes system calls
+    import termios
+
     barrier_r, barrier_w = os.pipe()
     errors_r, errors_w = os.pipe2(os.O_CLOEXEC)
     launcher = os.getpid()
@@ -97,7 +110,12 @@ def fork_held(
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             os.close(barrier_w)
             os.close(errors_r)
-            os.setsid()
+            if foreground is None:
+                os.setsid()
+            else:
+                os.setpgid(0, 0)
+            if terminal is not None:
+                fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
             set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != launcher:  # the launcher died before the line above
                 os._exit(code)
@@ -107,7 +125,7 @@ def fork_held(
             if os.read(barrier_r, 1) != _GO:  # the launcher gave up or died
                 os._exit(code)
             os.close(barrier_r)
-            os.execvpe(argv[0], list(argv), dict(env))
+            exec_command(list(argv), dict(env))
         except OSError as e:
             err = e.errno or errno.EINVAL
             code = EXIT_NOT_FOUND if err == errno.ENOENT else EXIT_NOT_EXECUTABLE
@@ -119,10 +137,62 @@ def fork_held(
             os._exit(code)
     os.close(barrier_r)
     os.close(errors_w)
+    if foreground is not None:
+        try:
+            os.setpgid(pid, pid)  # the child does it too: whichever runs first, it is done
+        except OSError:
+            pass
+        give_terminal(foreground, pid)
     pidfd = process.pidfd(pid)  # None: no pidfds here, and the SIGCHLD wake-up notices the exit
     identity = Identity.of(pid)
     assert identity is not None  # our unreaped child cannot have vanished
     return Child(pid, identity, pidfd, barrier_w, errors_r)
+
+
+def foreground_terminal() -> int | None:
+    """fd 0, if the launcher's stdin and stdout are both its controlling terminal and its
+    group is that terminal's foreground group; else None: not on a terminal, run in the
+    background, or in a pipeline (``launch --no-log cmd | less``: ``less``, in the
+    launcher's group, keeps the terminal, as the shell gave it)."""
+    try:
+        same = os.isatty(0) and os.isatty(1) and os.fstat(0).st_rdev == os.fstat(1).st_rdev
+        return 0 if same and os.tcgetpgrp(0) == os.getpgrp() else None
+    except OSError:  # ENOTTY: a terminal, but not this session's
+        return None
+
+
+def give_terminal(fd: int, pgid: int) -> None:
+    """Make ``pgid`` the terminal's foreground group. SIGTTOU is blocked meanwhile, as a
+    shell does: a background launcher handing the terminal back would otherwise be stopped."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTTOU])
+    try:
+        os.tcsetpgrp(fd, pgid)
+    except OSError:  # the terminal is gone (hung up), or that group has ended
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def exec_command(argv: list[str], env: dict[str, str]) -> None:
+    """Exec ``argv`` as POSIX execvp does: searched on PATH, and a file the kernel cannot
+    run (ENOEXEC: an executable script without a ``#!`` line) run by the POSIX shell.
+
+    Raises the OSError of the first candidate that existed but failed, else the last.
+    """
+    name = argv[0]
+    candidates = [name] if "/" in name else [os.path.join(d or ".", name) for d in os.get_exec_path(env)]
+    first: OSError | None = None
+    last: OSError | None = None
+    for path in candidates:
+        try:
+            os.execve(path, argv, env)
+        except OSError as e:
+            if e.errno == errno.ENOEXEC:  # as execvp, timeout(1), env(1) do
+                os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], env)
+            last = e
+            if first is None and e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                first = e
+    raise first or last or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
 def decode_wait_status(status: int) -> tuple[int, int | None]:

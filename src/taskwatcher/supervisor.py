@@ -22,7 +22,7 @@ from .crash import crash_point
 from .errors import StoreError
 from .logs import Logger
 from .model import Ending
-from .spawn import EXIT_TIMEOUT, Child, decode_wait_status
+from .spawn import EXIT_TIMEOUT, Child, decode_wait_status, foreground_terminal, give_terminal
 from .status import TaskStatus, heartbeat_status, next_status_change
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = Logger(__name__)
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Job control: Ctrl-Z, or a background launcher touching its terminal, stops the task too.
+_JOB_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 KILL_MARGIN = 1.0  # seconds after SIGKILL before what still lives is reported and left
 _LEFTOVER_LOOK = 0.05  # seconds between looks at leftovers during a grace period
 
@@ -47,8 +49,13 @@ class SignalFlags:
 
     def __init__(self, ignored: frozenset[int] | None = None) -> None:
         if ignored is None:
-            ignored = frozenset(s for s in _STOP_SIGNALS if signal.getsignal(s) == signal.SIG_IGN)
+            ignored = frozenset(
+                s for s in _STOP_SIGNALS + _JOB_SIGNALS if signal.getsignal(s) == signal.SIG_IGN
+            )
         self.ignored = ignored
+        self.job: int | None = None  # the task's process group, once it is spawned
+        self.terminal: int | None = None  # the launcher's terminal, while the task has its foreground
+        self.holder: int | None = None  # the task's group, given that terminal
         self.received: list[int] = []
         self.resized = False  # SIGWINCH: the terminal the task's pseudo-terminal mirrors changed size
         self.wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -59,12 +66,67 @@ class SignalFlags:
                 self._previous[sig] = signal.signal(sig, self._note)
         self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)
         self._previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resize)
+        for sig in _JOB_SIGNALS:
+            if sig not in ignored:
+                self._previous[sig] = signal.signal(sig, self._suspend)
 
     def _note(self, signum: int, _frame: object) -> None:
         self.received.append(signum)
 
     def _resize(self, _signum: int, _frame: object) -> None:
         self.resized = True
+
+    def _suspend(self, signum: int, _frame: object) -> None:
+        self.suspend(signum)
+
+    def suspend(self, signum: int) -> None:
+        """Stop the task's group, then this launcher, by the signal's default action;
+        continued (``fg``, ``bg``), continue the task. Done here, not in the loop: a
+        background write that raised SIGTTOU is retried at once, the loop never ran.
+
+        SIGTSTP first, for a program that tidies up before it stops; then SIGSTOP, since
+        the kernel drops a terminal stop signal to a group in a session of its own (an
+        orphaned group), as the task's is but under --no-log. The timeout's clock runs on: the
+        loop, woken by this signal, enforces it as soon as the launcher is continued.
+        """
+        self._signal_job(signum)
+        self._signal_job(signal.SIGSTOP)
+        self._take_terminal_back()  # the shell gets it back from us, as from a stopped job
+        if signum in self._previous:
+            # Stopped by that very signal, so the shell says why ("Stopped", "Stopped (tty output)").
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            signal.signal(signum, self._suspend)
+        else:  # the task was stopped by a signal of someone else's (SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        if self.terminal is not None and self.job is not None and foreground_terminal() is not None:
+            give_terminal(self.terminal, self.job)  # continued in the foreground (fg, not bg)
+        self._signal_job(signal.SIGCONT)
+
+    def give_back_terminal(self) -> None:
+        """The task has ended: its terminal's foreground is the launcher's group again."""
+        self._take_terminal_back()
+        self.terminal = None
+
+    def _take_terminal_back(self) -> None:
+        """Only from the task's group: not if the launcher runs in the background (``bg``),
+        where the shell holds the terminal."""
+        if self.terminal is None:
+            return
+        try:
+            held = os.tcgetpgrp(self.terminal) == self.holder
+        except OSError:
+            return
+        if held:
+            give_terminal(self.terminal, os.getpgrp())
+
+    def _signal_job(self, sig: int) -> None:
+        if self.job is None:
+            return
+        try:
+            os.killpg(self.job, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def drain(self) -> list[int]:
         try:
@@ -77,6 +139,7 @@ class SignalFlags:
 
     def close(self) -> None:
         """Put back the signal handlers and wake-up fd found at start."""
+        self.give_back_terminal()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
         signal.set_wakeup_fd(self._previous_wakeup)
@@ -270,9 +333,16 @@ class Supervisor:
     # -- the end -----------------------------------------------------------------
     def _reap_main(self) -> int | None:
         """The main process's wait status once it has exited, else None."""
-        pid, status = os.waitpid(self.child.pid, os.WNOHANG)
+        # Where the task has the launcher's terminal, Ctrl-Z stops the task, not the launcher:
+        # its stop is seen here, and the launcher stops too, so that the shell sees the job stop.
+        watch_stop = os.WUNTRACED if self.flags.terminal is not None else 0
+        pid, status = os.waitpid(self.child.pid, os.WNOHANG | watch_stop)
+        if pid and os.WIFSTOPPED(status):
+            self.flags.suspend(os.WSTOPSIG(status))
+            return None
         if pid:
             self.reaped = True
+            self.flags.job = None  # its group id may be another's once its last member ends
             return status
         return None
 
@@ -296,7 +366,14 @@ class Supervisor:
             return Ending(exitcode, signame, self.stop_reason + refused, interrupted=self.interrupted)
         if sig is not None:
             name = process.signal_name(sig)
-            return Ending(code, name, f"killed by signal {name}{refused}")
+            # Ctrl-C (or Ctrl-\) on the terminal the task held reached the task's group alone.
+            # Had the task been in the launcher's group, the terminal would have sent it to that
+            # group too (a script's shell): it is sent there, and the launcher ends by it, so
+            # that a calling shell loop stops as it would without taskwatcher.
+            typed = self.flags.terminal is not None and sig in (signal.SIGINT, signal.SIGQUIT)
+            if typed:
+                os.killpg(os.getpgrp(), sig)
+            return Ending(code, name, f"killed by signal {name}{refused}", interrupted=sig if typed else None)
         return Ending(code, "", (f"exit code {code}" if code else "") + refused)
 
     def _stop_leftovers(self) -> None:

@@ -62,6 +62,8 @@ def test_a_1_7_database_taken_over_mid_flight_and_still_read_by_1_7(theirs, ours
         env=ours.env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert json.loads(listed.stdout)[str(running)]["status"] == "RUNNING"
+    # 1.7 still reads its task's timeout as it wrote it: a whole number (not 30.0)
+    assert json.dumps(tasks_json(theirs)[str(running)]["timeout"]) == "30"
     # ours launches a reservation 1.7 made
     (tmp_path / "exit3.sh").write_text("exit 3\n")  # (1.7's grammar splits "sh -c 'exit 3'" on spaces)
     launched = ours.run("launch", "--db", "sqlite.db", "--taskid", str(reserved), "--", "sh", "../exit3.sh")
@@ -81,5 +83,7 @@ def test_a_1_7_database_taken_over_mid_flight_and_still_read_by_1_7(theirs, ours
     history = history_json(theirs)
     assert [e["taskid"] for e in history.values()] == [done, reserved, running]
     assert [e["termerror"] for e in history.values()] == ["", "exit code 3", ""]
+    # feedback is text to 1.7, as its "to be implemented" was: 2.x's JSON object as text
+    assert [json.loads(e["feedback"]) for e in history.values()] == [{}, {}, {}]
     assert theirs.run("control", "history", "--list", "--human").returncode == 0
     assert theirs.run("control", "task", "--list").returncode == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import time
 
 import pytest
@@ -134,3 +135,43 @@ def test_a_task_1_7_moved_to_running_before_the_upgrade_has_its_heartbeat_too(tw
     with Store(file_1x) as store:  # the upgrade
         described = control.describe_task(store.task(1), start + 100)
     assert (described["status"], described["timer"]) == ("RUNNING", 1)
+
+
+def timeouts_as_1_7_reads_them(db) -> dict[int, object]:
+    """The tasks' timeouts as 1.7's control reads them (its own SELECT: a REAL 8.0 would print as 8.0)."""
+    c = sqlite3.connect(db)
+    try:
+        return dict(c.execute("SELECT id, timeout FROM tasks"))
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def alive():
+    """A live process started now: a 1.7 row with its pid and start time is not archived as lost."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid, int(time.time())
+    proc.kill()
+    proc.wait()
+
+
+def test_timeouts_keep_the_type_1_7_wrote_after_the_upgrade(tw, file_1x, alive):
+    """1.7 wrote whole seconds (INTEGER): they stay whole numbers, for 1.7's ``--list --json`` too."""
+    pid, start = alive
+    one_7(
+        file_1x,
+        (RESERVE_1_7, (1, "before", "RESERVED", start)),
+        (UPDATE_1_7, ("before", None, None, None, pid, "RUNNING", True, start, start, 0, start, 8, 1)),
+    )
+    tw.tasks()  # the upgrade
+    one_7(
+        file_1x,
+        (RESERVE_1_7, (None, "after", "RESERVED", start)),
+        (UPDATE_1_7, ("after", None, None, None, pid, "RUNNING", True, start, start, 0, start, 30, 2)),
+    )
+    with Store(file_1x) as store:  # a fraction of a second, as taskwatcher 2 takes it, stays one
+        store.conn.execute("UPDATE tasks SET timeout = 0.5 WHERE id = 2")
+        store.conn.execute("INSERT INTO tasks (id, status, timeout) VALUES (3, 'RESERVED', 20.0)")
+    got = timeouts_as_1_7_reads_them(file_1x)
+    assert [(v, type(v)) for v in got.values()] == [(8, int), (0.5, float), (20, int)]
+    assert tw.tasks()["1"]["timeout"] == 8  # what taskwatcher 2 shows is unchanged

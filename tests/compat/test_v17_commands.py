@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -215,12 +217,21 @@ def test_debug_logs_on_stderr_and_nothing_is_written_in_the_current_folder(ours)
     assert_nothing_written_in(ours.cwd)  # 1.7 wrote debug.log here, -d or not
 
 
-def test_parse_follows_the_documented_format(ours, tmp_path):
-    """1.7's code took keys starting with a digit and ignored ``[]``; its documentation did not."""
-    path = tmp_path / "f.log"
-    path.write_text("[a]1\n[1x]digit\n[b]2\n[]\n[c]3\n")
-    proc = ours.run("parse", "--feedback", str(path))
-    assert (proc.returncode, proc.stdout) == (0, '"{\\"c\\": \\"3\\"}"\n')
-    debug = ours.run("parse", "-d", "--feedback", str(path))
-    assert debug.stdout == proc.stdout
-    assert "starts with a digit" in debug.stderr
+def test_launch_interrupted_by_sigint_passes_it_to_the_task_and_ends_by_it(ours, tmp_path):
+    """As 1.7's launcher (Python's KeyboardInterrupt) and taskwatcher 2's did: a shell loop stops."""
+    script = tmp_path / "task.py"  # catches Ctrl-C, cleans up, exits 0: the launcher must still end by it
+    script.write_text(
+        # START inside the try: a Ctrl-C that comes right after it is still caught
+        "import sys, time\ntry:\n    print('START', flush=True)\n    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n    print('CLEANED', flush=True)\n"
+    )
+    taskid = reserve(ours)
+    launcher = ours.popen("launch", "--db", "sqlite.db", "--taskid", str(taskid), "--",
+                          sys.executable, str(script))  # fmt: skip
+    assert launcher.stdout.readline().startswith("Command_line=")
+    assert launcher.stdout.readline() == "START\n"
+    launcher.send_signal(signal.SIGINT)
+    out, err = launcher.communicate(timeout=30)
+    assert (launcher.returncode, out) == (-signal.SIGINT, "CLEANED\n"), err
+    (entry,) = history(ours)
+    assert (entry["exitcode"], entry["termerror"]) == (0, "launcher interrupted by SIGINT")

@@ -12,7 +12,8 @@ real exit statuses, a timeout that stops a silent task, history with feedback.
 
 1.7's bugs that no script can depend on are not kept (MIGRATING.md lists each
 difference): nothing is written to the current folder (1.7 wrote ``debug.log``),
-``launch`` exits with the task's status (1.7: 0 whatever happened), and a command
+``launch`` exits with the task's status (1.7: 0 whatever happened) or, interrupted
+by a signal, ends by it as taskwatcher 2's launcher does, and a command
 that does nothing is an error (1.7 exited 0).
 """
 
@@ -24,7 +25,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import NameTaken, NoSuchTask, ReservationError, StartFailed, TasksRunning, TaskwatcherError
+from ..errors import (
+    FeedbackFileError,
+    NameTaken,
+    NoSuchTask,
+    ReservationError,
+    StartFailed,
+    TasksRunning,
+    TaskwatcherError,
+)
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -331,6 +340,12 @@ def _launch(args: argparse.Namespace, command: list[str], timeout: float | None)
         return e.exit_code
     if ending.exec_failed:  # not found, not executable: 127, 126, as the taskwatcher command says
         sys.stderr.write(f"taskwatcher: {ending.termerror}\n")
+    if ending.interrupted:  # Ctrl-C (say): end by it, as 1.7's launcher and taskwatcher 2's did
+        from ..process import end_by_signal
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        end_by_signal(ending.interrupted)
     return ending.exitcode if ending.exitcode is not None else EXIT_CANNOT_START
 
 
@@ -347,22 +362,43 @@ def _timeout(parser: argparse.ArgumentParser, text: str | None) -> float:
 
 
 # -- parse ---------------------------------------------------------------------------------------
+# 1.7's feedback line, from its parse.py: applied to each line once stripped of white space
+# (str.strip: Unicode's), with no flag. A key is ASCII letters, digits, "-" and "_" (a digit
+# first included); the value is the rest of the line, and an empty one removes the key.
+V17_LINE = r"\[(?P<key>[A-Za-z0-9\-_]+)\](?P<value>.*)"
+
+
 def read_feedback(path: str) -> dict[str, str]:
-    """The feedback file replayed line by line (so keys keep 1.7's order); ``{}`` if it cannot be read.
+    """The feedback file read as 1.7's parse read it, line for line; ``{}`` if it cannot be opened.
 
-    A file not there yet reads as ``{}``, as in 1.7: back-ends ask before the task's
-    first line (the ``taskwatcher parse`` command calls it an error).
+    1.7's own reading is kept on purpose (``open(path, encoding="utf-8")``, universal
+    newlines: a line ends at ``\\n``, ``\\r\\n`` or ``\\r`` and nowhere else; a byte order
+    mark kept as a character, so a first line after one is not a feedback line), so that
+    its output is 1.7's byte for byte. A file that cannot be opened, not there yet
+    included, reads as ``{}`` as in 1.7: back-ends ask before the task's first line (the
+    ``taskwatcher parse`` command calls it an error). Bytes that are not UTF-8 are
+    refused (one line on stderr, nothing on stdout, exit 1), as 1.7 failed on them.
     """
-    from ..feedback import parse_text
+    import re
 
+    line_format = re.compile(V17_LINE)
+    values: dict[str, str] = {}
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                match = line_format.match(line.strip())
+                if match is None:
+                    continue
+                if match["value"]:
+                    values[match["key"]] = match["value"]
+                else:
+                    values.pop(match["key"], None)
+    except UnicodeDecodeError as e:  # 1.7: a traceback, exit 1, nothing on stdout
+        raise FeedbackFileError(f"feedback file {path} is not UTF-8 text ({e.reason})") from None
+    except OSError as e:  # 1.7 printed what it had read (nothing, unless reading failed midway)
         if _debugging():
             sys.stderr.write(f"taskwatcher: cannot read feedback file {path}: {e.strerror}\n")
-        return {}
-    return parse_text(raw.decode("utf-8", "replace").removeprefix("\ufeff"))
+    return values
 
 
 # -- shared -----------------------------------------------------------------------------------------

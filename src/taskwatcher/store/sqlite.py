@@ -48,7 +48,7 @@ CREATE TABLE tasks (
     name TEXT, info1 TEXT, info2 TEXT, info3 TEXT,
     pid INTEGER, status TEXT, feedback INTEGER NOT NULL DEFAULT 0,
     reservetime INTEGER, starttime INTEGER, duration INTEGER, lastupdate INTEGER,
-    timeout REAL,
+    timeout NUMERIC,                   -- a whole number stays an INTEGER, as 1.x (which reads it) wrote it
     uniq INTEGER NOT NULL DEFAULT 0,   -- reserved with --unique
     expiretime REAL,                   -- a reservation not launched by then is dropped
     pgid INTEGER, procstart INTEGER,   -- the task's process: group, start (clock ticks)
@@ -179,7 +179,9 @@ def default_db_path() -> str:
     env = os.environ.get("TASKWATCHER_DB")
     if env:
         return env
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    from ..config import xdg_base
+
+    state = xdg_base("XDG_STATE_HOME", os.path.join(".local", "state"))
     return os.path.join(state, "taskwatcher", "taskwatcher.db")
 
 
