@@ -37,7 +37,7 @@ def _connect(path: str) -> sqlite3.Connection:
 # -- taskwatcher 2 -----------------------------------------------------------------------------
 def create_ours(tools: Tools, path: str) -> None:
     """A database made by the CLI itself (schema, version, WAL)."""
-    run([*tools.ours, "control", "--db", path, "--list", "--json"])
+    run([*tools.ours, "control", "--db", path, "--update"])  # a write: reads create no database
 
 
 def _ours_history_rows(first_taskid: int, n: int, host: str) -> Iterator[tuple]:
