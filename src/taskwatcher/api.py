@@ -19,11 +19,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from . import control, history, paths
+from . import control
 from .errors import NoDatabase, NoLog, NoSuchTask, StartFailed, UsageError
-from .feedstate import task_feedback
 from .reconcile import reconcile
-from .retention import clear_history, prune, prune_by_config
 from .store import Store
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
@@ -31,7 +29,7 @@ if TYPE_CHECKING:
     import datetime
     from typing import Any
 
-    from .model import Ending
+    from .model import Ending, HistoryFilter
     from .records import FinishedTask, Task
 
     When = float | str | datetime.datetime | None
@@ -222,7 +220,9 @@ class TaskWatcher:
             if path is not None:
                 check_text_path(os.fspath(path), what)
         if log is not None:
-            paths.check_user_log(self.path, os.fspath(log))
+            from .paths import check_user_log
+
+            check_user_log(self.path, os.fspath(log))
         if log_max is None:
             log_max = config.log_max or DEFAULT_LOG_MAX
         req = LaunchRequest(
@@ -269,7 +269,9 @@ class TaskWatcher:
             listed = control.list_tasks(store).get(str(taskid))
             if listed is not None:
                 return Task.from_json(taskid, listed, _latest(store, taskid, listed))
-            entry = history.history_entry(store, taskid)
+            from .history import history_entry
+
+            entry = history_entry(store, taskid)
             if entry is None:
                 raise NoSuchTask(f"no task {taskid}")
             return FinishedTask.from_json(*entry)
@@ -278,6 +280,8 @@ class TaskWatcher:
         """``control --feedback [ID]``: the latest feedback, or a finished task's final one;
         without an id, the newest task's."""
         with self._reading() as store:
+            from .feedstate import task_feedback
+
             return task_feedback(*self._which(store, taskid))
 
     def show(self, taskid: int | None = None) -> dict[str, Any]:
@@ -297,7 +301,9 @@ class TaskWatcher:
 
         only = _filter(name, since, last)  # a bad filter is refused before the database is opened
         with self._reading() as store:
-            entries = {} if store is None else history.history(store, only)
+            from .history import history
+
+            entries = {} if store is None else history(store, only)
         return [FinishedTask.from_json(hid, fields) for hid, fields in entries.items()]
 
     def iter_history(
@@ -311,7 +317,9 @@ class TaskWatcher:
         with self._reading() as store:
             if store is None:
                 return
-            for hid, fields in history.iter_history(store, only):
+            from .history import iter_history
+
+            for hid, fields in iter_history(store, only):
                 yield FinishedTask.from_json(hid, fields)
 
     def history_json(self, *, name: str | None = None, since: When = None, last: int | None = None) -> str:
@@ -327,7 +335,9 @@ class TaskWatcher:
             if store is None:
                 yield "{}\n"
                 return
-            yield from history.history_json(store, only)
+            from .history import history_json
+
+            yield from history_json(store, only)
 
     def recent_taskids(self) -> list[int]:
         """Ids worth offering to complete: the reserved and running tasks, then the newest
@@ -406,18 +416,24 @@ class TaskWatcher:
         with self._reading() as store:
             store, taskid = self._which(store, taskid)
             row = control.wait(store, taskid, None if timeout is None else _seconds(timeout, "timeout"))
-            return FinishedTask.from_json(row["id"], history.describe_entry(row))
+            from .history import describe_entry
+
+            return FinishedTask.from_json(row["id"], describe_entry(row))
 
     # -- the database as a whole ------------------------------------------------------
     def update(self) -> int:
         """Write fresh durations and statuses into the tasks table (``control --update``)."""
         with self._store() as store:
             done = control.update(store)
+            from .retention import prune_by_config
+
             prune_by_config(store)
             return done
 
     def clear(self) -> int:
         """Delete the history (and the logs taskwatcher kept for it); how many tasks."""
+        from .retention import clear_history
+
         with self._reading() as store:  # nothing to clear where there is no database: none is made
             return 0 if store is None else clear_history(store)
 
@@ -431,6 +447,8 @@ class TaskWatcher:
             raise UsageError(str(e)) from None
         if keep is not None and keep < 0:
             raise UsageError("--keep must be 0 or more")
+        from .retention import prune
+
         with self._reading() as store:
             return 0 if store is None else prune(store, keep, age)
 
@@ -477,21 +495,27 @@ def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
     if not fields["feedback"] or fields["status"] == "RESERVED":
         return None
     try:
+        from .feedstate import task_feedback
+
         return task_feedback(store, taskid)
     except NoSuchTask:  # it ended between the two reads
         return None
 
 
-def _filter(name: str | None, since: When, last: int | None) -> history.HistoryFilter:
+def _filter(name: str | None, since: When, last: int | None) -> HistoryFilter:
     if last is not None and last < 1:
         raise UsageError("--last must be 1 or more")
     if since is None or isinstance(since, (int, float)):
         when = since
     elif isinstance(since, str):
-        when = history.parse_when(since)
+        from .history import parse_when
+
+        when = parse_when(since)
     else:
         when = since.timestamp()
-    return history.HistoryFilter(name, when, last)
+    from .model import HistoryFilter
+
+    return HistoryFilter(name, when, last)
 
 
 def _log_path(store: Store, taskid: int) -> str:
@@ -507,7 +531,9 @@ def _log_path(store: Store, taskid: int) -> str:
     path = str(row["logfile"])
     # A log taskwatcher placed is read only where it places logs (a row is data, not a licence
     # to read any file); a user's --log is wherever the user put it.
-    if row["logplaced"] and not paths.placed_log_inside(path, os.path.realpath(paths.log_dir(store))):
+    from .paths import log_dir, placed_log_inside
+
+    if row["logplaced"] and not placed_log_inside(path, os.path.realpath(log_dir(store))):
         raise NoLog(f"task {taskid}: its log path {path} is not in the logs folder: not read")
     return path
 

@@ -15,15 +15,12 @@ import time
 from collections.abc import Sequence
 
 from . import process
-from .archive import archive_task
 from .crash import crash_point
 from .errors import LauncherTimeout, NoSuchTask, NotAllStopped, NotPermitted, RunsElsewhere, WaitTimeout
 from .liveness import elsewhere, launcher_gone, launcher_identity
 from .logs import Logger
 from .model import DEFAULT_GRACE
-from .pending import archive_pending_ends
 from .reconcile import reconcile
-from .retention import initialize as _initialize
 from .status import TaskStatus, heartbeat_status
 from .store import RESERVATION_TTL, storable
 
@@ -52,10 +49,10 @@ def reserve(
 # -- listing ---------------------------------------------------------------------------
 def live_heartbeat(row: TaskRow) -> float | None:
     """The latest heartbeat: what the launcher recorded, or the file's own mtime if newer."""
-    beat = row["heartbeat"]
-    if row["feedpath"]:
+    beat = row.heartbeat
+    if row.feedpath:
         try:
-            beat = max(beat or 0.0, os.lstat(row["feedpath"]).st_mtime)  # a link is never followed
+            beat = max(beat or 0.0, os.lstat(row.feedpath).st_mtime)  # a link is never followed
         except OSError:
             pass
     return beat
@@ -63,37 +60,37 @@ def live_heartbeat(row: TaskRow) -> float | None:
 
 def describe_task(row: TaskRow, t: float) -> dict[str, Any]:
     """One task as ``--list --json`` shows it (the seed's columns, plus ``timer``)."""
-    running = row["status"] != TaskStatus.RESERVED
-    started = row["started"] or row["starttime"]
+    running = row.status != TaskStatus.RESERVED
+    started = row.started or row.starttime
     duration = timer = None
-    status = TaskStatus(row["status"]) if row["status"] in TaskStatus.__members__ else row["status"]
-    lastupdate = row["lastupdate"]
+    status = TaskStatus(row.status) if row.status in TaskStatus.__members__ else row.status
+    lastupdate = row.lastupdate
     if running and started is not None:
         duration = max(0.0, t - started)
-        beat = live_heartbeat(row) if row["feedback"] else started
+        beat = live_heartbeat(row) if row.feedback else started
         timer = max(0.0, t - (beat or started))
-        status = heartbeat_status(timer, row["timeout"], bool(row["feedback"]))
+        status = heartbeat_status(timer, row.timeout, bool(row.feedback))
         lastupdate = int(beat) if beat else lastupdate
     return {
-        "name": row["name"],
-        "info1": row["info1"],
-        "info2": row["info2"],
-        "info3": row["info3"],
-        "pid": row["pid"],
+        "name": row.name,
+        "info1": row.info1,
+        "info2": row.info2,
+        "info3": row.info3,
+        "pid": row.pid,
         "status": str(status),
-        "feedback": bool(row["feedback"]),
-        "reservetime": row["reservetime"],
-        "starttime": row["starttime"],
+        "feedback": bool(row.feedback),
+        "reservetime": row.reservetime,
+        "starttime": row.starttime,
         "duration": None if duration is None else int(duration),
         "lastupdate": lastupdate,
-        "timeout": _number(row["timeout"]),
+        "timeout": _number(row.timeout),
         "timer": None if timer is None else round(timer, 3),
-        "expiretime": None if row["expiretime"] is None else int(row["expiretime"]),
-        "unique": bool(row["uniq"]),
-        "command": json.loads(row["command"]) if row["command"] else None,
-        "feedpath": row["feedpath"],
-        "logfile": row["logfile"],
-        "host": row["host"],
+        "expiretime": None if row.expiretime is None else int(row.expiretime),
+        "unique": bool(row.uniq),
+        "command": json.loads(row.command) if row.command else None,
+        "feedpath": row.feedpath,
+        "logfile": row.logfile,
+        "host": row.host,
     }
 
 
@@ -150,6 +147,8 @@ def killall(store: TaskStore, name: str) -> list[str]:
 
 def _stop_all(store: TaskStore, rows: Sequence[TaskRow]) -> list[str]:
     """Ask each task's launcher to stop it, then wait until each is archived."""
+    from .archive import archive_task
+
     done: list[str] = []
     waiting: list[tuple[TaskRow, int]] = []
     for row in rows:
@@ -204,6 +203,9 @@ def _after_launcher_exit(store: TaskStore, row: TaskRow) -> str:
     left of the task is stopped and it is archived as lost here, and the answer
     says so rather than "killed".
     """
+    from .archive import archive_task
+    from .pending import archive_pending_ends
+
     archive_pending_ends(store)  # a launcher that could not write its end kept it aside
     if archive_task(
         store, row, termerror="launcher lost", kill_remains=True, unless=lambda r: not launcher_gone(r)
@@ -284,7 +286,9 @@ def _wait_for_launcher(row: TaskRow, limit: float | None) -> bool:
 # -- the database as a whole -----------------------------------------------------------
 def initialize(store: TaskStore, force: bool = False) -> None:
     """Recreate the database; running tasks refuse it, or with ``force`` are stopped first."""
-    _initialize(store, force, lambda rows: _stop_all(store, rows))
+    from .retention import initialize as recreate
+
+    recreate(store, force, lambda rows: _stop_all(store, rows))
 
 
 if __name__ == "__main__":  # python -m taskwatcher.control: taskwatcher 1.7's command line

@@ -27,30 +27,30 @@ def elsewhere(row: TaskRow) -> str | None:
     sharing the database), names processes this command cannot see or judge: it is
     never signalled, never archived as lost from here.
     """
-    if row["host"] and row["host"] != process.host_name():
-        return f"host {row['host']}"
-    if row["pidns"] is not None and row["pidns"] != process.pid_namespace():
+    if row.host and row.host != process.host_name():
+        return f"host {row.host}"
+    if row.pidns is not None and row.pidns != process.pid_namespace():
         return "another pid namespace"
     return None
 
 
 def launcher_identity(row: TaskRow) -> Identity | None:
     """The launcher's identity as the row records it (None for a taskwatcher 1.x row)."""
-    if row["launcherpid"] is None:
+    if row.launcherpid is None:
         return None
-    return Identity(row["launcherpid"], row["launcherstart"], row["bootid"])
+    return Identity(row.launcherpid, row.launcherstart, row.bootid)
 
 
 def launcher_gone(row: TaskRow) -> bool:
     """True if a running task's launcher no longer runs (a row only its host and namespace can judge)."""
-    if row["status"] == TaskStatus.RESERVED:
+    if row.status == TaskStatus.RESERVED:
         return False
     if elsewhere(row):
         return False
     launcher = launcher_identity(row)
     if launcher is None:  # a taskwatcher 1.x row: its pid and start are all there is
         return _legacy_identity(row) is None
-    if row["bootid"] != process.boot_id():
+    if row.bootid != process.boot_id():
         return True
     return not launcher.is_alive()
 

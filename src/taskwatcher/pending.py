@@ -11,7 +11,6 @@ import json
 import os
 import stat
 
-from .archive import archive_task
 from .crash import crash_point
 from .errors import StoreError
 from .logs import Logger
@@ -82,6 +81,8 @@ def archive_pending_ends(store: TaskStore) -> None:
             continue
         row = store.task(int(name[5:-5]))
         if row is not None and row["token"] and row["token"] == end["token"]:
+            from .archive import archive_task
+
             # The launcher read the final feedback (it held the file): kept with the end.
             archive_task(store, row, termsignal=end["termsignal"], termerror=end["termerror"],
                          exitcode=end["exitcode"], feedback=end["feedback"])  # fmt: skip

@@ -14,7 +14,6 @@ import os
 import time
 
 from . import process
-from .archive import archive_task
 from .liveness import launcher_gone
 from .logs import Logger
 from .pending import archive_pending_ends, pending_path
@@ -40,9 +39,11 @@ def reconcile(store: TaskStore) -> list[int]:
     for row in rows:
         if not launcher_gone(row):
             continue
-        current = store.task(row["id"])
+        current = store.task(row.id)
         if current is None or not launcher_gone(current):
             continue
+        from .archive import archive_task  # (here: a read of a quiet store never needs it)
+
         why = "launcher lost" if current["bootid"] in (None, process.boot_id()) else "launcher lost (reboot)"
         if archive_task(
             store, current, termerror=why, kill_remains=True, unless=lambda r: _not_lost(store, r)
@@ -53,15 +54,15 @@ def reconcile(store: TaskStore) -> list[int]:
 
 
 def _expired(row: TaskRow, t: float) -> bool:
-    if row["status"] != TaskStatus.RESERVED:
+    if row.status != TaskStatus.RESERVED:
         return False
-    expires = row["expiretime"]
+    expires = row.expiretime
     return expires is not None and expires <= t
 
 
 def _not_lost(store: TaskStore, row: TaskRow) -> bool:
     """Its launcher is back, or it left the task's end aside (the next command archives that)."""
-    return not launcher_gone(row) or os.path.exists(pending_path(store, row["id"]))
+    return not launcher_gone(row) or os.path.exists(pending_path(store, row.id))
 
 
 if __name__ == "__main__":
