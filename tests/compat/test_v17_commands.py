@@ -221,7 +221,8 @@ def test_launch_interrupted_by_sigint_passes_it_to_the_task_and_ends_by_it(ours,
     """As 1.7's launcher (Python's KeyboardInterrupt) and taskwatcher 2's did: a shell loop stops."""
     script = tmp_path / "task.py"  # catches Ctrl-C, cleans up, exits 0: the launcher must still end by it
     script.write_text(
-        "import sys, time\nprint('START', flush=True)\ntry:\n    time.sleep(60)\n"
+        # START inside the try: a Ctrl-C that comes right after it is still caught
+        "import sys, time\ntry:\n    print('START', flush=True)\n    time.sleep(60)\n"
         "except KeyboardInterrupt:\n    print('CLEANED', flush=True)\n"
     )
     taskid = reserve(ours)
