@@ -41,8 +41,8 @@ for name in ignore:
     signal.signal(signal.Signals[name], signal.SIG_IGN)
 for name in survive:
     signal.signal(signal.Signals[name], carry_on)
-note(f"started {label} {os.getpid()}")
 try:
+    note(f"started {label} {os.getpid()}")  # inside: a Ctrl-C right after it is still caught
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         time.sleep(0.05)
