@@ -129,3 +129,23 @@ def test_kill_racing_a_sigkilled_launcher_stops_the_remains_and_says_so(tw, tmp_
     wait_for(lambda: gone(escapee) and gone(task["pid"]), 5, "the task's processes to be gone")
     assert tw.history_of(taskid)["termerror"] == "launcher lost"
     assert tw.tasks() == {}
+
+
+def test_a_process_name_in_a_message_is_shown_escaped():
+    """A process may name itself anything (prctl PR_SET_NAME): the launcher's messages that name
+    the processes it could not stop show escape sequences escaped, never raw."""
+    import sys
+
+    from taskwatcher import process, supervisor
+
+    code = ("import ctypes, sys, time; ctypes.CDLL(None).prctl(15, b'ev\\x1b[2Jil', 0, 0, 0);"
+            " print('named', flush=True); time.sleep(30)")  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "named\n"
+        ident = process.Identity.of(child.pid)
+        shown = supervisor._shown(supervisor._describe({ident}))
+        assert shown == f"pid {child.pid} (ev\\e[2Jil)"
+    finally:
+        child.kill()
+        child.wait()

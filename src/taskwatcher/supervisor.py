@@ -326,7 +326,7 @@ class Supervisor:
         """Say once, plainly, which of the task's processes this user may not signal."""
         self.refusal_told = True
         sys.stderr.write(
-            f"taskwatcher: task {self.task_id}: cannot stop {_describe(self.refused)}"
+            f"taskwatcher: task {self.task_id}: cannot stop {_shown(_describe(self.refused))}"
             f" (not permitted: a setuid program?); {then}\n"
         )
 
@@ -426,7 +426,7 @@ class Supervisor:
                 self._tell_refused("left running")
             return
         sys.stderr.write(
-            f"taskwatcher: task {self.task_id}: {_describe(left)} still running"
+            f"taskwatcher: task {self.task_id}: {_shown(_describe(left))} still running"
             f" {KILL_MARGIN:g} s after SIGKILL; left running\n"
         )
 
@@ -435,6 +435,13 @@ def _describe(idents: set[process.Identity]) -> str:
     """``pid 12 (sleep)``, or ``pids 12 (sleep), 13 (sudo)``: who, for a message."""
     named = [f"{i.pid} ({_comm(i)})" for i in sorted(idents)]
     return ("pid " if len(named) == 1 else "pids ") + ", ".join(named)
+
+
+def _shown(text: str) -> str:
+    """``text`` for the terminal: a process may name itself anything, escape sequences included."""
+    from .display import escape_control  # only for these rare messages: the launcher stays small
+
+    return escape_control(text)
 
 
 @cache  # the name as first seen: history is written once the process is gone
