@@ -244,25 +244,40 @@ def test_follow_goes_with_log_only(tw):
 
 
 def test_follow_crosses_a_rotation(tw, tmp_path):
-    """Lines written while it follows, through several rotations: none lost, none twice."""
-    go = tmp_path / "go"
+    """Lines written while it follows, through several rotations: none lost, none twice.
+
+    The task writes 2000 lines (14 KB) at a time and waits for the test to have read them
+    through the follower before it writes more: the follower is never more than a chunk
+    behind, so each rotation (every 64 KB here) is one it can follow, however loaded the
+    machine. (Without that, a follower kept from running for three rotations would find the
+    oldest half of the log gone: what the cap is for.)"""
+    go, acks = tmp_path / "go", tmp_path / "acks"
+    acks.mkdir()
     script = (
         "import os, sys, time\n"
         f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
-        "for i in range(60000):\n"
-        "    sys.stdout.write(f'{i:06d}\\n')\n"
-        "    if i % 1000 == 0: sys.stdout.flush(); time.sleep(0.01)\n"
+        "for chunk in range(30):\n"
+        "    sys.stdout.write(''.join(f'{i:06d}\\n' for i in range(chunk * 2000, chunk * 2000 + 2000)))\n"
+        "    sys.stdout.flush()\n"
+        f"    while not os.path.exists(os.path.join({str(acks)!r}, str(chunk))): time.sleep(0.005)\n"
     )
     taskid = tw.run("launch", "--detach", "--log-max", "128K", "--", PY, "-c", script).stdout.strip()
     follow = tw.popen("control", "--log", taskid, "--follow")
+    numbers: list[int] = []
     try:
         go.touch()
-        out, _ = follow.communicate(timeout=30)
+        deadline = time.monotonic() + 60
+        for line in follow.stdout:
+            numbers.append(int(line))
+            if numbers[-1] % 2000 == 1999:
+                (acks / str(numbers[-1] // 2000)).touch()
+            assert time.monotonic() < deadline, "the follower fell silent"
+        follow.wait(timeout=30)
     finally:
         if follow.poll() is None:
             follow.kill()
-    numbers = [int(n) for n in out.split()]
-    assert numbers == list(range(numbers[0], 60000)), "a line was lost or repeated"
+            follow.wait()
+    assert numbers == list(range(60000)), "a line was lost or repeated"
 
 
 def test_clear_removes_the_logs_taskwatcher_kept_but_not_a_users(tw, tmp_path):
