@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import support
 from conftest import wait_for
 from support import Launches, gone, helper, kill_own_processes, own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 
@@ -21,13 +21,7 @@ MARGIN = 2.5  # beyond the grace period: KILL_MARGIN (1 s), reaping, archiving, 
 KINDS = ["double-fork", "setpgid", "env-i", "ignoring", "spawning", "chain", "storm"]
 
 
-@pytest.fixture
-def launches(tw) -> Iterator[Launches]:
-    lx = Launches(tw)
-    try:
-        yield lx
-    finally:
-        lx.close()
+launches = support.launches  # a fixture (imported by name, a parameter would shadow it)
 
 
 def noted(log: Path, word: str, before_stop: bool = False) -> set[int]:

@@ -14,22 +14,15 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import support
 from conftest import TW, wait_for
 from support import Launches, gone, helper, kill_own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 
-
-@pytest.fixture
-def launches(tw) -> Iterator[Launches]:
-    lx = Launches(tw)
-    try:
-        yield lx
-    finally:
-        lx.close()
+launches = support.launches  # a fixture (imported by name, a parameter would shadow it)
 
 
 def lines(path: Path) -> list[str]:

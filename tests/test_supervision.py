@@ -10,25 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+import support
 from conftest import SEED_HISTORY_COLUMNS, wait_for
 from support import Launches, ended, gone, helper, kill_own_processes, own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 from taskwatcher import process
 from taskwatcher.process import Identity
 
-
-@pytest.fixture
-def launches(tw) -> Iterator[Launches]:
-    lx = Launches(tw)
-    try:
-        yield lx
-    finally:
-        lx.close()
+launches = support.launches  # a fixture (imported by name, a parameter would shadow it)
 
 
 HISTORY_SEED_KEYS = set(SEED_HISTORY_COLUMNS) - {"id"}

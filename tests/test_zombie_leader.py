@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
+import support
 from conftest import wait_for
 from support import Launches, helper, kill_own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
 from taskwatcher import process
@@ -17,13 +15,7 @@ from taskwatcher import process
 GRACE = 1.0
 
 
-@pytest.fixture
-def launches(tw) -> Iterator[Launches]:
-    lx = Launches(tw)
-    try:
-        yield lx
-    finally:
-        lx.close()
+launches = support.launches  # a fixture (imported by name, a parameter would shadow it)
 
 
 def threads_gone(pid: int) -> bool:
