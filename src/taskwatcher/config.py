@@ -59,16 +59,10 @@ def config_path() -> str:
     explicit = os.environ.get("TASKWATCHER_CONFIG")
     if explicit:
         return explicit
+    from .store.sqlite import xdg_base
+
     base = xdg_base("XDG_CONFIG_HOME", ".config")
     return os.path.join(base, "taskwatcher", "config.toml")
-
-
-def xdg_base(variable: str, default: str) -> str:
-    """An XDG base folder: the variable's value if it is an absolute path, else ``~/DEFAULT``
-    (the XDG Base Directory specification says a relative value is to be ignored: it would
-    put files under whatever folder a command happens to run in)."""
-    value = os.environ.get(variable, "")
-    return value if os.path.isabs(value) else os.path.join(os.path.expanduser("~"), default)
 
 
 def load(path: str | None = None) -> Config:

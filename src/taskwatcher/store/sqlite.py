@@ -174,13 +174,19 @@ _1X_WRITER_TRIGGERS = (
 )
 
 
+def xdg_base(variable: str, default: str) -> str:
+    """An XDG base folder: the variable's value if it is an absolute path, else ``~/DEFAULT``
+    (the XDG Base Directory specification says a relative value is to be ignored: it would
+    put files under whatever folder a command happens to run in)."""
+    value = os.environ.get(variable, "")
+    return value if os.path.isabs(value) else os.path.join(os.path.expanduser("~"), default)
+
+
 def default_db_path() -> str:
     """``$TASKWATCHER_DB``, else ``$XDG_STATE_HOME/taskwatcher/taskwatcher.db``."""
     env = os.environ.get("TASKWATCHER_DB")
     if env:
         return env
-    from ..config import xdg_base
-
     state = xdg_base("XDG_STATE_HOME", os.path.join(".local", "state"))
     return os.path.join(state, "taskwatcher", "taskwatcher.db")
 
