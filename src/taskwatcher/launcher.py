@@ -19,6 +19,7 @@ from .crash import crash_point
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
 from .feedback import FEEDBACK_VARIABLE, FeedbackName
 from .feedstate import feedback_holder, final_feedback
+from .feedwatch import FeedbackWatch
 from .liveness import TOKEN_VARIABLE
 from .logs import Logger
 from .model import DEFAULT_GRACE, Claim, Ending
@@ -238,6 +239,27 @@ def _run_owning(
     else:  # a task launched from inside another must not write over the outer task's feedback
         env.pop(FEEDBACK_VARIABLE, None)
     argv = substitute(req.command, taskid, feedfile)
+    # Watched before the task can write: its first line is a change the launcher sees.
+    watch = None if feedfile is None else FeedbackWatch(feedfile)
+    try:
+        return _spawn_and_supervise(store, task, req, flags, relay, on_start, env, argv, watch)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _spawn_and_supervise(
+    store: TaskStore,
+    task: TaskRow,
+    req: LaunchRequest,
+    flags: SignalFlags,
+    relay: Relay | None,
+    on_start: Callable[[tuple[int, str] | None], None] | None,
+    env: dict[str, str],
+    argv: list[str],
+    watch: FeedbackWatch | None,
+) -> Ending:
+    taskid = int(task["id"])  # type: ignore[call-overload]
     process.set_child_subreaper()
     stdio, terminal = (relay.child_fds, relay.terminal) if relay is not None else (None, None)
     # --no-log on the terminal: the task takes the terminal's foreground, as a shell's job does.
@@ -275,18 +297,21 @@ def _run_owning(
             os.waitpid(child.pid, 0)
     if on_start is not None:
         on_start(failure)
+    read = None  # what the supervisor read of the feedback file (and stored)
     if failure is not None:
         interrupted = early if not req.detach else None
         ending = Ending(failure[0], "", failure[1], exec_failed=not stopped, interrupted=interrupted)
     else:
-        ending = Supervisor(
-            store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay, not req.detach
-        ).run()
+        supervisor = Supervisor(
+            store, taskid, token, child, flags, watch, req.timeout, req.grace, relay, not req.detach
+        )
+        ending = supervisor.run()
+        read = supervisor.feedstate
     flags.give_back_terminal()
     if child.pidfd is not None:
         os.close(child.pidfd)
     # Read here, by the file's holder, outside any transaction; kept with the end if that must wait.
-    feedback = final_feedback(store, task)
+    feedback = final_feedback(store, task, read)
     end = dict(termsignal=ending.termsignal, termerror=ending.termerror, exitcode=ending.exitcode)
     log.debug("task %d ended: exit %s %s %s", taskid, ending.exitcode, ending.termsignal, ending.termerror)
     if archive_end(store, task, end, feedback):

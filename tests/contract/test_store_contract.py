@@ -203,22 +203,25 @@ def test_retention_gives_the_placed_logs_of_what_it_deleted(store, tmp_path):
     assert store.clear_history() == (2, [placed.logfile])
 
 
-# -- the feedback reader's place ---------------------------------------------------------------
+# -- the task's latest feedback ------------------------------------------------------------------
 def test_feedback_state_round_trip(backend):
     store, other = backend(), backend()
     row = running(store)
     assert store.feedback_state(row.id) is None
     first = FeedbackState(1, 2, 10, 1, {"progress": "5", "é": "ü"}, "fp")
-    assert store.save_feedback_state(row.id, row.token, None, first) is True
+    assert store.record_status(row.id, row.token, "RUNNING", time.time(), first) is True
     assert other.feedback_state(row.id) == first
     later = FeedbackState(1, 2, 20, 2, {"progress": "9"}, "fp2")
-    assert other.save_feedback_state(row.id, row.token, None, later) is False  # another's stands
-    assert other.save_feedback_state(row.id, row.token, first, later) is True
+    assert other.record_status(row.id, row.token, "SILENT", time.time()) is True  # no feedback: kept
+    assert store.feedback_state(row.id) == first
+    assert other.record_status(row.id, row.token, "RUNNING", time.time(), later) is True
     assert store.feedback_state(row.id) == later
-    assert store.save_feedback_state(row.id, "stale", later, first) is None
+    assert store.record_status(row.id, "stale", "RUNNING", time.time(), first) is False
+    assert store.feedback_state(row.id) == later
     finish(store, row)
     assert store.feedback_state(row.id) is None
-    assert store.save_feedback_state(row.id, row.token, None, first) is None
+    assert store.record_status(row.id, row.token, "RUNNING", time.time(), first) is False
+    assert store.feedback_state(row.id) is None
 
 
 # -- change notification -----------------------------------------------------------------------

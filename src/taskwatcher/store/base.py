@@ -85,10 +85,16 @@ class TaskStore:
         written, if the row is no longer this token's (archived as lost meanwhile)."""
         raise NotImplementedError
 
-    def record_status(self, taskid: int, token: str, status: str, heartbeat: float) -> bool:
+    def record_status(
+        self, taskid: int, token: str, status: str, heartbeat: float, feedback: FeedbackState | None = None
+    ) -> bool:
         """Record a running task's status (RUNNING, SILENT, STALLED) and its latest
-        heartbeat (unix time); False, and nothing written, if the row is not this
-        token's or not running."""
+        heartbeat (unix time), and with ``feedback`` the task's latest feedback as its
+        launcher read it (the reader's place and what it had read), all in one step;
+        False, and nothing written, if the row is not this token's or not running.
+
+        The launcher is the one writer of a running task's feedback: readers read what
+        it stored (and, on its host, may read the file on from there without writing)."""
         raise NotImplementedError
 
     def record_observed(self, observed: Sequence[tuple[int, int | None, str, int | None]]) -> int:
@@ -125,18 +131,11 @@ class TaskStore:
         """
         raise NotImplementedError
 
-    # -- the feedback reader's place ---------------------------------------------------
+    # -- the task's latest feedback ----------------------------------------------------
     def feedback_state(self, taskid: int) -> FeedbackState | None:
-        """Where the last reader of the task's feedback file stopped, and what it had
-        read; None if none saved one."""
-        raise NotImplementedError
-
-    def save_feedback_state(
-        self, taskid: int, token: str, start: FeedbackState | None, state: FeedbackState
-    ) -> bool | None:
-        """Save ``state`` as the reader's place if the saved one is still ``start`` (the
-        one the read began from: a reader that saved meanwhile keeps its own); True if
-        saved, False if another's stands, None if the task is no longer this token's."""
+        """The task's latest feedback as its launcher read and stored it (with
+        :meth:`record_status`): where in the file it stopped, and what it had read;
+        None if nothing was stored yet."""
         raise NotImplementedError
 
     # -- reads -------------------------------------------------------------------------

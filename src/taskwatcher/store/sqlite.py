@@ -766,14 +766,20 @@ class SQLiteStore(TaskStore):
             )
             return self.task(taskid) if changed else None
 
-    def record_status(self, taskid: int, token: str, status: str, heartbeat: float) -> bool:
+    def record_status(
+        self, taskid: int, token: str, status: str, heartbeat: float, feedback: FeedbackState | None = None
+    ) -> bool:
         with self.transaction() as conn:
             cur = conn.execute(
                 "UPDATE tasks SET status = ?, heartbeat = ?, lastupdate = ? WHERE id = ? AND token = ?"
                 f" AND status IN ({_marks(sources(status))})",
                 (str(status), heartbeat, int(heartbeat), taskid, token, *map(str, sources(status))),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if feedback is not None:
+                self._write_feedback(conn, taskid, feedback)
+            return True
 
     def record_observed(self, observed: Sequence[tuple[int, int | None, str, int | None]]) -> int:
         with self.transaction() as conn:
@@ -825,7 +831,7 @@ class SQLiteStore(TaskStore):
             crash_point("archiving")  # inside the transaction: the history row is not committed
             return hid
 
-    # -- the feedback reader's place ---------------------------------------------------
+    # -- the task's latest feedback ----------------------------------------------------
     def feedback_state(self, taskid: int) -> FeedbackState | None:
         from ..feedback import FeedbackState
 
@@ -841,23 +847,14 @@ class SQLiteStore(TaskStore):
             saved["fingerprint"] or "",
         )
 
-    def save_feedback_state(
-        self, taskid: int, token: str, start: FeedbackState | None, state: FeedbackState
-    ) -> bool | None:
-        with self.transaction() as conn:
-            current = self.task(taskid)
-            if current is None or current.token != token:
-                return None
-            if self.feedback_state(taskid) != start:
-                return False
-            conn.execute(
-                "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines,"
-                " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (taskid, json.dumps(state.data, ensure_ascii=False), now(), state.dev, state.ino,
-                 state.offset, state.lines, state.fingerprint),
-            )  # fmt: skip
-            crash_point("feedback-saving")  # the new offset and data not committed
-            return True
+    def _write_feedback(self, conn: sqlite3.Connection, taskid: int, state: FeedbackState) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines,"
+            " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (taskid, json.dumps(state.data, ensure_ascii=False), now(), state.dev, state.ino,
+             state.offset, state.lines, state.fingerprint),
+        )  # fmt: skip
+        crash_point("feedback-saving")  # the new offset and data not committed
 
     # -- reads -------------------------------------------------------------------------
     def task(self, taskid: int) -> TaskRow | None:
