@@ -495,10 +495,10 @@ PHASE2 = "[progress]50\n[drop]\n[note]h\u00e9llo\n[partial]x".encode()
 PHASE3 = b"y\n[done]yes"
 
 
-def feedback_offset(db: Path, taskid: str) -> int:
+def feedback_offset(db: Path, taskid: str) -> int | None:
+    """Where the task's launcher has stored that it read to (None: nothing stored yet)."""
     rows = sql(db, "SELECT offset FROM feedbacks WHERE id = ?", (int(taskid),))
-    assert len(rows) == 1, rows
-    return rows[0][0]
+    return rows[0][0] if rows else None
 
 
 def test_feedback_of_a_running_then_finished_task(tw, launches, tmp_path):
@@ -516,7 +516,8 @@ def test_feedback_of_a_running_then_finished_task(tw, launches, tmp_path):
 
     fb = tw.json("control", "--feedback", taskid)
     assert fb == {"phase": "1", "progress": "10", "drop": "me"}
-    assert feedback_offset(tw.db, taskid) == len(PHASE1)
+    # the launcher stores where it read to; a reader reads on from there, and writes nothing
+    wait_for(lambda: feedback_offset(tw.db, taskid) == len(PHASE1), what="the launcher's place")
     assert tw.json("control", "--feedback", taskid) == fb  # nothing new: same answer, same place
     assert feedback_offset(tw.db, taskid) == len(PHASE1)
 
@@ -526,7 +527,7 @@ def test_feedback_of_a_running_then_finished_task(tw, launches, tmp_path):
     # the incomplete last line "[partial]x" is not read while the task runs
     assert fb == {"phase": "1", "progress": "50", "note": "h\u00e9llo"}
     complete = PHASE2[: PHASE2.rindex(b"\n") + 1]
-    assert feedback_offset(tw.db, taskid) == len(PHASE1) + len(complete)
+    wait_for(lambda: feedback_offset(tw.db, taskid) == len(PHASE1) + len(complete), what="its place")
 
     (gate / "go2").touch()
     assert p.wait(timeout=15) == 0
@@ -553,7 +554,7 @@ def test_feedback_rereads_a_replaced_file(tw, launches, tmp_path):
     # truncate and rewrite shorter: read again from the start
     feedfile.write_bytes(b"[k]v\n")
     assert tw.json("control", "--feedback", taskid) == {"k": "v"}
-    assert feedback_offset(tw.db, taskid) == len(b"[k]v\n")
+    wait_for(lambda: feedback_offset(tw.db, taskid) == len(b"[k]v\n"), what="the launcher's new place")
     tw.run("control", "--kill", taskid, check=True)
 
 

@@ -113,11 +113,9 @@ def test_the_launcher_stores_the_feedback_as_the_file_changes(tw, feeds, watch):
                   'F="$TASKWATCHER_FEEDBACK"; ' + steps, str(feeds), env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     taskid = int(proc.stdout)
-    with Store(tw.db, create=False) as store:
-        for i, (_, want) in enumerate(STORED_STEPS):
-            wait_for(lambda want=want: (store.feedback_state(taskid) or FeedbackState()).data == want,
-                     10, f"the store to hold {want}")  # fmt: skip
-            (feeds / f"go.{i}").touch()
+    for i, (_, want) in enumerate(STORED_STEPS):
+        wait_stored(tw, str(taskid), want)
+        (feeds / f"go.{i}").touch()
     assert ended(tw, str(taskid))["feedback"] == STORED_STEPS[-1][1]
 
 
@@ -128,9 +126,17 @@ FIFO_TASK = (
 )
 
 
+def wait_stored(tw: Taskwatcher, taskid: str, want: dict[str, str]) -> None:
+    """Wait until the task's launcher has stored ``want`` as its latest feedback (a reader on
+    this host would see it at once, read on from the file: the launcher may not have yet)."""
+    with Store(tw.db, create=False) as store:
+        wait_for(lambda: (store.feedback_state(int(taskid)) or FeedbackState()).data == want,
+                 10, f"the launcher to store {want}")  # fmt: skip
+
+
 def fifo_task(tw: Taskwatcher, feeds: Path) -> str:
     taskid = detach(tw, feeds, FIFO_TASK)
-    wait_for(lambda: tw.json("control", "--feedback", taskid) == {"a": "1"}, 10, "the first feedback")
+    wait_stored(tw, taskid, {"a": "1"})
     (feeds / "go").touch()
     wait_for(lambda: (feeds / "fifo").exists(), 10, "the task to make its FIFO")
     assert stat.S_ISFIFO((feeds / f"feedback_{taskid}.log").lstat().st_mode)
@@ -218,9 +224,7 @@ def test_a_symlink_swapped_in_during_the_run_is_never_read_nor_its_target_remove
         tw, feeds, 'echo "[a]1" >> "$TASKWATCHER_FEEDBACK"; until [ -e "$0/go" ]; do sleep 0.01; done'
     )
     fb = feeds / f"feedback_{taskid}.log"
-    with Store(tw.db, create=False) as store:  # the launcher has stored the line
-        wait_for(lambda: (store.feedback_state(int(taskid)) or FeedbackState()).data == {"a": "1"},
-                 10, "the task's line stored")  # fmt: skip
+    wait_stored(tw, taskid, {"a": "1"})
     fb.unlink()
     fb.symlink_to(secret)
     # never read through the link: the feedback last read stands
@@ -271,7 +275,7 @@ def test_a_lost_task_of_one_database_leaves_the_others_live_file_alone(tw, tmp_p
     file into its history nor deletes it."""
     taskid = detach(tw, feeds, 'echo "[db]A" >> "$TASKWATCHER_FEEDBACK"; sleep 60')
     fb = feeds / "feedback_1.log"
-    wait_for(lambda: tw.json("control", "--feedback", taskid) == {"db": "A"}, 10, "A's feedback")
+    wait_stored(tw, taskid, {"db": "A"})
     os.kill(Store(tw.db).task(1)["launcherpid"], signal.SIGKILL)
     b = other_database(tw, tmp_path, "b")
     script = 'echo "[db]B" >> "$TASKWATCHER_FEEDBACK"; until [ -e "$0/go" ]; do sleep 0.01; done'
