@@ -19,7 +19,6 @@ from .crash import crash_point
 from .errors import ReservationError, StartFailed, StoreError, TaskwatcherError
 from .feedback import FEEDBACK_VARIABLE, FeedbackName
 from .feedstate import feedback_holder, final_feedback
-from .feedwatch import FeedbackWatch
 from .liveness import TOKEN_VARIABLE
 from .logs import Logger
 from .model import DEFAULT_GRACE, Claim, Ending
@@ -34,6 +33,7 @@ from .supervisor import SignalFlags, Supervisor
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
+    from .feedwatch import FeedbackWatch
     from .model import TaskRow
     from .store import TaskStore
 
@@ -240,12 +240,18 @@ def _run_owning(
         env.pop(FEEDBACK_VARIABLE, None)
     argv = substitute(req.command, taskid, feedfile)
     # Watched before the task can write: its first line is a change the launcher sees.
-    watch = None if feedfile is None else FeedbackWatch(feedfile)
+    watch = None if feedfile is None else _watch(feedfile)
     try:
         return _spawn_and_supervise(store, task, req, flags, relay, on_start, env, argv, watch)
     finally:
         if watch is not None:
             watch.close()
+
+
+def _watch(feedfile: str) -> FeedbackWatch:
+    from .feedwatch import FeedbackWatch  # only for a task with a feedback file
+
+    return FeedbackWatch(feedfile)
 
 
 def _spawn_and_supervise(

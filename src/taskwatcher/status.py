@@ -13,6 +13,7 @@ QUEUED has its place in the table for a queue to come: nothing makes one yet.
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 
 # Fractions of the timeout since the last heartbeat at which the status changes.
@@ -77,6 +78,16 @@ def heartbeat_status(silence: float, timeout: float | None, has_feedback: bool) 
     if silence < STALLED_AT * timeout:
         return TaskStatus.SILENT
     return TaskStatus.STALLED
+
+
+def feedback_signature(path: str) -> tuple[int, int, int] | None:
+    """The feedback file's (inode, mtime, size): a change of it is a heartbeat. None if
+    there is no file."""
+    try:
+        st = os.lstat(path)  # a link put in its place is a change of the link, never of its target
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def next_status_change(silence: float, timeout: float) -> float:

@@ -28,11 +28,10 @@ from . import process
 from .crash import crash_point
 from .errors import StoreError, TaskwatcherError
 from .feedback import FeedbackState, read_increment
-from .feedwatch import FALLBACK_LOOK, signature
 from .logs import Logger
 from .model import Ending
 from .spawn import EXIT_TIMEOUT, Child, decode_wait_status, foreground_terminal, give_terminal
-from .status import TaskStatus, heartbeat_status, next_status_change
+from .status import TaskStatus, feedback_signature, heartbeat_status, next_status_change
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -50,6 +49,7 @@ _LEFTOVER_LOOK = 0.05  # seconds between looks at leftovers during a grace perio
 # Seconds between two reads of a feedback file that keeps changing: a change after a quiet
 # spell is read at once; a stream of them reaches the store at most this late, at this pace.
 FEEDBACK_COALESCE = 0.1
+FALLBACK_LOOK = 1.0  # seconds between looks at the feedback file where inotify cannot be had
 
 
 class SignalFlags:
@@ -294,7 +294,7 @@ class Supervisor:
         with the heartbeat, in one operation."""
         if self.feedfile is None:
             return
-        sig = signature(self.feedfile)
+        sig = feedback_signature(self.feedfile)
         beat = sig != self.signature
         if beat:
             # The change happened after the last look; the file's mtime says when.
