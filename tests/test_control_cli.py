@@ -167,9 +167,13 @@ def test_unique_is_atomic(tw):
 
 
 def test_reservation_expires_after_its_ttl(tw):
+    began = time.time()
     short = reserve(tw, "--ttl", "0.5")
     keep = reserve(tw)
-    assert str(short) in tw.tasks()
+    # Read as stored (a listing would already drop it on a slow machine): held 0.5 s.
+    (expires,) = [r[0] for r in sqlite3.connect(tw.db).execute("SELECT expiretime FROM tasks WHERE id = ?",
+                                                                (short,))]  # fmt: skip
+    assert began + 0.5 <= expires <= time.time() + 0.5
     wait_for(lambda: str(short) not in tw.tasks(), timeout=10, what="the reservation to expire")
     assert str(keep) in tw.tasks()
     assert tw.history_of(short) is None  # a reservation that was never run leaves no history
