@@ -212,3 +212,20 @@ def test_reads_do_not_reconcile_per_request(tw, monkeypatch):
 
     took = asyncio.run(reads())
     assert 1 <= len(calls) <= 2 + took / RECONCILE_EVERY, calls
+
+
+def test_the_other_commands_never_import_the_web(tw):
+    """Starlette and uvicorn are loaded by serve alone: the CLI's start-up does not move."""
+    import subprocess
+
+    from conftest import TW
+
+    tw.run("control", "--reserve", check=True)
+    for args in (["control", "--db", str(tw.db), "--list", "--json"], ["control", "--help"], ["--help"]):
+        proc = subprocess.run([TW[0], "-X", "importtime", *TW[1:], *args], env=tw.env, capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line]
+        assert "taskwatcher.cli" in imported
+        assert not [m for m in imported if m.split(".")[0] in ("starlette", "uvicorn", "httpx", "anyio")
+                    or m.startswith("taskwatcher.web")], args  # fmt: skip
