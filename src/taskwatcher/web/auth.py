@@ -21,7 +21,7 @@ SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make a form's Origin "null"
     (b"cache-control", b"no-store"),
 ]
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")

@@ -34,7 +34,7 @@ def _page(title: str, main: str, script: str | None, *, read_only: bool, login: 
 <header class="top">
   <a class="brand" href="/">taskwatcher</a>
   <nav><a href="/">Tasks</a><a href="/history">History</a></nav>
-  {badge}<span id="live" class="live" title="live updates">●</span>{logout}
+  {badge}<span id="live" class="live" title="live updates" hidden>● live</span>{logout}
 </header>
 <main>
 {main}

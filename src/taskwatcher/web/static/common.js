@@ -107,6 +107,7 @@ const TW = (() => {
   // The live stream of task changes: handlers.task(data), handlers.ended(data), handlers.reset().
   function live(handlers) {
     const dot = document.getElementById("live");
+    if (dot) dot.hidden = false;
     const source = new EventSource("/api/v1/events");
     source.addEventListener("open", () => dot && dot.classList.add("on"));
     source.addEventListener("error", () => dot && dot.classList.remove("on"));
