@@ -247,6 +247,16 @@ class TaskWatcher:
         with self._reading() as store:
             return {} if store is None else control.list_tasks(store)
 
+    def tasks_feedback_json(self) -> dict[str, tuple[dict, dict[str, str] | None]]:
+        """``control --list --json``'s entries, each with the task's latest feedback (None for a
+        reservation or a task without feedback), read in one session: for a caller that shows
+        both at once (the web's event stream)."""
+        with self._reading() as store:
+            if store is None:
+                return {}
+            listed = control.list_tasks(store)
+            return {tid: (fields, _latest(store, int(tid), fields)) for tid, fields in listed.items()}
+
     def tasks(self, *, feedback: bool = False) -> list[Task]:
         """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback."""
         from .records import Task

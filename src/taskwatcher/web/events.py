@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 
-from ..errors import NoDatabase, NoSuchTask, TaskwatcherError
+from ..errors import NoDatabase, TaskwatcherError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -110,18 +110,12 @@ class Hub:
             loop.call_soon_threadsafe(ready.set)
 
     def _read(self) -> dict[str, dict[str, Any]]:
-        listed = self.tw.tasks_json()
+        listed = self.tw.tasks_feedback_json()  # one store session for every task
         now = time.time()
-        current = {}
-        for taskid, fields in listed.items():
-            latest = None
-            if fields["feedback"] and fields["status"] != "RESERVED":
-                try:
-                    latest = self.tw.feedback(int(taskid))
-                except NoSuchTask:  # it ended meanwhile: the next look finds it gone
-                    continue
-            current[taskid] = {"taskid": taskid, "task": fields, "latest": latest, "time": now}
-        return current
+        return {
+            taskid: {"taskid": taskid, "task": fields, "latest": latest, "time": now}
+            for taskid, (fields, latest) in listed.items()
+        }
 
     # -- the readers -----------------------------------------------------------------------
     def since(self, last_id: str | None) -> tuple[list[tuple[str, str, str]], int]:
