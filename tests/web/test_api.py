@@ -153,7 +153,7 @@ def test_events_one_per_change_resumable_with_last_event_id_and_kept_alive(tw, s
         wait_for(lambda: first.of("reset"), 10, "the stream's start")
         taskid = int(tw.run("control", "--reserve", "--name", "watched", check=True).stdout)
         # A reservation is a store change: the server learns of it from the notification.
-        seen = wait_for(lambda: first.of("task", taskid), 5, "the reservation's event")
+        seen = wait_for(lambda: first.of("task", taskid), 10, "the reservation's event")
         assert seen[0]["data"]["task"]["status"] == "RESERVED"
         assert seen[0]["data"]["task"]["name"] == "watched"
         last_id = first.events[-1]["id"]

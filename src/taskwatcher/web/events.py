@@ -64,13 +64,13 @@ class Hub:
         store = None
         while not self._stop.is_set():
             try:
-                self.look()
-                if store is None:
+                if store is None:  # opened before the look: a change made after it is then seen
                     store = Store(self.tw.db, create=False)
+                self.look()
                 wait = self.refresh_every if self._tasks else self.idle
                 store.wait_for_change(wait)
-            except NoDatabase:  # none yet: look again later (the first launch makes it)
-                self._stop.wait(min(self.idle, 2.0))
+            except NoDatabase:  # none yet: look again soon (the first command that writes makes it)
+                self._stop.wait(min(self.idle, 1.0))
             except Exception as e:  # the database unusable for now (locked, replaced): start over
                 if not isinstance(e, TaskwatcherError):
                     import logging
