@@ -229,3 +229,15 @@ def test_the_other_commands_never_import_the_web(tw):
         assert "taskwatcher.cli" in imported
         assert not [m for m in imported if m.split(".")[0] in ("starlette", "uvicorn", "httpx", "anyio")
                     or m.startswith("taskwatcher.web")], args  # fmt: skip
+
+
+def test_the_tasks_answer_follows_every_change_at_once(tw, serve, tasks):
+    """GET tasks is kept 0.1 s at most, and never across a change: one made elsewhere shows
+    as soon as the store notifies it, one made through the server on the next request."""
+    taskid = tasks.start("cached")
+    server = serve()
+    assert str(taskid) in server.get("/api/v1/tasks").json()
+    other = int(tw.run("control", "--reserve", "--name", "new", check=True).stdout)
+    wait_for(lambda: str(other) in server.get("/api/v1/tasks").json(), 5, "the reservation in GET tasks")
+    assert server.post(f"/api/v1/tasks/{taskid}/kill").status_code == 200
+    assert str(taskid) not in server.get("/api/v1/tasks").json()

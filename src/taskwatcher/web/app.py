@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from ..api import TaskWatcher
 
 MAX_TASK_ID = 2**63 - 1
+SNAPSHOT = 0.1  # seconds GET tasks' answer is kept (its timers are then at most that old)
 LOG_CHUNK = 1 << 20  # the most bytes of a log one request gets: the next offset says where to go on
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 _TYPES = {".css": "text/css", ".js": "text/javascript", ".png": "image/png", ".svg": "image/svg+xml"}
@@ -122,8 +125,17 @@ def create_app(
     def healthz(request: Request) -> Response:
         return _json({"status": "ok", "version": __version__, "read_only": read_only, "database": tw.path})
 
-    def tasks(request: Request) -> Response:
-        return _json(tw.tasks_json())
+    # GET tasks is what back-ends poll: its answer is kept SNAPSHOT seconds at most, and
+    # dropped at once when the store notifies a change (or the server makes one).
+    snapshot: list = [float("-inf"), -1, b""]  # made at (monotonic), under generation, body
+
+    async def tasks(request: Request) -> Response:
+        made, generation, body = snapshot
+        if time.monotonic() - made >= SNAPSHOT or generation != hub.generation:
+            generation, start = hub.generation, time.monotonic()
+            body = await run_in_threadpool(lambda: json_bytes(tw.tasks_json()))
+            snapshot[:] = [start, generation, body]
+        return Response(body, media_type="application/json")
 
     def task(request: Request) -> Response:
         return _json(tw.show(_taskid(request)))
@@ -152,7 +164,10 @@ def create_app(
 
     def kill(request: Request) -> Response:
         taskid = _taskid(request)
-        return _json({"taskid": taskid, "done": tw.kill(taskid)})
+        try:
+            return _json({"taskid": taskid, "done": tw.kill(taskid)})
+        finally:
+            hub.generation += 1  # a GET after this POST never gets the task from before it
 
     async def events(request: Request) -> Response:
         last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")

@@ -10,7 +10,8 @@ from another run of the server (ids are ``RUN.SEQ``), or older than the ends kep
 
 While tasks run the hub also looks every ``REFRESH`` seconds (their status and timers move
 with time, and a feedback file that a launcher does not yet copy into the store changes
-nothing there); with no task, only every ``IDLE`` seconds, for reconciliation.
+nothing there); with none running (reservations only, or nothing), only every ``IDLE``
+seconds, for reconciliation.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class Hub:
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.looks = 0  # how many times the tasks were read (for tests: no read per request)
+        self.looks = 0  # how many times the tasks were read
+        # Moves on at every change the store notifies (and every change made through the
+        # server): what was cached under an older generation is stale.
+        self.generation = 0
 
     # -- the thread ------------------------------------------------------------------------
     def start(self) -> None:
@@ -67,8 +71,9 @@ class Hub:
                 if store is None:  # opened before the look: a change made after it is then seen
                     store = Store(self.tw.db, create=False)
                 self.look()
-                wait = self.refresh_every if self._tasks else self.idle
-                store.wait_for_change(wait)
+                running = any(e[1]["task"]["status"] != "RESERVED" for e in self._tasks.values())
+                if store.wait_for_change(self.refresh_every if running else self.idle):
+                    self.generation += 1  # at once, before the look: cached answers are stale now
             except NoDatabase:  # none yet: look again soon (the first command that writes makes it)
                 self._stop.wait(min(self.idle, 1.0))
             except Exception as e:  # the database unusable for now (locked, replaced): start over
