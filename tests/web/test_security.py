@@ -89,6 +89,8 @@ def test_the_login_sets_an_httponly_samesite_strict_cookie(tw, serve, tmp_path):
     origin = {"Origin": server.url}
     wrong = httpx.post(server.url + "/login", data={"token": "nope"}, headers=origin)
     assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    huge = httpx.post(server.url + "/login", content=b"token=" + b"x" * 100_000, headers=origin)
+    assert huge.status_code == 400 and "error" in huge.json()
     right = httpx.post(server.url + "/login", data={"token": TOKEN}, headers=origin, follow_redirects=False)
     assert right.status_code == 303
     cookie = right.headers["set-cookie"]

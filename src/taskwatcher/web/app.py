@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 MAX_TASK_ID = 2**63 - 1
 SNAPSHOT = 0.1  # seconds GET tasks' answer is kept (its timers are then at most that old)
 LOG_CHUNK = 1 << 20  # the most bytes of a log one request gets: the next offset says where to go on
+LOGIN_MAX = 8192  # bytes of a login form
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 _TYPES = {".css": "text/css", ".js": "text/javascript", ".png": "image/png", ".svg": "image/svg+xml"}
 
@@ -195,7 +196,12 @@ def create_app(
     async def login(request: Request) -> Response:
         if token is None:
             return RedirectResponse("/", status_code=303)
-        form = parse_qs((await request.body())[:8192].decode("utf-8", "replace"))
+        body = b""
+        async for chunk in request.stream():  # a login form is small: the rest is never held
+            body += chunk
+            if len(body) > LOGIN_MAX:
+                return _error(400, "the login form is too large")
+        form = parse_qs(body.decode("utf-8", "replace"))
         if not token_matches(token, (form.get("token") or [""])[0]):
             return HTMLResponse(pages.login("That is not the token."), status_code=401)
         done = RedirectResponse("/", status_code=303)
