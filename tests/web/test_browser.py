@@ -162,6 +162,11 @@ def test_the_login_form_lets_people_in_with_the_token(tw, serve, tasks, page, tm
     cookie = next(c for c in page.context.cookies() if c["name"] == "taskwatcher_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie") == ""  # out of the scripts' reach
+    # A change from the page itself passes the Origin check with the cookie.
+    page.goto(f"{server.url}/tasks/{taskid}")
+    page.locator("#kill").click()
+    expect(page.locator("#status")).to_have_text("FINISHED", timeout=LIVE)
+    assert tw.history_of(taskid)["termerror"] == "killed by request"
     page.click(".logout button")
     expect(page).to_have_url(server.url + "/login")
     page.goto(server.url + "/")
