@@ -247,6 +247,16 @@ class TaskWatcher:
         with self._reading() as store:
             return {} if store is None else control.list_tasks(store)
 
+    def tasks_feedback_json(self) -> dict[str, tuple[dict, dict[str, str] | None]]:
+        """``control --list --json``'s entries, each with the task's latest feedback (None for a
+        reservation or a task without feedback), read in one session: for a caller that shows
+        both at once (the web's event stream)."""
+        with self._reading() as store:
+            if store is None:
+                return {}
+            listed = control.list_tasks(store)
+            return {tid: (fields, _latest(store, int(tid), fields)) for tid, fields in listed.items()}
+
     def tasks(self, *, feedback: bool = False) -> list[Task]:
         """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback."""
         from .records import Task
@@ -327,10 +337,16 @@ class TaskWatcher:
         return "".join(self.iter_history_json(name=name, since=since, last=last))
 
     def iter_history_json(
-        self, *, name: str | None = None, since: When = None, last: int | None = None
+        self,
+        *,
+        name: str | None = None,
+        since: When = None,
+        last: int | None = None,
+        before: int | None = None,
     ) -> Iterator[str]:
-        """``control --history --json`` in pieces, for streaming a large history."""
-        only = _filter(name, since, last)
+        """``control --history --json`` in pieces, for streaming a large history; ``before``:
+        only history ids below it (the next page of a long history, newest first)."""
+        only = _filter(name, since, last, before)
         with self._reading() as store:
             if store is None:
                 yield "{}\n"
@@ -366,6 +382,14 @@ class TaskWatcher:
         parts: list[bytes] = []
         copy_log(path, parts.append)
         return b"".join(parts)
+
+    def read_log_from(self, taskid: int, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
+        """Up to ``limit`` bytes of the task's log (the older half, then the current file, as
+        :meth:`read_log` gives it) from ``offset``, and the offset to ask from next time."""
+        from .output import read_log_range
+
+        path = self.log_path(taskid)
+        return read_log_range(path, offset, limit, lambda: NoLog(f"the log of task {taskid} is gone: {path}"))
 
     def follow_log(self, taskid: int | None = None) -> Iterator[bytes]:
         """The task's output, then what it writes, until it ends (as ``tail -f``)."""
@@ -502,9 +526,11 @@ def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
         return None
 
 
-def _filter(name: str | None, since: When, last: int | None) -> HistoryFilter:
+def _filter(name: str | None, since: When, last: int | None, before: int | None = None) -> HistoryFilter:
     if last is not None and last < 1:
         raise UsageError("--last must be 1 or more")
+    if before is not None and before < 1:
+        raise UsageError("before must be 1 or more")
     if since is None or isinstance(since, (int, float)):
         when = since
     elif isinstance(since, str):
@@ -515,7 +541,7 @@ def _filter(name: str | None, since: When, last: int | None) -> HistoryFilter:
         when = since.timestamp()
     from .model import HistoryFilter
 
-    return HistoryFilter(name, when, last)
+    return HistoryFilter(name, when, last, before)
 
 
 def _log_path(store: Store, taskid: int) -> str:

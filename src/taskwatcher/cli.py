@@ -182,7 +182,7 @@ def build_parser(tool: str | None = None) -> Parser:
     top = Parser(prog="taskwatcher", description="Run commands as supervised tasks.")
     top.add_argument("--version", action="version", version=f"taskwatcher {__version__}")
     sub = top.add_subparsers(
-        dest="tool", metavar="{launch,control,parse,feed,completion}", parser_class=Parser
+        dest="tool", metavar="{launch,control,parse,feed,completion,serve}", parser_class=Parser
     )
     for name, (add_options, kwargs) in _TOOLS.items():
         p = sub.add_parser(name, **kwargs)
@@ -314,6 +314,36 @@ def _feed_options(feed: Parser) -> None:
     feed.add_argument("--debug", "-d", action="store_true", help="log what happens, on stderr")
 
 
+SERVE_EXAMPLES = """examples:
+  taskwatcher serve                       # http://127.0.0.1:8470/ on this machine only
+  taskwatcher serve --read-only --bind 127.0.0.1:9000
+  taskwatcher serve --make-token          # a token for the API and the login page, then:
+  taskwatcher serve --bind 0.0.0.0:8470   # any other address needs a token
+  curl -H "Authorization: Bearer $(cat ~/.local/state/taskwatcher/web-token)" http://HOST:8470/api/v1/tasks
+"""
+
+
+def _serve_options(serve: Parser) -> None:
+    _common(serve)
+    serve.add_argument(
+        "--bind",
+        default="127.0.0.1:8470",
+        metavar="HOST:PORT",
+        help="where to listen (default 127.0.0.1:8470)",
+    )
+    serve.add_argument("--read-only", action="store_true", help="refuse every change (kill): 403")
+    serve.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="the token (a 0600 file; default: web-token in taskwatcher's state folder, if it exists)",
+    )
+    serve.add_argument(
+        "--make-token", action="store_true", help="write a new token to the token file, print its path, exit"
+    )
+    # Seconds between two keep-alive comments on the event stream (tests make it short).
+    serve.add_argument("--keepalive", type=duration, default=15.0, help=argparse.SUPPRESS)
+
+
 def _completion_options(completion: Parser) -> None:
     completion.add_argument("shell", nargs="?", choices=("bash", "zsh"), help="the shell to complete for")
     # What the completion script itself calls to offer task ids (after --log, --wait...).
@@ -356,6 +386,14 @@ _TOOLS = {
             help="print a shell completion script",
             description='Print a completion script: eval "$(taskwatcher completion bash)" in ~/.bashrc, '
             "or the same with zsh in ~/.zshrc.",
+        ),
+    ),
+    "serve": (
+        _serve_options,
+        dict(
+            help="a live dashboard and an HTTP JSON API (needs taskwatcher[web])",
+            epilog=SERVE_EXAMPLES,
+            formatter_class=ExamplesFormatter,
         ),
     ),
     "feed": (
@@ -412,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_feed(args)
         if args.tool == "completion":
             return run_completion(args)
+        if args.tool == "serve":
+            return run_serve(args)
         return run_parse(args)
     except TaskwatcherError as e:
         # launch keeps 0-123 for the command's own status: its own failures are 125 and up.
@@ -755,6 +795,17 @@ def run_feed(args: argparse.Namespace) -> int:
             feedback.set(args.key, args.value)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    # Starlette and uvicorn are imported there, by this command only: the others' start-up stays.
+    from .web.server import make_token, serve
+
+    if args.make_token:
+        print(make_token(args.token_file))
+        return 0
+    serve(args.db, args.bind, read_only=args.read_only, token_file=args.token_file, keepalive=args.keepalive)
     return 0
 
 

@@ -95,12 +95,20 @@ class Ending(
 
 
 class HistoryFilter:
-    """Which finished tasks to show: of one name, ended since a time, the last N of them."""
+    """Which finished tasks to show: of one name, ended since a time, with a history id
+    below ``before`` (a page of a long history: the next page's ``before`` is this one's
+    lowest id), the last N of them."""
 
-    __slots__ = ("last", "name", "since")
+    __slots__ = ("before", "last", "name", "since")
 
-    def __init__(self, name: str | None = None, since: float | None = None, last: int | None = None) -> None:
-        self.name, self.since, self.last = name, since, last
+    def __init__(
+        self,
+        name: str | None = None,
+        since: float | None = None,
+        last: int | None = None,
+        before: int | None = None,
+    ) -> None:
+        self.name, self.since, self.last, self.before = name, since, last, before
 
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ class TaskStore:
 
     def iter_history(self, only: HistoryFilter | None = None, chunk: int = 1000) -> Iterator[HistoryRow]:
         """Finished tasks, oldest first, as ``only`` filters them (name; ended at or
-        after ``since``; the newest ``last`` of those), read ``chunk`` rows at a time."""
+        after ``since``; history id below ``before``; the newest ``last`` of those), read
+        ``chunk`` rows at a time."""
         raise NotImplementedError
 
     def history_json(self, only: HistoryFilter | None = None, chunk: int = 5000) -> Iterator[str]:

@@ -982,6 +982,9 @@ def _history_where(only: HistoryFilter | None) -> tuple[str, list[Any]]:
     if only is not None and only.since is not None:
         terms.append("endtime >= ?")
         params.append(only.since)
+    if only is not None and only.before is not None:
+        terms.append("id < ?")
+        params.append(only.before)
     if only is not None and only.last is not None:  # the newest N of those, still shown oldest first
         terms.append(f"id >= coalesce((SELECT id FROM history WHERE {' AND '.join(terms)}"
                      " ORDER BY id DESC LIMIT 1 OFFSET ?), 0)")  # fmt: skip
