@@ -33,7 +33,7 @@ from .supervisor import SignalFlags, Supervisor
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
-    from .feedwatch import FeedbackWatch
+    from .filewatch import FileWatch
     from .model import TaskRow
     from .store import TaskStore
 
@@ -248,10 +248,10 @@ def _run_owning(
             watch.close()
 
 
-def _watch(feedfile: str) -> FeedbackWatch:
-    from .feedwatch import FeedbackWatch  # only for a task with a feedback file
+def _watch(feedfile: str) -> FileWatch:
+    from .filewatch import FileWatch  # only for a task with a feedback file
 
-    return FeedbackWatch(feedfile)
+    return FileWatch(feedfile)
 
 
 def _spawn_and_supervise(
@@ -263,7 +263,7 @@ def _spawn_and_supervise(
     on_start: Callable[[tuple[int, str] | None], None] | None,
     env: dict[str, str],
     argv: list[str],
-    watch: FeedbackWatch | None,
+    watch: FileWatch | None,
 ) -> Ending:
     taskid = int(task["id"])  # type: ignore[call-overload]
     process.set_child_subreaper()

@@ -8,7 +8,7 @@ group, is its descendant and is stopped with it. What it learns (status, heartbe
 the latest feedback) goes to the store in one short operation each; how the task
 ended is returned.
 
-The feedback file is watched with inotify (:mod:`taskwatcher.feedwatch`): a change
+The feedback file is watched with inotify (:mod:`taskwatcher.filewatch`): a change
 wakes the loop, which reads what was added and stores it with the heartbeat, so that
 readers only read. A task that writes its file many times a second is read at most
 every :data:`FEEDBACK_COALESCE` seconds: the watch leaves the poll set until then,
@@ -35,7 +35,7 @@ from .status import TaskStatus, feedback_signature, heartbeat_status, next_statu
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
-    from .feedwatch import FeedbackWatch
+    from .filewatch import FileWatch
     from .output import Relay
     from .store import TaskStore
 
@@ -170,7 +170,7 @@ class Supervisor:
         token: str,
         child: Child,
         flags: SignalFlags,
-        watch: FeedbackWatch | None,
+        watch: FileWatch | None,
         timeout: float | None,
         grace: float,
         relay: Relay | None = None,
@@ -178,21 +178,23 @@ class Supervisor:
     ) -> None:
         self.store, self.task_id, self.token, self.child, self.flags = store, task_id, token, child, flags
         self.watch, self.timeout, self.grace, self.relay = watch, timeout, grace, relay
-        self.feedfile = None if watch is None else watch.path
+        self.feedfile = None if watch is None else watch.paths[0]
         # Foreground: a signal to the launcher reaches the task as that same signal
         # (Ctrl-C as SIGINT). Detached, or asked by control --kill: SIGTERM.
         self.forward = forward
         self.started = self.last_heartbeat = self.last_look = time.monotonic()
         self.status = TaskStatus.RUNNING
         # The feedback file's (ino, mtime, size): the launcher made it empty, which is no heartbeat.
-        self.signature = None if watch is None else watch.signature
+        # Written to already (the task ran before this), it is read at the first look.
+        sig = None if self.feedfile is None else feedback_signature(self.feedfile)
+        self.signature = sig if sig is None or sig[2] == 0 else (0, 0, 0)
         self.feedstate = FeedbackState()  # what the launcher has read of the file, as stored
         self.poller = select.poll()
         # When the file is next read: after a change that came too soon after the last read,
         # or, without inotify, at the next look. None: at the next change.
         self.feedback_due: float | None = None
         if watch is not None and watch.fd is None:
-            self.feedback_due = self.started + FALLBACK_LOOK
+            self.feedback_due = self.started + (FALLBACK_LOOK if self.signature == sig else 0.0)
         self.stop_reason: str | None = None
         self.stop_exitcode: int | None = None
         self.kill_at: float | None = None  # when the grace period of a stop ends

@@ -225,7 +225,10 @@ def test_feedback_state_round_trip(backend):
 
 
 # -- change notification -----------------------------------------------------------------------
-def test_another_process_change_is_noticed(backend):
+@pytest.mark.parametrize("watch", ["inotify", "without inotify"])
+def test_another_process_change_is_noticed(backend, watch, monkeypatch):
+    if watch != "inotify":
+        monkeypatch.setenv("TASKWATCHER_WITHOUT", "inotify")
     watcher, writer_factory = backend(), backend
     assert watcher.notify_fd() is None or isinstance(watcher.notify_fd(), int)
     assert not watcher.wait_for_change(0.05)

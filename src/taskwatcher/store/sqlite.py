@@ -310,6 +310,7 @@ class SQLiteStore(TaskStore):
     """
 
     shared = False  # one host: liveness is judged from /proc
+    _watch = None  # the inotify watch on the database's files, made by the first wait_for_change
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.path = resolve_db_path(path)
@@ -507,6 +508,8 @@ class SQLiteStore(TaskStore):
         self._stamp()
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         self.conn.close()
 
     def __enter__(self) -> SQLiteStore:
@@ -950,9 +953,22 @@ class SQLiteStore(TaskStore):
 
     # -- change notification -----------------------------------------------------------
     def notify_fd(self) -> int | None:
-        return None  # SQLite has no channel: wait_for_change looks at PRAGMA data_version
+        # No channel: a descriptor readable at every write of every process would wake every
+        # launcher at every other launcher's heartbeat. wait_for_change watches the files.
+        return None
 
     def wait_for_change(self, timeout: float) -> bool:
+        """PRAGMA data_version tells a commit of another connection; between two looks the
+        wait sleeps in poll() on an inotify watch of the database and its WAL (every commit
+        writes one of them), so a waiting server costs nothing while nothing changes.
+        Without inotify it looks every CHANGE_LOOK seconds."""
+        import select
+
+        if self._watch is None:  # made before the first look: no commit after it is missed
+            from ..filewatch import FileWatch
+
+            real = os.path.realpath(self.path)
+            self._watch = FileWatch(real, f"{real}-wal")
         deadline = time.monotonic() + timeout
         while True:
             version = self._data_version()
@@ -962,7 +978,13 @@ class SQLiteStore(TaskStore):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            time.sleep(min(CHANGE_LOOK, left))
+            if self._watch.fd is None:
+                time.sleep(min(CHANGE_LOOK, left))
+                continue
+            poller = select.poll()
+            poller.register(self._watch.fd, select.POLLIN)
+            if poller.poll(int(left * 1000) + 1):
+                self._watch.changed()  # read the events; data_version says if it was a commit
 
     def _data_version(self) -> int:
         # PRAGMA data_version changes when another connection commits (never for our own).
@@ -1006,7 +1028,7 @@ _ENTRY_JSON = (
 ).format(fb=_TEXT.format("feedback"), cmd=_TEXT.format("command"))
 _TASK_COLUMNS = ", ".join(TASK_FIELDS.split())
 _HISTORY_COLUMNS = ", ".join(HISTORY_FIELDS.split())
-CHANGE_LOOK = 0.05  # seconds between two looks at PRAGMA data_version
+CHANGE_LOOK = 0.05  # seconds between two looks at PRAGMA data_version, without inotify
 
 
 def _text(value: Any) -> Any:
