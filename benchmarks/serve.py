@@ -206,7 +206,10 @@ def web_figures(ctx: Ctx) -> list[Figure]:
         f"RSS {rss_kib(proc.pid) / 1024:.0f} MB",
     )
     f3.met = idle < 0.001
-    f3.notes.append("idle: SQLite's change notification is PRAGMA data_version asked every 50 ms")
+    f3.notes.append(
+        "idle: the change notification sleeps in poll() on an inotify watch of the database's files;"
+        " uvicorn's own loop still ticks every 0.1 s"
+    )
     f3.raw = {"idle_cpu_fraction": idle, "rss_kib": rss_kib(proc.pid)}
     log(f"web: {f1.ours.text}; {f2.ours.text}; {f3.ours.text}")
     return [f1, f2, f3]

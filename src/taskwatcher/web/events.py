@@ -8,10 +8,11 @@ changed since: the hub keeps those, and the ends of the last ``KEEP_ENDED`` task
 from another run of the server (ids are ``RUN.SEQ``), or older than the ends kept, gets a
 ``reset`` event and then every current task.
 
-While tasks run the hub also looks every ``REFRESH`` seconds (their status and timers move
-with time, and a feedback file that a launcher does not yet copy into the store changes
-nothing there); with none running (reservations only, or nothing), only every ``IDLE``
-seconds, for reconciliation.
+Everything a running task's launcher learns (its status, heartbeat, latest feedback) is a
+store change, so the hub does not poll for it. It looks without a change only for what
+nothing writes: a launcher that died (reconciliation finds it), every ``REFRESH`` seconds
+while tasks run; with none running (reservations only, or nothing), at the next
+reservation's expiry and at least every ``IDLE`` seconds.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 
     from ..api import TaskWatcher
 
-REFRESH = 1.0
-IDLE = 10.0
+REFRESH = 5.0  # as often as reads reconcile (TaskWatcher(reconcile_every=5)): a lost launcher seen
+IDLE = 60.0
 KEEP_ENDED = 1000
 _MOVING = ("duration", "timer")  # what changes with time alone: not a change of the task
 
@@ -71,8 +72,7 @@ class Hub:
                 if store is None:  # opened before the look: a change made after it is then seen
                     store = Store(self.tw.db, create=False)
                 self.look()
-                running = any(e[1]["task"]["status"] != "RESERVED" for e in self._tasks.values())
-                if store.wait_for_change(self.refresh_every if running else self.idle):
+                if store.wait_for_change(self._next_look()):
                     self.generation += 1  # at once, before the look: cached answers are stale now
             except NoDatabase:  # none yet: look again soon (the first command that writes makes it)
                 self._stop.wait(min(self.idle, 1.0))
@@ -87,6 +87,15 @@ class Hub:
                 self._stop.wait(1.0)
         if store is not None:
             store.close()
+
+    def _next_look(self) -> float:
+        """Seconds to the next look without a change: REFRESH while a task runs (for a launcher
+        that died); else at the next reservation's expiry, and at least every IDLE seconds."""
+        tasks = [e[1]["task"] for e in self._tasks.values()]
+        if any(t["status"] != "RESERVED" for t in tasks):
+            return self.refresh_every
+        expiries = [t["expiretime"] for t in tasks if t.get("expiretime") is not None]
+        return min([self.idle, *(max(0.0, e - time.time()) + 0.01 for e in expiries)])
 
     def look(self) -> None:
         """Read the tasks once and publish what changed."""
