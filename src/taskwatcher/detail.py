@@ -14,7 +14,7 @@ from . import control
 from .errors import NoSuchTask
 from .feedstate import task_feedback
 from .history import describe_entry
-from .status import TaskStatus
+from .status import WAITING
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def task_detail(store: TaskStore, taskid: int) -> dict[str, Any]:
 
 def _live(store: TaskStore, row: TaskRow) -> dict[str, Any]:
     fields = control.describe_task(row, time.time())
-    reserved = row["status"] == TaskStatus.RESERVED
+    reserved = row["status"] in WAITING
     feedback = {} if reserved or not row["feedpath"] else task_feedback(store, row["id"])
     return _shape(
         row["id"],

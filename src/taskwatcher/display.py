@@ -204,7 +204,9 @@ def progress_bar(value: str | float | None, width: int = 10) -> str:
 
 
 # -- the running and reserved tasks ----------------------------------------------------------
-_STATUS_STYLE = {"RUNNING": "green", "SILENT": "yellow", "STALLED": "red", "RESERVED": "cyan"}
+_STATUS_STYLE = {
+    "RUNNING": "green", "SILENT": "yellow", "STALLED": "red", "RESERVED": "cyan", "QUEUED": "blue",
+}  # fmt: skip
 
 # In order on the line. rank: the lowest gives way first when the terminal is narrow.
 TASK_COLUMNS = (
@@ -215,6 +217,8 @@ TASK_COLUMNS = (
     Column("info3", flex=True, rank=3),
     Column("pid", right=True, rank=5),
     Column("status", styles=_STATUS_STYLE),
+    Column("line", rank=4),  # a queued task's group and place ("build #3"), or what it waits for
+    Column("attempt", right=True, rank=3),
     Column("started", rank=6),
     Column("duration", rank=10),
     Column("timer", rank=1),
@@ -238,6 +242,8 @@ def task_cells(
         shown(task.info3, limit),
         str(task.pid or "-"),
         task.status,
+        shown(line_text(task), limit),
+        str(task.attempt) if task.attempt > 1 else "",
         format_time(task.starttime, now),
         format_duration(task.duration),
         format_duration(task.timer),
@@ -246,6 +252,17 @@ def task_cells(
         feedback_text(task.latest, limit, skip="progress"),
         command_text(task.command, limit),
     )
+
+
+def line_text(task: Task) -> str:
+    """Where a task is in the line: its group and place, else what it runs after."""
+    if task.status != "QUEUED":
+        return task.group or ""
+    if task.place is not None:
+        return f"{task.group} #{task.place}"
+    if task.after:
+        return "after " + ",".join(map(str, task.after))
+    return task.group or "retry"
 
 
 def task_lines(
