@@ -523,7 +523,10 @@ def _with_value(option: str, value: list[str]) -> list[str]:
 
 
 def _looks_like_option(sub: Parser, word: str) -> bool:
-    """As argparse tells options from other words: not ``-``, a negative number or words with a space."""
+    """As argparse tells options from other words: not ``-``, a negative number or words with a space
+    (but ``--on-end='echo done'``, a known option with its value joined, is an option)."""
+    if word.startswith("--") and word.split("=", 1)[0] in sub._option_string_actions and "=" in word:
+        return True
     if not word.startswith("-") or word == "-" or " " in word:
         return False
     return not sub._negative_number_matcher.match(word)
