@@ -237,7 +237,7 @@ def _run_owning(
     feedfile: str | None,
 ) -> Ending:
     taskid = int(task["id"])  # type: ignore[call-overload]
-    env = dict(os.environ, TASKWATCHER_TASKID=str(taskid))
+    env = dict(os.environ, TASKWATCHER_TASKID=str(taskid), TASKWATCHER_ATTEMPT=str(task["attempt"] or 1))
     env[TOKEN_VARIABLE] = str(task["token"])
     if feedfile is not None:
         env[FEEDBACK_VARIABLE] = feedfile
