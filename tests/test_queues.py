@@ -97,6 +97,8 @@ def test_a_group_runs_at_most_its_slots_the_rest_wait_in_line_in_order(tw, paced
     assert [listed[str(i)]["place"] for i in ids[2:]] == [1, 2, 3]
     assert all(listed[str(i)]["group"] == "batch" and listed[str(i)]["slots"] == 2 for i in ids)
     assert listed[str(ids[2])]["command"][0] == "sh" and listed[str(ids[2])]["pid"] is None
+    shown = tw.json("control", "--show", str(ids[3]), "--json")
+    assert (shown["status"], shown["group"], shown["place"], shown["attempt"]) == ("QUEUED", "batch", 2, 1)
     table = tw.run("control", "--list", check=True).stdout
     assert "QUEUED" in table and "batch #1" in table and "batch #3" in table
     # A queued task is a row, not a process: only the two running tasks and their launchers run.
@@ -159,6 +161,18 @@ def test_kill_takes_a_task_out_of_the_line_and_wait_waits_through_it(tw, paced, 
     waiter.communicate(timeout=60)
     assert waiter.returncode == 0
     assert paced.started() == [first, third]  # the killed one never ran
+
+
+def test_a_foreground_launch_killed_in_line_exits_125(tw, paced, launches):
+    first = detach(tw, "--group", "kf", *paced.task())
+    wait_for(lambda: paced.started() == [first], what="the first task")
+    proc = launches.start("--group", "kf", *paced.task())
+    (taskid,) = wait_for(lambda: queued_ids(tw), what="the foreground task in line")
+    tw.run("control", "--kill", str(taskid), check=True)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 125 and err.strip() == "taskwatcher: killed by request before it started"
+    paced.open()
+    assert paced.started() == [first]
 
 
 def test_a_killed_foreground_waiter_leaves_the_line(tw, paced, launches):

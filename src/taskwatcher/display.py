@@ -386,8 +386,8 @@ _SHOW_LABELS = {"reservetime": "reserved", "starttime": "started", "endtime": "e
                 "exitcode": "exit", "termsignal": "signal", "termerror": "why"}  # fmt: skip
 _SHOW_ORDER = ("taskid", "name", "status", "info1", "info2", "info3", "command", "host", "pid",
                "reservetime", "starttime", "endtime", "duration", "lastupdate", "timer", "timeout",
-               "expiretime", "unique", "exitcode", "termsignal", "termerror", "historyid",
-               "feedpath", "logfile")  # fmt: skip
+               "expiretime", "unique", "group", "place", "after", "attempt", "exitcode", "termsignal",
+               "termerror", "hook", "historyid", "feedpath", "logfile")  # fmt: skip
 
 
 def show_rows(detail: dict[str, Any], now: float | None = None) -> list[tuple[str, str]]:
@@ -408,6 +408,8 @@ def show_rows(detail: dict[str, Any], now: float | None = None) -> list[tuple[st
             text = shlex.join(value) if isinstance(value, list) else str(value)
         elif key == "unique":
             text = "yes" if value else "no"
+        elif key == "after":
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
         else:
             text = str(value)
         rows.append((_SHOW_LABELS.get(key, key), escape_control(text)))
