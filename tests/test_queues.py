@@ -169,7 +169,7 @@ def test_a_foreground_launch_killed_in_line_exits_125(tw, paced, launches):
     proc = launches.start("--group", "kf", *paced.task())
     (taskid,) = wait_for(lambda: queued_ids(tw), what="the foreground task in line")
     tw.run("control", "--kill", str(taskid), check=True)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 125 and err.strip() == "taskwatcher: killed by request before it started"
     paced.open()
     assert paced.started() == [first]
@@ -482,6 +482,7 @@ def test_a_schema_3_database_gets_the_queue_columns_in_place(tmp_path):
             ("tasks", "notbefore"),
             ("tasks", "attempt"),
             ("tasks", "spec"),
+            ("tasks", "environ"),
             ("history", "attempt"),
             ("history", "hook"),
         ):

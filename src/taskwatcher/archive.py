@@ -77,6 +77,7 @@ def archive_task(
     hid = current = None
     hooks: list[tuple[str, str]] = []
     retry_at = None
+    queued_with: dict[str, str] = {}
     try:
         current = _same_task(store, row, unless)
         gone = current is None and _not_this_task(store, row)
@@ -84,6 +85,10 @@ def archive_task(
             from .hooks import PENDING, due_hooks
 
             hooks = due_hooks(current, exitcode)
+            if hooks and current["spec"]:  # read while the row is there: the hooks run in it
+                from .queueing import environment_of
+
+                queued_with = environment_of(store, row["id"])
             retry_at, keep_waiter = _retry(current, retry_kind)
             hid = store.finish(row["id"], row["token"], termsignal=termsignal, termerror=termerror,
                                exitcode=exitcode, feedback=feedback, hook=PENDING if hooks else None,
@@ -95,8 +100,8 @@ def archive_task(
             name.release(remove_file=(archived or gone) and _is_own_file(name.path))
     if archived:
         assert current is not None and hid is not None
-        _after_end(store, current, hid, hooks, dict(termsignal=termsignal, termerror=termerror,
-                   exitcode=exitcode), feedback, retry_at is not None, start_next)  # fmt: skip
+        end = dict(termsignal=termsignal, termerror=termerror, exitcode=exitcode)
+        _after_end(store, current, hid, hooks, end, feedback, queued_with, retry_at is not None, start_next)
     return archived
 
 
@@ -115,14 +120,14 @@ def _retry(row: TaskRow, kind: str | None) -> tuple[float | None, bool]:
 
 def _after_end(
     store: TaskStore, row: TaskRow, hid: int, hooks: list[tuple[str, str]], end: dict[str, object],
-    feedback: dict[str, str], retried: bool, start_next: bool,
+    feedback: dict[str, str], queued_with: dict[str, str], retried: bool, start_next: bool,
 ) -> None:  # fmt: skip
     """Outside every transaction, the history row written: the hooks, then the line."""
     try:
         if hooks:
             from .hooks import hook_environment, spawn_runner
 
-            spawn_runner(store, hid, hooks, hook_environment(row, end, feedback))
+            spawn_runner(store, hid, hooks, hook_environment(row, end, feedback, queued_with))
         from .queueing import after_end
 
         after_end(store, row, retried, start_next)

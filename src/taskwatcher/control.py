@@ -62,6 +62,11 @@ def describe_task(row: TaskRow, t: float, place: int | None = None) -> dict[str,
     """One task as ``--list --json`` shows it (the seed's columns, plus ``timer``; a queued
     task's ``place`` in its group's line)."""
     running = row.status not in WAITING
+    spec: dict[str, Any] = {}
+    if row.spec:
+        from .queueing import spec_of
+
+        spec = spec_of(row)
     started = row.started or row.starttime
     duration = timer = None
     status = TaskStatus(row.status) if row.status in TaskStatus.__members__ else row.status
@@ -88,7 +93,7 @@ def describe_task(row: TaskRow, t: float, place: int | None = None) -> dict[str,
         "timer": None if timer is None else round(timer, 3),
         "expiretime": None if row.expiretime is None else int(row.expiretime),
         "unique": bool(row.uniq),
-        "command": json.loads(row.command) if row.command else _queued_command(row),
+        "command": json.loads(row.command) if row.command else spec.get("command"),
         "feedpath": row.feedpath,
         "logfile": row.logfile,
         "host": row.host,
@@ -96,24 +101,8 @@ def describe_task(row: TaskRow, t: float, place: int | None = None) -> dict[str,
         "slots": row.slots,
         "place": place,
         "attempt": row.attempt or 1,
-        "after": _after(row),
+        "after": spec.get("after") or None,
     }
-
-
-def _queued_command(row: TaskRow) -> list[str] | None:
-    if not row.spec:
-        return None
-    from .queueing import spec_of
-
-    return spec_of(row).get("command")
-
-
-def _after(row: TaskRow) -> list[int] | None:
-    if not row.spec:
-        return None
-    from .queueing import spec_of
-
-    return spec_of(row).get("after") or None
 
 
 def list_tasks(store: TaskStore) -> dict[str, dict[str, Any]]:

@@ -64,14 +64,11 @@ def due_hooks(row: TaskRow, exitcode: int | None) -> list[tuple[str, str]]:
     return hooks
 
 
-def hook_environment(row: TaskRow, end: dict[str, object], feedback: dict[str, str]) -> dict[str, str]:
-    """The task's environment (its spec's, else ours) with the end in ``TASKWATCHER_*``."""
-    env: dict[str, str] = {}
-    if row.spec:
-        from .queueing import spec_of
-
-        env = dict(spec_of(row).get("env") or {})
-    env = env or dict(os.environ)
+def hook_environment(
+    row: TaskRow, end: dict[str, object], feedback: dict[str, str], queued_with: dict[str, str]
+) -> dict[str, str]:
+    """The environment the task was queued with (else ours) with the end in ``TASKWATCHER_*``."""
+    env = dict(queued_with or os.environ)
     for name in ("TASKWATCHER_TOKEN", "TASKWATCHER_FEEDBACK"):  # the task's secrets stay its own
         env.pop(name, None)
     exitcode = end.get("exitcode")

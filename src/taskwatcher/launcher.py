@@ -462,7 +462,7 @@ def start_queued(db: str, taskid: int) -> None:
     it out, then start what is ready. Anything else (killed, claimed by another
     launcher): nothing to do.
     """
-    from .queueing import request_of, wait_delay_then_start
+    from .queueing import environment_of, request_of, wait_delay_then_start
 
     closed = claim_standard_fds()
     with Store(db) as store:
@@ -479,7 +479,7 @@ def start_queued(db: str, taskid: int) -> None:
         spec = spec_of(row)
         req = request_of(row)
         os.environ.clear()
-        os.environ.update(spec.get("env") or {})
+        os.environ.update(environment_of(store, taskid))
         try:
             os.chdir(spec.get("cwd") or "/")
         except OSError as e:

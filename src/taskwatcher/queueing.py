@@ -76,12 +76,13 @@ def check_request(req: LaunchRequest) -> None:
 
 
 def spec_text(req: LaunchRequest, foreground: bool) -> str:
-    """What starting the task needs, as the row's ``spec`` (JSON, ASCII: any argv byte survives)."""
+    """What starting the task needs, as the row's ``spec`` (JSON, ASCII: any argv byte survives);
+    its environment is kept apart (``environ``: read only by whoever starts the task, not by
+    every listing)."""
     return json.dumps(
         {
             "command": list(req.command),
             "cwd": os.getcwd(),
-            "env": dict(os.environ),
             "feedpath": None if req.feedpath is None else os.path.abspath(req.feedpath),
             "timeout": req.timeout,
             "grace": req.grace,
@@ -106,6 +107,15 @@ def spec_of(row: TaskRow) -> dict[str, Any]:
     except ValueError:
         spec = {}
     return spec if isinstance(spec, dict) else {}
+
+
+def environment_of(store: TaskStore, taskid: int) -> dict[str, str]:
+    """The environment a task was queued with ({} if none is kept)."""
+    try:
+        env = json.loads(store.task_environment(taskid) or "{}")
+    except ValueError:
+        env = {}
+    return env if isinstance(env, dict) else {}
 
 
 def request_of(row: TaskRow) -> LaunchRequest:
@@ -139,6 +149,7 @@ def request_of(row: TaskRow) -> LaunchRequest:
 def enqueue(store: TaskStore, req: LaunchRequest, waiter: Waiter | None) -> int:
     """Put the task in line (a QUEUED row); its id. An unknown dependency is refused."""
     from .errors import NameTaken
+    from .store import command_text
 
     for dep in req.after or ():
         if store.task(dep) is None and store.finished(dep) is None:
@@ -152,6 +163,8 @@ def enqueue(store: TaskStore, req: LaunchRequest, waiter: Waiter | None) -> int:
             queue=req.group,
             slots=(req.slots or 1) if req.group else None,
             spec=spec_text(req, foreground=waiter is not None),
+            environ=json.dumps(dict(os.environ)),
+            command=command_text(req.command),
             waiter=waiter,
         )
     except NameTaken as e:
@@ -184,7 +197,7 @@ def _waiter_alive(row: TaskRow) -> bool:
     return row.launcherpid is not None and not launcher_gone(row)
 
 
-def start_ready(store: TaskStore, own: int | None = None) -> bool:
+def start_ready(store: TaskStore, own: int | None = None, rows: list[TaskRow] | None = None) -> bool:
     """Start every queued task whose turn has come; True if ``own`` (a foreground
     launcher's own task) was taken for it.
 
@@ -193,10 +206,11 @@ def start_ready(store: TaskStore, own: int | None = None) -> bool:
     start takes a free slot; a foreground launcher's task is left to it (its slot kept
     for it: it looks at the line within :data:`TURN_LOOK`, and at once on a change). A
     task waiting for its dependencies or its retry's delay keeps no one else waiting.
+    ``rows``: the tasks as the caller has just read them (spares a read).
     """
     taken_own = False
     while True:
-        rows = store.tasks()
+        rows = store.tasks() if rows is None else rows
         queued = [r for r in rows if r.status == TaskStatus.QUEUED]
         if not queued:
             return taken_own
@@ -236,6 +250,7 @@ def start_ready(store: TaskStore, own: int | None = None) -> bool:
                 spawn_launcher(store, row.id)
         if not ended:
             return taken_own
+        rows = None
 
 
 def _end_unrun(store: TaskStore, row: TaskRow, why: str) -> bool:

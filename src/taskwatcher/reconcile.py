@@ -59,7 +59,8 @@ def reconcile(store: TaskStore) -> list[int]:
     if any(r.spec for r in rows):  # a queued task whose turn has come, should its starter have died
         from .queueing import start_ready
 
-        start_ready(store)
+        # (the rows read above, unless this changed them: a lost task, an expired reservation)
+        start_ready(store, rows=None if lost or any(_expired(r, t) for r in rows) else rows)
     return lost
 
 

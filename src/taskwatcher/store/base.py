@@ -143,11 +143,15 @@ class TaskStore:
     # -- the line: queued tasks ----------------------------------------------------------
     def enqueue(
         self, name: str | None, infos: Sequence[str | None], unique: bool, *, queue: str | None,
-        slots: int | None, spec: str, waiter: Waiter | None = None,
+        slots: int | None, spec: str, environ: str | None = None, command: str | None = None,
+        waiter: Waiter | None = None,
     ) -> int:  # fmt: skip
         """Insert a QUEUED task (a fresh token, no process): in group ``queue`` (None: none)
         of ``slots`` at once, ``spec`` the JSON text of what starting it needs (only its
-        starters read it), ``waiter`` the foreground launcher that will start it itself
+        starters read it), ``environ`` the JSON text of the environment it is queued with
+        (kept apart: :meth:`task_environment`, never in a :class:`TaskRow`), ``command``
+        the command column's text until a launcher claims it, ``waiter`` the foreground
+        launcher that will start it itself
         (None: whoever finds its turn come spawns a launcher for it); its id. With
         ``unique``, a name a queued, reserved or running task holds raises NameTaken."""
         raise NotImplementedError
@@ -160,6 +164,11 @@ class TaskStore:
         caller picks the oldest eligible task of a group first (first come, first served).
         A queued reservation that expires goes back to QUEUED
         (:meth:`expire_reservations`), never dropped."""
+        raise NotImplementedError
+
+    def task_environment(self, taskid: int) -> str | None:
+        """The ``environ`` a queued task was given at :meth:`enqueue` (None: none, or no such task);
+        kept through its retries, gone with the row."""
         raise NotImplementedError
 
     def record_hook(self, historyid: int, outcome: str) -> bool:

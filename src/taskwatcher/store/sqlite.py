@@ -64,7 +64,8 @@ CREATE TABLE tasks (
     queue TEXT, slots INTEGER,         -- its group, and how many of the group may run at once
     notbefore REAL,                    -- a queued task is not started before (a retry's delay)
     attempt INTEGER NOT NULL DEFAULT 1,
-    spec TEXT                          -- JSON: what starting it needs (argv, folder, environment, options)
+    spec TEXT,                         -- JSON: what starting it needs (argv, folder, options)
+    environ TEXT                       -- JSON: the environment it was queued with (not in TaskRow)
 )"""
 _FEEDBACKS = """
 CREATE TABLE feedbacks (
@@ -86,7 +87,7 @@ CREATE TABLE history (
     hook TEXT                          -- the finish hooks' outcome ('pending' until they have run)
 )"""
 # Columns added since schema 2, by table: an older file gets them with ALTER TABLE.
-# (Schema 4, queues: tasks queue, slots, notbefore, attempt, spec; history attempt, hook.)
+# (Schema 4, queues: tasks queue, slots, notbefore, attempt, spec, environ; history attempt, hook.)
 _ADDED_COLUMNS = {
     "tasks": (
         ("logplaced", "INTEGER NOT NULL DEFAULT 0"),
@@ -96,6 +97,7 @@ _ADDED_COLUMNS = {
         ("notbefore", "REAL"),
         ("attempt", "INTEGER NOT NULL DEFAULT 1"),
         ("spec", "TEXT"),
+        ("environ", "TEXT"),
     ),
     "history": (
         ("logplaced", "INTEGER NOT NULL DEFAULT 0"),
@@ -885,7 +887,8 @@ class SQLiteStore(TaskStore):
     # -- the line: queued tasks ----------------------------------------------------------
     def enqueue(  # type: ignore[override]
         self, name: str | None, infos: Sequence[str | None], unique: bool, *, queue: str | None,
-        slots: int | None, spec: str, waiter: Waiter | None = None,
+        slots: int | None, spec: str, environ: str | None = None, command: str | None = None,
+        waiter: Waiter | None = None,
     ) -> int:  # fmt: skip
         with self.transaction() as conn:
             if unique and name is not None:
@@ -895,10 +898,10 @@ class SQLiteStore(TaskStore):
             w = waiter or (None,) * 5
             cur = conn.execute(
                 "INSERT INTO tasks (name, info1, info2, info3, status, reservetime, uniq, queue, slots,"
-                " spec, token, launcherpid, launcherstart, bootid, host, pidns)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " spec, environ, command, token, launcherpid, launcherstart, bootid, host, pidns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (_text(name), *map(_text, infos), str(TaskStatus.QUEUED), now(), int(unique), _text(queue),
-                 slots, spec, os.urandom(8).hex(), *w),
+                 slots, spec, environ, command, os.urandom(8).hex(), *w),
             )  # fmt: skip
             return int(cur.lastrowid)  # type: ignore[arg-type]
 
@@ -925,6 +928,10 @@ class SQLiteStore(TaskStore):
                 (str(TaskStatus.RESERVED), t + ttl, taskid),
             )
             return True
+
+    def task_environment(self, taskid: int) -> str | None:
+        rows = self.query("SELECT environ FROM tasks WHERE id = ?", (taskid,))
+        return rows[0][0] if rows else None
 
     def record_hook(self, historyid: int, outcome: str) -> bool:
         with self.transaction() as conn:
