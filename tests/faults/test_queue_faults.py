@@ -11,6 +11,8 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from conftest import wait_for
 from support import reaper  # noqa: F401
 from taskwatcher.launcher import LaunchRequest
@@ -27,7 +29,7 @@ def queue_batch(db: Path, env: dict[str, str], monkeypatch, log: Path, count: in
     without a process per launch); the environment they are queued with is the test's."""
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    script = f'echo "$TASKWATCHER_TASKID/$TASKWATCHER_ATTEMPT" >> "{log}"; sleep 0.2'
+    script = f'echo "$TASKWATCHER_TASKID/$TASKWATCHER_ATTEMPT" >> "{log}"; sleep 0.1'
     with Store(db) as store:
         return [
             enqueue(
@@ -48,6 +50,7 @@ def rows(db: Path, sql: str) -> list[sqlite3.Row]:
         conn.close()
 
 
+@pytest.mark.timeout(180)  # about 25 s on 2 idle cores; a loaded machine starts 60 launchers slower
 def test_a_batch_drains_with_launchers_killed_each_task_run_once_or_retried_as_asked(
     tw, db, env, monkeypatch, tmp_path
 ):
