@@ -426,7 +426,10 @@ def _launch_queued(
     if req.detach:
         taskid = enqueue(store, req, None)
         print(taskid, flush=True)
-        start_ready(store)  # its turn may be now: then a launcher starts it
+        try:
+            start_ready(store)  # its turn may be now: then a launcher starts it
+        except TaskwatcherError as e:  # it is queued: the next command starts it
+            log.debug("task %d queued, not started yet: %s", taskid, e)
         return Ending(0)
     me = os.getpid()
     identity = (process.start_ticks(me), process.boot_id(), process.host_name(), process.pid_namespace())

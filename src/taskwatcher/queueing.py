@@ -246,8 +246,11 @@ def start_ready(store: TaskStore, own: int | None = None, rows: list[TaskRow] | 
                 busy[row.queue] = busy.get(row.queue, 0) + 1
             if mine:
                 taken_own = True
-            else:
+                continue
+            try:
                 spawn_launcher(store, row.id)
+            except OSError as e:  # no process to be had: its turn expires back to the line (QUEUE_TTL)
+                log.debug("task %d: cannot start its launcher: %s", row.id, e)
         if not ended:
             return taken_own
         rows = None
