@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 
 from .logs import Logger
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
+    import subprocess
+
     from .model import TaskRow
     from .store import TaskStore
 
@@ -33,10 +34,6 @@ DEFAULT_HOOK_TIMEOUT = 60.0  # seconds a hook may run ([hooks] timeout)
 HOOK_GRACE = 2.0  # seconds between SIGTERM and SIGKILL at the limit
 PENDING = "pending"
 _HOOKS_VARIABLE = "TASKWATCHER_HOOKS_RUN"  # the runner's orders, in its environment only
-# Its output goes nowhere (a hook that wants a record writes one); its group is its own, to stop.
-_HOOK_PROCESS = dict(
-    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-)
 
 
 def due_hooks(row: TaskRow, exitcode: int | None) -> list[tuple[str, str]]:
@@ -123,6 +120,12 @@ def run_hooks(db: str, historyid: int) -> None:
 
 def run_one(command: str, limit: float) -> str:
     """Run one hook under the shell; what became of it, in words."""
+    import subprocess  # here: every archive imports this module, only the runner runs a hook
+
+    # Its output goes nowhere (a hook that wants a record writes one); its group is its own, to stop.
+    _HOOK_PROCESS = dict(
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         # A hook is a shell command by contract (SPEC: --on-end 'SHELL COMMAND'): the user's own text.
         proc = subprocess.Popen(command, shell=True, **_HOOK_PROCESS)
