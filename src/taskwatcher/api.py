@@ -137,6 +137,15 @@ class TaskWatcher:
         log_max: int | None = None,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        group: str | None = None,
+        slots: int | None = None,
+        after: Sequence[int] | None = None,
+        after_any: bool = False,
+        retries: int | None = None,
+        retry_delay: float | str | None = None,
+        retry_backoff: float | None = None,
+        retry_on: Sequence[str] | str | None = None,
+        on_end: str | None = None,
     ) -> int:
         """Start ``command`` detached, under a supervisor of its own; return its task id once it runs.
 
@@ -147,7 +156,8 @@ class TaskWatcher:
         ``log``) are this process's, whatever ``cwd`` is. Durations, here as in every
         method, are seconds or a text with a unit (``"500ms"``, ``"5m"``, ``"2h"``). Raises
         :class:`~taskwatcher.errors.StartFailed` with the launcher's exit status
-        (125, 126, 127) and its message.
+        (125, 126, 127) and its message. The line's options are :meth:`run`'s; a task
+        that must wait its turn is queued (a row, no process) and its id returned at once.
         """
         import subprocess
 
@@ -163,6 +173,14 @@ class TaskWatcher:
             "--grace": grace,
             "--log": None if log is None else os.path.abspath(log),
             "--log-max": log_max,
+            "--group": group,
+            "--slots": slots,
+            "--after-any" if after_any else "--after": None if after is None else ",".join(map(str, after)),
+            "--retries": retries,
+            "--retry-delay": retry_delay,
+            "--retry-backoff": retry_backoff,
+            "--retry-on": retry_on if isinstance(retry_on, str) or retry_on is None else ",".join(retry_on),
+            "--on-end": on_end,
         }
         argv += [f"{k}={v}" for k, v in options.items() if v is not None]
         if unique:
@@ -199,6 +217,15 @@ class TaskWatcher:
         log: str | os.PathLike[str] | None = None,
         log_max: int | None = None,
         no_log: bool = False,
+        group: str | None = None,
+        slots: int | None = None,
+        after: Sequence[int] | None = None,
+        after_any: bool = False,
+        retries: int | None = None,
+        retry_delay: float | str | None = None,
+        retry_backoff: float | None = None,
+        retry_on: Sequence[str] | str | None = None,
+        on_end: str | None = None,
     ) -> Ending:
         """Run ``command`` supervised by this process (what ``taskwatcher launch`` does); how it ended.
 
@@ -207,6 +234,14 @@ class TaskWatcher:
         back-end uses :meth:`launch`. If a signal interrupted it (Ctrl-C), the
         task got that same signal and the end's ``interrupted`` names it: the
         CLI then ends itself by it; a script decides for itself.
+
+        The line: ``group`` (at most ``slots``, default 1, of the group run at once;
+        this call waits for its turn), ``after`` (task ids: started once they ended with
+        exit 0, with ``after_any`` however they ended; a failed one ends this task
+        unrun, exit 125), ``retries`` (up to that many more attempts, same task id,
+        after ``retry_delay``, default 1 s, growing by ``retry_backoff``, for the ends
+        ``retry_on`` names: failure, timeout, lost), ``on_end`` (a shell command run
+        after each end, with the end in its environment).
         """
         _check_file_descriptors()  # first: even an import needs one
         from .config import load
@@ -238,8 +273,32 @@ class TaskWatcher:
             logfile=None if log is None else os.fspath(log),
             logmax=log_max,
             nolog=no_log,
+            group=group,
+            slots=slots,
+            after=None if after is None else [int(a) for a in after],
+            after_any=bool(after_any),
+            retries=retries,
+            retry_delay=None if retry_delay is None else _seconds(retry_delay, "retry-delay"),
+            retry_backoff=retry_backoff,
+            retry_on=retry_on.split(",") if isinstance(retry_on, str) else retry_on,
+            on_end=on_end,
         )
         return supervise_launch(self.db, req)
+
+    def run_internal(self, *, queued: int | None = None, hooks: int | None = None) -> None:
+        """What taskwatcher starts itself, detached: the launcher of queued task ``queued``,
+        or the runner of history row ``hooks``'s finish hooks (not for callers)."""
+        from .store import resolve_db_path
+
+        db = resolve_db_path(self.db)
+        if queued is not None:
+            from .launcher import start_queued
+
+            start_queued(db, queued)
+        elif hooks is not None:
+            from .hooks import run_hooks
+
+            run_hooks(db, hooks)
 
     # -- looking ------------------------------------------------------------------
     def tasks_json(self) -> dict[str, dict]:
@@ -516,7 +575,7 @@ def _check_file_descriptors() -> None:
 
 
 def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
-    if not fields["feedback"] or fields["status"] == "RESERVED":
+    if not fields["feedback"] or fields["status"] in ("RESERVED", "QUEUED"):
         return None
     try:
         from .feedstate import task_feedback
@@ -546,7 +605,7 @@ def _filter(name: str | None, since: When, last: int | None, before: int | None 
 
 def _log_path(store: Store, taskid: int) -> str:
     row = store.task(taskid)
-    if row is not None and row["status"] == "RESERVED":
+    if row is not None and row["status"] in ("RESERVED", "QUEUED"):
         raise NoLog(f"task {taskid} is reserved, not started: it has no log yet")
     if row is None:
         row = store.finished(taskid)

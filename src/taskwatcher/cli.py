@@ -109,6 +109,26 @@ def size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def task_ids(text: str) -> list[int]:
+    """``3,5,8``: task ids."""
+    return [task_id(part.strip()) for part in text.split(",")]
+
+
+def factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"a factor from 1 to 1000, not {text!r}")
+    return value
+
+
+def kinds(text: str) -> list[str]:
+    """``failure,timeout``: kinds of end (checked by the launcher)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def task_id(text: str) -> int:
     try:
         value = int(text)
@@ -233,6 +253,31 @@ def _launch_options(launch: Parser) -> None:
         action="store_true",
         help="foreground only: no log; the command writes to this terminal directly",
     )
+    line = launch.add_argument_group("queues, dependencies, retries, hooks")
+    line.add_argument("--group", metavar="G", help="at most --slots of G run at once; others wait in line")
+    line.add_argument("--slots", type=count, metavar="N", help="with --group: how many at once (default 1)")
+    line.add_argument(
+        "--after", type=task_ids, metavar="ID,...",
+        help="start once these ended with exit 0 (if one did not, this never runs: exit 125)",
+    )  # fmt: skip
+    line.add_argument("--after-any", type=task_ids, metavar="ID,...", help="start once these ended, however")
+    line.add_argument(
+        "--retries", type=whole, metavar="N",
+        help="run again, up to N more times, an end of a --retry-on kind (same task id)",
+    )  # fmt: skip
+    line.add_argument("--retry-delay", type=duration, metavar="DURATION", help="wait before a retry (1s)")
+    line.add_argument("--retry-backoff", type=factor, metavar="F", help="each retry waits F times longer (1)")
+    line.add_argument(
+        "--retry-on", type=kinds, metavar="KINDS",
+        help="the ends retried: failure, timeout, lost, comma-separated (default all; never a --kill)",
+    )  # fmt: skip
+    line.add_argument(
+        "--on-end", metavar="SHELL_COMMAND",
+        help="run this after each end of the task (the end in $TASKWATCHER_EXITCODE...)",
+    )  # fmt: skip
+    # What taskwatcher itself starts: the launcher of a queued task, the runner of finish hooks.
+    launch.add_argument("--queued", type=task_id, help=argparse.SUPPRESS)
+    launch.add_argument("--run-hooks", type=count, help=argparse.SUPPRESS)
 
 
 def _control_options(control: Parser) -> None:
@@ -518,7 +563,10 @@ def _with_value(option: str, value: list[str]) -> list[str]:
 
 
 def _looks_like_option(sub: Parser, word: str) -> bool:
-    """As argparse tells options from other words: not ``-``, a negative number or words with a space."""
+    """As argparse tells options from other words: not ``-``, a negative number or words with a space
+    (but ``--on-end='echo done'``, a known option with its value joined, is an option)."""
+    if word.startswith("--") and word.split("=", 1)[0] in sub._option_string_actions and "=" in word:
+        return True
     if not word.startswith("-") or word == "-" or " " in word:
         return False
     return not sub._negative_number_matcher.match(word)
@@ -581,6 +629,11 @@ def _fail(message: str, code: int, debug: bool) -> int:
 def run_launch(args: argparse.Namespace, command: list[str]) -> int:
     from .api import TaskWatcher
 
+    if args.queued is not None or args.run_hooks is not None:  # started by taskwatcher itself
+        TaskWatcher(args.db).run_internal(queued=args.queued, hooks=args.run_hooks)
+        return 0
+    if args.after is not None and args.after_any is not None:
+        raise UsageError("--after and --after-any go one at a time")
     ending = TaskWatcher(args.db).run(
         command,
         taskid=args.taskid,
@@ -596,6 +649,15 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
         log=args.log,
         log_max=args.log_max,
         no_log=args.no_log,
+        group=args.group,
+        slots=args.slots,
+        after=args.after if args.after is not None else args.after_any,
+        after_any=args.after_any is not None,
+        retries=args.retries,
+        retry_delay=args.retry_delay,
+        retry_backoff=args.retry_backoff,
+        retry_on=args.retry_on,
+        on_end=args.on_end,
     )
     if ending.exec_failed:  # as timeout(1) does; history has it too
         from .display import escape_control

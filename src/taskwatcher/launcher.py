@@ -47,7 +47,8 @@ __all__ = ["DEFAULT_GRACE", "Ending", "LaunchRequest", "launch", "validate"]
 class LaunchRequest(
     namedtuple(
         "LaunchRequest",
-        "command taskid name infos feedpath timeout grace unique detach logfile logmax nolog",
+        "command taskid name infos feedpath timeout grace unique detach logfile logmax nolog"
+        " group slots after after_any retries retry_delay retry_backoff retry_on on_end",
         defaults=(
             None,
             None,
@@ -60,13 +61,17 @@ class LaunchRequest(
             None,
             DEFAULT_LOG_MAX,
             False,
+            *(None,) * 9,
         ),
     )
 ):
     """What ``taskwatcher launch`` was asked to run, and how: the argv (list of str);
     a reserved task id or None; name; (info1, info2, info3); the feedback folder;
     timeout and grace in seconds; unique, detach; the log file (None: the default
-    one), its cap in bytes, and nolog (foreground only: no log, the terminal as is)."""
+    one), its cap in bytes, and nolog (foreground only: no log, the terminal as is).
+    The line (:mod:`taskwatcher.queueing`): the group and its slots; the task ids it
+    runs after (with ``after_any``, whatever their outcome); retries, their delay,
+    its backoff factor and the kinds of end retried; the ``--on-end`` hook."""
 
     __slots__ = ()
 
@@ -232,7 +237,7 @@ def _run_owning(
     feedfile: str | None,
 ) -> Ending:
     taskid = int(task["id"])  # type: ignore[call-overload]
-    env = dict(os.environ, TASKWATCHER_TASKID=str(taskid))
+    env = dict(os.environ, TASKWATCHER_TASKID=str(taskid), TASKWATCHER_ATTEMPT=str(task["attempt"] or 1))
     env[TOKEN_VARIABLE] = str(task["token"])
     if feedfile is not None:
         env[FEEDBACK_VARIABLE] = feedfile
@@ -320,12 +325,27 @@ def _spawn_and_supervise(
     feedback = final_feedback(store, task, read)
     end = dict(termsignal=ending.termsignal, termerror=ending.termerror, exitcode=ending.exitcode)
     log.debug("task %d ended: exit %s %s %s", taskid, ending.exitcode, ending.termsignal, ending.termerror)
+    if failure is None:
+        end["retry_kind"] = retry_kind(ending)
     if archive_end(store, task, end, feedback):
         try:
             prune_by_config(store)  # history grows here, so here it is kept to its configured size
         except TaskwatcherError as e:
             sys.stderr.write(f"taskwatcher: history not pruned: {e}\n")
     return ending
+
+
+def retry_kind(ending: Ending) -> str | None:
+    """What kind of end this is for ``--retry-on``: ``timeout``, ``failure`` (a non-zero
+    exit, or death by a signal nobody asked for), or None (success; a kill, an
+    interrupted launcher: never retried)."""
+    if ending.interrupted is not None or ending.exec_failed:
+        return None
+    if ending.termerror.startswith("timeout"):
+        return "timeout"
+    if ending.termerror.startswith(("killed by request", "launcher interrupted")):
+        return None
+    return "failure" if ending.exitcode != 0 or ending.termsignal else None
 
 
 def archive_end(store: TaskStore, task: TaskRow, end: dict[str, object], feedback: dict[str, str]) -> bool:
@@ -344,6 +364,7 @@ def archive_end(store: TaskStore, task: TaskRow, end: dict[str, object], feedbac
         return True
     except StoreError as e:
         failure = str(e)
+    end = {k: v for k, v in end.items() if k != "retry_kind"}  # an end kept aside is not retried
     try:
         kept = keep_pending_end(store, taskid, token, {**end, "feedback": feedback})
     except (OSError, StoreError) as e:  # disk full; or a pending folder that is not ours
@@ -374,11 +395,18 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
     as soon as the task runs under a supervisor of its own.
     """
     validate(req)
+    from .queueing import check_request, wants_queue
+
+    queued = wants_queue(req)
+    if queued:
+        check_request(req)
     closed = claim_standard_fds()  # before any fd is made: none may take 0-2's place
     flags = SignalFlags()
     try:
         with Store(db) as store:
             reconcile(store)
+            if queued:
+                return _launch_queued(store, req, flags, closed)
             task = claim(store, req)
             log.debug("claimed task %s (%s) in %s; log %s", task["id"], task["name"], store.key,
                       task["logfile"])  # fmt: skip
@@ -390,6 +418,98 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
         return Ending(0)
     finally:
         flags.close()
+
+
+def _launch_queued(
+    store: TaskStore, req: LaunchRequest, flags: SignalFlags, closed: frozenset[int]
+) -> Ending:
+    """A launch through the line: with ``detach``, the task is queued (a row) and its id
+    printed at once, whoever finds its turn come starts it; in the foreground this
+    launcher waits in line for its turn, runs the task, and again for each retry."""
+    from .model import Waiter
+    from .queueing import enqueue, start_ready, wait_turn
+
+    if req.detach:
+        taskid = enqueue(store, req, None)
+        print(taskid, flush=True)
+        try:
+            start_ready(store)  # its turn may be now: then a launcher starts it
+        except TaskwatcherError as e:  # it is queued: the next command starts it
+            log.debug("task %d queued, not started yet: %s", taskid, e)
+        return Ending(0)
+    me = os.getpid()
+    identity = (process.start_ticks(me), process.boot_id(), process.host_name(), process.pid_namespace())
+    waiter = Waiter(me, *identity)
+    taskid = enqueue(store, req, waiter)
+    req = req._replace(taskid=taskid)
+    while True:
+        row = wait_turn(store, taskid, flags)
+        if row is None:
+            return _ending_of(store, taskid, flags)
+        task = claim(store, req)
+        ending = run_task(store, task, req, flags, closed=closed)
+        again = store.task(taskid)
+        if again is None or again.status != "QUEUED" or ending.interrupted is not None:
+            return ending
+
+
+def _ending_of(store: TaskStore, taskid: int, flags: SignalFlags) -> Ending:
+    """How a task that left the line without running ended (killed, a dependency failed)."""
+    entry = store.finished(taskid)
+    interrupted = flags.received[0] if flags.received else None
+    if entry is None:
+        return Ending(EXIT_CANNOT_START, "", "left the line", exec_failed=True, interrupted=interrupted)
+    return Ending(entry.exitcode, entry.termsignal or "", entry.termerror or "", exec_failed=True,
+                  interrupted=interrupted)  # fmt: skip
+
+
+def start_queued(db: str, taskid: int) -> None:
+    """``launch --queued ID``: the detached launcher a starter spawned for a queued task.
+
+    Its turn taken (RESERVED): claim it and run it, in the folder and environment it was
+    queued with, as ``--detach`` does. Still QUEUED: its retry's delay is running; sleep
+    it out, then start what is ready. Anything else (killed, claimed by another
+    launcher): nothing to do.
+    """
+    from .queueing import environment_of, request_of, wait_delay_then_start
+
+    closed = claim_standard_fds()
+    with Store(db) as store:
+        row = store.task(taskid)
+        if row is None or not row.spec:
+            return
+        if row.status == "QUEUED":
+            wait_delay_then_start(store, taskid)
+            return
+        if row.status != "RESERVED":
+            return
+        from .queueing import spec_of
+
+        spec = spec_of(row)
+        req = request_of(row)
+        os.environ.clear()
+        os.environ.update(environment_of(store, taskid))
+        try:
+            os.chdir(spec.get("cwd") or "/")
+        except OSError as e:
+            archive_task(store, row, termerror=f"cannot start in {spec.get('cwd')}: {e.strerror}",
+                         exitcode=EXIT_CANNOT_START)  # fmt: skip
+            return
+        try:
+            task = claim(store, req)
+        except ReservationError as e:  # claimed by another launcher, or killed: not ours to run
+            log.debug("task %d: %s", taskid, e)
+            return
+        relay = open_output(store, task, req, closed)
+        null = os.open(os.devnull, os.O_RDWR)
+        messages = relay.log.fd if relay is not None and relay.log is not None else null
+        for target, fd in enumerate((null, null, messages)):
+            os.dup2(fd, target)
+        try:
+            _run(store, task, req, SignalFlags(frozenset()), relay, None)
+        finally:
+            if relay is not None:
+                relay.close_unused()
 
 
 def _detach(db: str, task: TaskRow, req: LaunchRequest, relay: Relay | None, ignored: frozenset[int]) -> None:

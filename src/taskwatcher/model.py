@@ -20,11 +20,13 @@ TASK_FIELDS = (
     "id name info1 info2 info3 pid status feedback reservetime starttime duration lastupdate"
     " timeout uniq expiretime procstart bootid host launcherpid launcherstart pidns command"
     " feedpath logfile grace started heartbeat stopreason token logplaced"
+    " queue slots notbefore attempt spec"
 )
 # The columns of a finished task.
 HISTORY_FIELDS = (
     "id taskid taskname info1 info2 info3 termsignal termerror starttime endtime duration"
     " feedback exitcode pid host command logfile reservetime timeout logplaced"
+    " attempt hook"
 )
 
 
@@ -90,6 +92,13 @@ class Ending(
     the signal name or "", the reason in words, and whether exec itself failed;
     ``interrupted``: the signal that interrupted a foreground launcher (which the
     CLI then ends itself by, see :func:`process.end_by_signal`), or None."""
+
+    __slots__ = ()
+
+
+class Waiter(namedtuple("Waiter", "launcherpid launcherstart bootid host pidns")):
+    """The foreground launcher waiting in line for its own queued task (its identity, as a
+    claim records a launcher's): while it lives, nobody else starts that task."""
 
     __slots__ = ()
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from ..feedback import FeedbackState
-    from ..model import Claim, HistoryFilter, HistoryRow, TaskRow
+    from ..model import Claim, HistoryFilter, HistoryRow, TaskRow, Waiter
 
 
 class TaskStore:
@@ -114,21 +114,65 @@ class TaskStore:
         raise NotImplementedError
 
     def expire_reservations(self, now: float) -> list[int]:
-        """Drop the reservations whose expiry time is ``now`` or earlier; their ids."""
+        """Drop the reservations whose expiry time is ``now`` or earlier; their ids. A queued
+        task's reservation goes back to QUEUED instead (and is not among the ids)."""
         raise NotImplementedError
 
     def finish(
         self, taskid: int, token: str, *, termsignal: str, termerror: str, exitcode: int | None,
-        feedback: dict[str, str], endtime: float | None = None,
+        feedback: dict[str, str], endtime: float | None = None, hook: str | None = None,
+        retry_at: float | None = None, keep_waiter: bool = False,
     ) -> int | None:  # fmt: skip
         """End a task: write its history row and remove the task (and the feedback
         reader's place) in one step; the history id.
+
+        The history row carries the task's ``attempt`` and ``hook`` (``"pending"`` when
+        finish hooks are to run). With ``retry_at`` the task is not removed: in the same
+        step it goes back to QUEUED for its next attempt (attempt + 1, not started
+        before ``retry_at``, a fresh token so that the last attempt's writers are
+        refused, no process; its launcher's identity kept only with ``keep_waiter``,
+        a foreground launcher that starts the next attempt itself).
 
         Compare-and-set on ``token``: if the row is gone or is another task's
         (archived meanwhile, or the id reused by a recreated database), nothing is
         written and None is returned, so a double or stale finish gives one history
         row.
         """
+        raise NotImplementedError
+
+    # -- the line: queued tasks ----------------------------------------------------------
+    def enqueue(
+        self, name: str | None, infos: Sequence[str | None], unique: bool, *, queue: str | None,
+        slots: int | None, spec: str, environ: str | None = None, command: str | None = None,
+        waiter: Waiter | None = None,
+    ) -> int:  # fmt: skip
+        """Insert a QUEUED task (a fresh token, no process): in group ``queue`` (None: none)
+        of ``slots`` at once, ``spec`` the JSON text of what starting it needs (only its
+        starters read it), ``environ`` the JSON text of the environment it is queued with
+        (kept apart: :meth:`task_environment`, never in a :class:`TaskRow`), ``command``
+        the command column's text until a launcher claims it, ``waiter`` the foreground
+        launcher that will start it itself
+        (None: whoever finds its turn come spawns a launcher for it); its id. With
+        ``unique``, a name a queued, reserved or running task holds raises NameTaken."""
+        raise NotImplementedError
+
+    def take_queued(self, taskid: int, ttl: float) -> bool:
+        """Take a queued task's turn, in one step: if it is QUEUED, its ``notbefore`` has
+        come, and its group (if any) has fewer than its ``slots`` tasks RESERVED or
+        running, it becomes RESERVED for ``ttl`` seconds (its launcher then claims it);
+        False, and nothing changed, otherwise. Of two takers exactly one wins; the
+        caller picks the oldest eligible task of a group first (first come, first served).
+        A queued reservation that expires goes back to QUEUED
+        (:meth:`expire_reservations`), never dropped."""
+        raise NotImplementedError
+
+    def task_environment(self, taskid: int) -> str | None:
+        """The ``environ`` a queued task was given at :meth:`enqueue` (None: none, or no such task);
+        kept through its retries, gone with the row."""
+        raise NotImplementedError
+
+    def record_hook(self, historyid: int, outcome: str) -> bool:
+        """Write the finish hooks' outcome into a history row (``hook``); False if the row is gone."""
         raise NotImplementedError
 
     # -- the task's latest feedback ----------------------------------------------------
