@@ -22,7 +22,7 @@ NOW = time.time()
 
 
 def fill(db, n: int) -> None:
-    """``n`` history rows, one a minute, the newest ending a minute ago."""
+    """``n`` history rows, one a minute, the newest ending now."""
     with sqlite3.connect(db) as c:
         c.executemany(
             "INSERT INTO history (taskid, taskname, termsignal, termerror, starttime, endtime, feedback,"
@@ -54,7 +54,7 @@ def steps(store: Store, work) -> int:
 READS = {
     "--last 10": lambda s, n: list(s.iter_history(HistoryFilter(last=10))),
     "--last 10 --json": lambda s, n: "".join(s.history_json(HistoryFilter(last=10))),
-    "--since 1h (none there)": lambda s, n: list(s.iter_history(HistoryFilter(since=NOW - 30))),
+    "--since (none there)": lambda s, n: list(s.iter_history(HistoryFilter(since=NOW + 60))),
     "--since 5m (the last 5)": lambda s, n: list(s.iter_history(HistoryFilter(since=NOW - 270))),
     "--since 5m --json": lambda s, n: "".join(s.history_json(HistoryFilter(since=NOW - 270))),
     "--name job3 --last 3": lambda s, n: list(s.iter_history(HistoryFilter(name="job3", last=3))),
