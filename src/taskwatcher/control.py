@@ -63,7 +63,7 @@ def describe_task(row: TaskRow, t: float) -> dict[str, Any]:
     running = row.status != TaskStatus.RESERVED
     started = row.started or row.starttime
     duration = timer = None
-    status = TaskStatus(row.status) if row.status in TaskStatus.__members__ else row.status
+    status: str = row.status  # the column's text (an unknown status is shown as it is)
     lastupdate = row.lastupdate
     if running and started is not None:
         duration = max(0.0, t - started)
@@ -96,8 +96,13 @@ def describe_task(row: TaskRow, t: float) -> dict[str, Any]:
 
 def list_tasks(store: TaskStore) -> dict[str, dict[str, Any]]:
     """Reserved and running tasks, keyed by task id (as a string)."""
+    return describe_tasks(store.tasks())
+
+
+def describe_tasks(rows: Sequence[TaskRow]) -> dict[str, dict[str, Any]]:
+    """Those task rows as ``--list --json`` shows them, keyed by task id (as a string)."""
     t = time.time()
-    return {str(r["id"]): describe_task(r, t) for r in store.tasks()}
+    return {str(r.id): describe_task(r, t) for r in rows}
 
 
 def update(store: TaskStore) -> int:

@@ -867,11 +867,14 @@ class SQLiteStore(TaskStore):
         return TaskRow._make(rows[0]) if rows else None
 
     def tasks(self, name: str | None = None) -> list[TaskRow]:
+        # Plain tuples from SQLite (self.cursor), not sqlite3.Row objects copied into TaskRows:
+        # a listing reads every row, and --list is polled.
+        sql = f"SELECT {_TASK_COLUMNS} FROM tasks"
         if name is None:
-            rows = self.query(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id")
+            rows = self.cursor(f"{sql} ORDER BY id")
         else:
-            rows = self.query(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name = ? ORDER BY id", (_text(name),))
-        return [TaskRow._make(r) for r in rows]
+            rows = self.cursor(f"{sql} WHERE name = ? ORDER BY id", (_text(name),))
+        return list(map(TaskRow._make, rows))
 
     def finished(self, taskid: int) -> HistoryRow | None:
         rows = self.query(
