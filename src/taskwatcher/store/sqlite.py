@@ -869,11 +869,11 @@ class SQLiteStore(TaskStore):
     def tasks(self, name: str | None = None) -> list[TaskRow]:
         # Plain tuples from SQLite (self.cursor), not sqlite3.Row objects copied into TaskRows:
         # a listing reads every row, and --list is polled.
-        sql = f"SELECT {_TASK_COLUMNS} FROM tasks"
         if name is None:
-            rows = self.cursor(f"{sql} ORDER BY id")
+            rows = self.cursor(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id")
         else:
-            rows = self.cursor(f"{sql} WHERE name = ? ORDER BY id", (_text(name),))
+            named = (_text(name),)
+            rows = self.cursor(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name = ? ORDER BY id", named)
         return list(map(TaskRow._make, rows))
 
     def finished(self, taskid: int) -> HistoryRow | None:
