@@ -14,6 +14,7 @@ import pytest
 
 from conftest import TW, wait_for
 from support import gone, kill_own_processes, reaper, running_task  # noqa: F401  (reaper: an autouse fixture)
+from taskwatcher.store import SCHEMA_VERSION
 
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
@@ -71,6 +72,6 @@ def test_a_database_of_the_previous_schema_gets_the_namespace_column(tw):
         columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
-    assert "pidns" in columns and version == 4
+    assert "pidns" in columns and version == SCHEMA_VERSION
     done = tw.run("launch", "--", "true")
     assert done.returncode == 0, done.stderr

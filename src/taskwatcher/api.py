@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 from . import control
 from .errors import NoDatabase, NoLog, NoSuchTask, StartFailed, UsageError
-from .reconcile import reconcile
+from .reconcile import reconcile, reconciled_tasks
 from .store import Store
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import datetime
     from typing import Any
 
-    from .model import Ending, HistoryFilter
+    from .model import Ending, HistoryFilter, TaskRow
     from .records import FinishedTask, Task
 
     When = float | str | datetime.datetime | None
@@ -77,16 +77,39 @@ class TaskWatcher:
     @contextmanager
     def _reading(self) -> Iterator[Store | None]:
         """The store for a call that only reads; None where no database exists (none is made)."""
+        with self._reading_unreconciled() as store:
+            if store is not None and self._reconcile_due():
+                reconcile(store)
+                self._reconciled = time.monotonic()
+            yield store
+
+    @contextmanager
+    def _listing(self) -> Iterator[tuple[Store | None, list[TaskRow]]]:
+        """``_reading``, and the reserved and running tasks' rows: those reconciling read, when it
+        changed nothing (one read of the task table, not two)."""
+        with self._reading_unreconciled() as store:
+            if store is None:
+                yield None, []
+                return
+            if self._reconcile_due():
+                rows = reconciled_tasks(store)
+                self._reconciled = time.monotonic()
+            else:
+                rows = store.tasks()
+            yield store, rows
+
+    @contextmanager
+    def _reading_unreconciled(self) -> Iterator[Store | None]:
         try:
             store = Store(self.db, create=False)
         except NoDatabase:
             yield None
             return
         with store:
-            if self.reconcile_every is None or time.monotonic() - self._reconciled >= self.reconcile_every:
-                reconcile(store)
-                self._reconciled = time.monotonic()
             yield store
+
+    def _reconcile_due(self) -> bool:
+        return self.reconcile_every is None or time.monotonic() - self._reconciled >= self.reconcile_every
 
     def _which(self, store: Store | None, taskid: int | None) -> tuple[Store, int]:
         """The task a read is about: ``taskid``, or the newest task (the highest id) if None."""
@@ -303,8 +326,8 @@ class TaskWatcher:
     # -- looking ------------------------------------------------------------------
     def tasks_json(self) -> dict[str, dict]:
         """``control --list --json``: reserved and running tasks keyed by id (a string)."""
-        with self._reading() as store:
-            return {} if store is None else control.list_tasks(store)
+        with self._listing() as (_, rows):
+            return control.describe_tasks(rows)
 
     def tasks_feedback_json(self) -> dict[str, tuple[dict, dict[str, str] | None]]:
         """``control --list --json``'s entries, each with the task's latest feedback (None for a
@@ -320,10 +343,8 @@ class TaskWatcher:
         """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback."""
         from .records import Task
 
-        with self._reading() as store:
-            if store is None:
-                return []
-            listed = control.list_tasks(store)
+        with self._listing() as (store, rows):
+            listed = control.describe_tasks(rows)
             return [
                 Task.from_json(taskid, fields, _latest(store, int(taskid), fields) if feedback else None)
                 for taskid, fields in listed.items()

@@ -69,7 +69,7 @@ def describe_task(row: TaskRow, t: float, place: int | None = None) -> dict[str,
         spec = spec_of(row)
     started = row.started or row.starttime
     duration = timer = None
-    status = TaskStatus(row.status) if row.status in TaskStatus.__members__ else row.status
+    status: str = row.status  # the column's text (an unknown status is shown as it is)
     lastupdate = row.lastupdate
     if running and started is not None:
         duration = max(0.0, t - started)
@@ -107,14 +107,19 @@ def describe_task(row: TaskRow, t: float, place: int | None = None) -> dict[str,
 
 def list_tasks(store: TaskStore) -> dict[str, dict[str, Any]]:
     """Queued, reserved and running tasks, keyed by task id (as a string)."""
+    return describe_tasks(store.tasks())
+
+
+def describe_tasks(rows: Sequence[TaskRow]) -> dict[str, dict[str, Any]]:
+    """Those task rows as ``--list --json`` shows them (a queued one with its place in
+    line), keyed by task id (as a string)."""
     t = time.time()
-    rows = store.tasks()
     places: dict[int, int] = {}
     if any(r.status == TaskStatus.QUEUED for r in rows):
         from .queueing import places as line_places
 
         places = line_places(rows)
-    return {str(r["id"]): describe_task(r, t, places.get(r.id)) for r in rows}
+    return {str(r.id): describe_task(r, t, places.get(r.id)) for r in rows}
 
 
 def update(store: TaskStore) -> int:

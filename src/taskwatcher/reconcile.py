@@ -30,16 +30,32 @@ log = Logger(__name__)
 def reconcile(store: TaskStore) -> list[int]:
     """Archive kept-aside ends, expire reservations, archive lost tasks, start the queued
     tasks whose turn has come; the ids archived as lost."""
+    return _reconcile(store)[0]
+
+
+def reconciled_tasks(store: TaskStore) -> list[TaskRow]:
+    """Reconcile, then the reserved and running tasks as they are after it: the rows that
+    reconciling read, when it changed none of them (the common case: the task table is
+    read once for a listing, not twice), else read again."""
+    rows = _reconcile(store)[1]
+    return store.tasks() if rows is None else rows
+
+
+def _reconcile(store: TaskStore) -> tuple[list[int], list[TaskRow] | None]:
+    """The ids archived as lost, and the task rows it read; None for those if it changed any."""
     archive_pending_ends(store)
     t = time.time()
     rows = store.tasks()
+    changed = False
     if any(_expired(r, t) for r in rows):
+        changed = True
         for taskid in store.expire_reservations(t):  # only those still reserved: a launch may claim one
             log.debug("reservation %d expired", taskid)
     lost = []
     for row in rows:
         if not launcher_gone(row):
             continue
+        changed = True  # (even if not archived below: its row is changing)
         current = store.task(row.id)
         if current is None or not launcher_gone(current):
             continue
@@ -60,8 +76,10 @@ def reconcile(store: TaskStore) -> list[int]:
         from .queueing import start_ready
 
         # (the rows read above, unless this changed them: a lost task, an expired reservation)
-        start_ready(store, rows=None if lost or any(_expired(r, t) for r in rows) else rows)
-    return lost
+        start_ready(store, rows=None if changed else rows)
+        # a queued task may have started: a listing then reads the table again
+        changed = changed or any(r.status == TaskStatus.QUEUED for r in rows)
+    return lost, None if changed else rows
 
 
 def _expired(row: TaskRow, t: float) -> bool:

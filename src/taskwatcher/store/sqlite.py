@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = Logger(__name__)
 
-SCHEMA_VERSION = 4  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
+SCHEMA_VERSION = 4  # 1 is taskwatcher 1.x (it kept no version: user_version 0); 4: the line, history_endtime
 APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
 # How long a write waits for another's lock, in seconds; TASKWATCHER_BUSY_TIMEOUT changes it.
 BUSY_TIMEOUT = 30.0
@@ -107,9 +107,11 @@ _ADDED_COLUMNS = {
     "feedbacks": (("fingerprint", "TEXT"),),  # a place saved without one is read again from 0
 }
 _INDEXES = (
-    "CREATE INDEX tasks_name ON tasks(name)",
-    "CREATE INDEX history_taskid ON history(taskid)",
-    "CREATE INDEX history_taskname ON history(taskname)",
+    "CREATE INDEX IF NOT EXISTS tasks_name ON tasks(name)",
+    "CREATE INDEX IF NOT EXISTS history_taskid ON history(taskid)",
+    "CREATE INDEX IF NOT EXISTS history_taskname ON history(taskname)",
+    # --since and retention by age find their rows by end time: without it each reads every row.
+    "CREATE INDEX IF NOT EXISTS history_endtime ON history(endtime)",
 )
 # The columns taskwatcher 1.x created; a file with these tables and no version is 1.x.
 _SEED_COLUMNS = {
@@ -512,7 +514,7 @@ class SQLiteStore(TaskStore):
         self._stamp()
 
     def _add_columns(self) -> None:
-        """Bring a file of an older 2.x schema to this one: the columns added since."""
+        """Bring a file of an older 2.x schema to this one: the columns and indexes added since."""
         tables = self._tables()
         for table, columns in _ADDED_COLUMNS.items():
             for name, decl in columns:
@@ -524,7 +526,7 @@ class SQLiteStore(TaskStore):
             self.conn.execute(
                 f"UPDATE {table} SET logplaced = 1 WHERE logfile = ? || 'task_' || {key} || '.log'", (logs,)
             )
-        for ddl in _1X_WRITER_TRIGGERS:  # a 1.7 launcher may write to any file of ours
+        for ddl in (*_INDEXES, *_1X_WRITER_TRIGGERS):  # a 1.7 launcher may write to any file of ours
             self.conn.execute(ddl)
         self._stamp()
 
@@ -974,11 +976,14 @@ class SQLiteStore(TaskStore):
         return TaskRow._make(rows[0]) if rows else None
 
     def tasks(self, name: str | None = None) -> list[TaskRow]:
+        # Plain tuples from SQLite (self.cursor), not sqlite3.Row objects copied into TaskRows:
+        # a listing reads every row, and --list is polled.
         if name is None:
-            rows = self.query(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id")
+            rows = self.cursor(f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY id")
         else:
-            rows = self.query(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name = ? ORDER BY id", (_text(name),))
-        return [TaskRow._make(r) for r in rows]
+            named = (_text(name),)
+            rows = self.cursor(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name = ? ORDER BY id", named)
+        return list(map(TaskRow._make, rows))
 
     def finished(self, taskid: int) -> HistoryRow | None:
         rows = self.query(
@@ -987,8 +992,10 @@ class SQLiteStore(TaskStore):
         return HistoryRow._make(rows[0]) if rows else None
 
     def iter_history(self, only: HistoryFilter | None = None, chunk: int = 1000) -> Iterator[HistoryRow]:
-        where, params = _history_where(only)
-        after = -1
+        start = self._history_start(only)
+        if start is None:
+            return
+        after, where, params = start
         while rows := self.query(
             f"SELECT {_HISTORY_COLUMNS} FROM history WHERE id > ? AND {where} ORDER BY id LIMIT ?",
             (after, *params, chunk),
@@ -999,9 +1006,13 @@ class SQLiteStore(TaskStore):
 
     def history_json(self, only: HistoryFilter | None = None, chunk: int = 5000) -> Iterator[str]:
         # SQLite joins ``chunk`` rows at a time, so Python handles a few strings, not rows.
-        where, params = _history_where(only)
+        start = self._history_start(only)
         yield "{"
-        after, sep = -1, ""
+        if start is None:
+            yield "}\n"
+            return
+        after, where, params = start
+        sep = ""
         sql = (
             "SELECT max(id), group_concat(entry, ', ') FROM (SELECT id,"
             f" '\"' || id || '\": ' || {_ENTRY_JSON} AS entry FROM history WHERE id > ? AND {where}"
@@ -1014,6 +1025,45 @@ class SQLiteStore(TaskStore):
             yield sep + text
             after, sep = last, ", "
         yield "}\n"
+
+    def _history_start(self, only: HistoryFilter | None) -> tuple[int, str, list[Any]] | None:
+        """Where a history read starts and what it keeps: (the id it reads after, the SQL
+        condition on each row, never empty, and its parameters); None if no row matches.
+
+        The bounds are found first, so that a read costs what it finds, not the history's
+        size: the oldest row ended since ``since``, through the index on endtime; then the
+        ``last``-th newest matching row, walking back from the newest id. (Put in the page
+        query itself, SQLite applies such bounds as a filter on every row from the first.)
+        """
+        terms: list[str] = ["1"]
+        params: list[Any] = []
+        after = -1
+        if only is not None and only.name is not None:
+            terms.append("taskname = ?")
+            params.append(storable(only.name))
+        if only is not None and only.since is not None:
+            ((first,),) = self.query(
+                "SELECT min(id) FROM history INDEXED BY history_endtime WHERE endtime >= ?", (only.since,)
+            )
+            if first is None:
+                return None
+            after = first - 1
+            # "+endtime": not through the index, so the pages are read in id order from the
+            # first; through it, SQLite would sort every matching row again for each page.
+            terms.append("+endtime >= ?")
+            params.append(only.since)
+        if only is not None and only.before is not None:  # a page of an older part (the web's paging)
+            terms.append("id < ?")
+            params.append(only.before)
+        where = " AND ".join(terms)
+        if only is not None and only.last is not None:  # the newest N of those, still shown oldest first
+            newest = self.query(
+                f"SELECT id FROM history WHERE id > ? AND {where} ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (after, *params, only.last - 1),
+            )
+            if newest:
+                after = newest[0][0] - 1
+        return after, where, params
 
     def newest_taskid(self) -> int | None:
         rows = self.query(
@@ -1032,17 +1082,23 @@ class SQLiteStore(TaskStore):
 
     # -- retention ---------------------------------------------------------------------
     def prune(self, keep: int | None = None, before: float | None = None) -> tuple[int, list[str]]:
-        terms: list[str] = []
-        params: list[Any] = []
-        if keep is not None:
-            terms.append("id <= coalesce((SELECT id FROM history ORDER BY id DESC LIMIT 1 OFFSET ?), 0)")
-            params.append(keep)
-        if before is not None:
-            terms.append("endtime < ?")
-            params.append(before)
-        if not terms:
-            return 0, []
-        return self.delete_history(" OR ".join(terms), params)
+        # Each deletion is a range of an index (the oldest ids, the oldest end times): its cost
+        # is what it deletes, not the history's size, since it runs at every archive.
+        count, logs = 0, []
+        with self.transaction():
+            if keep is not None:  # first, over every row: the newest ``keep`` rows whatever their end
+                # count(*) reads the pages of the smallest index, not every row (~3 M instructions
+                # at 1M rows); "LIMIT 1 OFFSET keep" from the newest would step through ``keep`` rows.
+                ((rows,),) = self.query("SELECT count(*) FROM history")
+                if rows > keep:
+                    n, placed = self.delete_history(
+                        "id <= (SELECT id FROM history ORDER BY id LIMIT 1 OFFSET ?)", (rows - keep - 1,)
+                    )
+                    count, logs = count + n, logs + placed
+            if before is not None:
+                n, placed = self.delete_history("endtime < ?", (before,))
+                count, logs = count + n, logs + placed
+        return count, logs
 
     def clear_history(self) -> tuple[int, list[str]]:
         return self.delete_history()
@@ -1102,25 +1158,6 @@ class SQLiteStore(TaskStore):
 
 def _marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
-
-
-def _history_where(only: HistoryFilter | None) -> tuple[str, list[Any]]:
-    """The SQL condition on history (never empty) that ``only`` means, and its parameters."""
-    terms, params = ["1"], []
-    if only is not None and only.name is not None:
-        terms.append("taskname = ?")
-        params.append(storable(only.name))
-    if only is not None and only.since is not None:
-        terms.append("endtime >= ?")
-        params.append(only.since)
-    if only is not None and only.before is not None:
-        terms.append("id < ?")
-        params.append(only.before)
-    if only is not None and only.last is not None:  # the newest N of those, still shown oldest first
-        terms.append(f"id >= coalesce((SELECT id FROM history WHERE {' AND '.join(terms)}"
-                     " ORDER BY id DESC LIMIT 1 OFFSET ?), 0)")  # fmt: skip
-        params = [*params, *params, only.last - 1]
-    return " AND ".join(terms), params
 
 
 # history.describe_entry as SQL: SQLite builds each row's JSON, so that --history --json
