@@ -191,15 +191,15 @@ def test_reads_do_not_reconcile_per_request(tw, monkeypatch):
     """In-process: a hundred reads reconcile about once per RECONCILE_EVERY seconds, not each."""
     import asyncio
 
-    from taskwatcher import api
+    from taskwatcher import reconcile
     from taskwatcher.api import TaskWatcher
     from taskwatcher.web.app import create_app
     from taskwatcher.web.server import RECONCILE_EVERY
 
     tw.run("control", "--reserve", "--name", "x", check=True)
     calls = []
-    real = api.reconcile
-    monkeypatch.setattr(api, "reconcile", lambda store: (calls.append(1), real(store)))
+    real = reconcile._reconcile  # what every reconciliation runs (a listing's too)
+    monkeypatch.setattr(reconcile, "_reconcile", lambda store: (calls.append(1), real(store))[1])
     app = create_app(TaskWatcher(tw.db, reconcile_every=RECONCILE_EVERY))
 
     async def reads() -> float:
