@@ -9,6 +9,9 @@ It is optional and small (TOML)::
     [log]
     max = "8M"          # each task's log keeps the last this-many bytes
 
+    [database]
+    db = "postgresql://tw@dbhost/tasks"   # the database when neither --db nor $TASKWATCHER_DB says
+
 It is looked for at ``$TASKWATCHER_CONFIG``, else
 ``$XDG_CONFIG_HOME/taskwatcher/config.toml`` (``~/.config/...``). Reading it is
 a stat when it does not exist: commands that do not need it never open it.
@@ -39,7 +42,7 @@ MAX_CONFIG_BYTES = 1024 * 1024  # a configuration is a few lines: anything large
 class Config:
     """What the configuration file sets; None where it says nothing."""
 
-    __slots__ = ("keep", "log_max", "max_age", "path")
+    __slots__ = ("db", "keep", "log_max", "max_age", "path")
 
     def __init__(
         self,
@@ -47,8 +50,10 @@ class Config:
         max_age: float | None = None,
         log_max: int | None = None,
         path: str | None = None,
+        db: str | None = None,
     ) -> None:
         self.keep, self.max_age, self.log_max, self.path = keep, max_age, log_max, path
+        self.db = db
 
     @property
     def prunes(self) -> bool:
@@ -112,7 +117,7 @@ def _read_small_file(path: str) -> bytes:
 
 
 def _read(data: dict, path: str) -> Config:
-    known = {"history": {"keep", "max_age"}, "log": {"max"}}
+    known = {"history": {"keep", "max_age"}, "log": {"max"}, "database": {"db"}}
     for section, values in data.items():
         if section not in known or not isinstance(values, dict):
             raise ConfigError(f"configuration file {path}: unknown section [{section}]")
@@ -126,9 +131,12 @@ def _read(data: dict, path: str) -> Config:
             raise ValueError(f"[history] keep must be a whole number of rows, not {keep!r}")
         max_age = _setting("[history] max_age", history.get("max_age"), parse_age)
         log_max = _setting("[log] max", log.get("max"), parse_size)
+        db = data.get("database", {}).get("db")
+        if db is not None and (not isinstance(db, str) or not db):
+            raise ValueError(f"[database] db must be a path or a postgresql:// URL, not {db!r}")
     except ValueError as e:
         raise ConfigError(f"configuration file {path}: {e}") from None
-    return Config(keep, max_age, log_max, path)
+    return Config(keep, max_age, log_max, path, db)
 
 
 def _setting(name: str, value: object, parse: Callable[[object], Any]) -> Any:
