@@ -51,19 +51,37 @@ class TaskWatcher:
         self._reconciled = float("-inf")
 
     def __repr__(self) -> str:
-        return f"TaskWatcher({self.path!r})"
+        return f"TaskWatcher({self.shown!r})"
 
     @property
     def path(self) -> str:
-        """The database file's absolute path."""
+        """The database: the file's absolute path, or the PostgreSQL URL as given."""
         from .store import resolve_db_path
 
         return resolve_db_path(self.db)
 
-    def exists(self) -> bool:
-        """Whether the database file exists (the commands that only read never create it)."""
-        from .store import check_text_path, database_missing
+    @property
+    def shown(self) -> str:
+        """The database as messages name it: the path, or the URL without its password."""
+        from .store import is_url
 
+        path = self.path
+        if is_url(path):
+            from .store.postgres import public_url
+
+            return public_url(path)
+        return path
+
+    def exists(self) -> bool:
+        """Whether the database exists (the commands that only read never create it)."""
+        from .store import check_text_path, database_missing, is_url
+
+        if is_url(self.path):
+            try:
+                Store(self.db, create=False).close()
+            except NoDatabase:
+                return False
+            return True
         check_text_path(self.path, "database")  # a path that is not UTF-8 is refused, as by every call
         return not database_missing(self.path)
 
@@ -92,7 +110,7 @@ class TaskWatcher:
         """The task a read is about: ``taskid``, or the newest task (the highest id) if None."""
         if store is None:
             what = "no task" if taskid is None else f"no task {taskid}"
-            raise NoSuchTask(f"{what}: no database exists at {self.path}")
+            raise NoSuchTask(f"{what}: no database exists at {self.shown}")
         if taskid is None:
             taskid = store.newest_taskid()
             if taskid is None:
@@ -222,7 +240,7 @@ class TaskWatcher:
         if log is not None:
             from .paths import check_user_log
 
-            check_user_log(self.path, os.fspath(log))
+            check_user_log(self.path, os.fspath(log))  # (a URL: nothing of the database is a file)
         if log_max is None:
             log_max = config.log_max or DEFAULT_LOG_MAX
         req = LaunchRequest(
@@ -390,7 +408,7 @@ class TaskWatcher:
         """Stop the task (a reservation is cancelled), returning once it is archived; what was done."""
         with self._reading() as store:  # a mistyped --db is "no such task", not a new database
             if store is None:
-                raise NoSuchTask(f"no task {taskid}: no database exists at {self.path}")
+                raise NoSuchTask(f"no task {taskid}: no database exists at {self.shown}")
             return control.kill(store, taskid)
 
     def killall(self, name: str) -> list[str]:
@@ -402,7 +420,7 @@ class TaskWatcher:
         """
         with self._reading() as store:
             if store is None:
-                raise NoSuchTask(f"no task named '{name}': no database exists at {self.path}")
+                raise NoSuchTask(f"no task named '{name}': no database exists at {self.shown}")
             return control.killall(store, name)
 
     def wait(self, taskid: int | None = None, timeout: float | str | None = None) -> FinishedTask:

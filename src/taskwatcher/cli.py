@@ -654,7 +654,7 @@ def _say_if_no_database(tw: Any) -> None:
     if not tw.exists():
         from .display import escape_control
 
-        sys.stderr.write(f"taskwatcher: no database exists at {escape_control(tw.path)}\n")
+        sys.stderr.write(f"taskwatcher: no database exists at {escape_control(tw.shown)}\n")
 
 
 def _print_history(tw: Any, args: argparse.Namespace) -> None:

@@ -355,7 +355,7 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
             if not req.detach:
                 return run_task(store, task, req, flags, closed=closed)
             relay = open_output(store, task, req, closed)
-        _detach(store.key, task, req, relay, flags.ignored)
+        _detach(store.target, task, req, relay, flags.ignored)
         return Ending(0)
     finally:
         flags.close()

@@ -34,6 +34,9 @@ class TaskStore:
     #: What names this store in host-local paths (logs, kept-aside ends) and in the
     #: feedback file's lock: the same for every process using the same database.
     key: str
+    #: What opens this store again, ``Store(target)`` (a detached supervisor does): the
+    #: file's path, or the whole URL (its password too: never shown, unlike ``key``).
+    target: str
     #: True if processes on other hosts use this store too (then liveness is by lease).
     shared: bool = False
 

@@ -146,11 +146,11 @@ class PostgresStore(TaskStore):
     shared = True  # launchers on other hosts use it too: liveness across hosts is by lease
 
     def __init__(self, url: str, *, create: bool = True) -> None:
-        self.url = url
+        self.url = self.target = url
         self.key = self.path = public_url(url)
         self._listening: set[str] = set()
         self._pid = os.getpid()
-        self.conn = self._connect()
+        self.conn = self._connect(create)
         try:
             self._prepare(create)
         except BaseException:
@@ -177,12 +177,15 @@ class PostgresStore(TaskStore):
         return self
 
     # -- opening ---------------------------------------------------------------------
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self, create: bool = True) -> psycopg.Connection[Any]:
         try:
             conn = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="taskwatcher"
             )
         except psycopg.Error as e:
+            if not create and "does not exist" in str(e) and "database" in str(e):
+                # a read never creates anything: a database the server lacks is "no database"
+                raise NoDatabase(f"no database exists at {self.key}") from None
             raise StoreError(f"cannot connect to database {self.key}: {_one_line(e)}") from None
         try:
             conn.execute(f"SET search_path TO {SCHEMA}")

@@ -334,7 +334,7 @@ class SQLiteStore(TaskStore):
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.path = resolve_db_path(path)
-        self.key = self.path
+        self.key = self.target = self.path
         check_text_path(self.path, "database")  # before anything, so that a read says it too
         if not create and database_missing(self.path):
             raise NoDatabase(f"no database exists at {self.path}")
