@@ -153,6 +153,7 @@ class TaskWatcher:
         unique: bool = False,
         log: str | os.PathLike[str] | None = None,
         log_max: int | None = None,
+        lease: float | str | None = None,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> int:
@@ -181,6 +182,7 @@ class TaskWatcher:
             "--grace": grace,
             "--log": None if log is None else os.path.abspath(log),
             "--log-max": log_max,
+            "--lease": lease,
         }
         argv += [f"{k}={v}" for k, v in options.items() if v is not None]
         if unique:
@@ -217,6 +219,7 @@ class TaskWatcher:
         log: str | os.PathLike[str] | None = None,
         log_max: int | None = None,
         no_log: bool = False,
+        lease: float | str | None = None,
     ) -> Ending:
         """Run ``command`` supervised by this process (what ``taskwatcher launch`` does); how it ended.
 
@@ -256,23 +259,28 @@ class TaskWatcher:
             logfile=None if log is None else os.fspath(log),
             logmax=log_max,
             nolog=no_log,
+            lease=None if lease is None else _seconds(lease, "lease"),
         )
+        if req.lease is not None and not req.lease > 0:
+            raise UsageError("--lease must be more than 0 seconds")
         return supervise_launch(self.db, req)
 
     # -- looking ------------------------------------------------------------------
-    def tasks_json(self) -> dict[str, dict]:
-        """``control --list --json``: reserved and running tasks keyed by id (a string)."""
+    def tasks_json(self, host: str | None = None) -> dict[str, dict]:
+        """``control --list --json``: reserved and running tasks keyed by id (a string); with
+        ``host``, only the tasks running on that host."""
         with self._reading() as store:
-            return {} if store is None else control.list_tasks(store)
+            return {} if store is None else control.list_tasks(store, host)
 
-    def tasks(self, *, feedback: bool = False) -> list[Task]:
-        """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback."""
+    def tasks(self, *, feedback: bool = False, host: str | None = None) -> list[Task]:
+        """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback;
+        with ``host``, only those running on that host."""
         from .records import Task
 
         with self._reading() as store:
             if store is None:
                 return []
-            listed = control.list_tasks(store)
+            listed = control.list_tasks(store, host)
             return [
                 Task.from_json(taskid, fields, _latest(store, int(taskid), fields) if feedback else None)
                 for taskid, fields in listed.items()
@@ -553,6 +561,20 @@ def _log_path(store: Store, taskid: int) -> str:
 
     if row["logplaced"] and not placed_log_inside(path, os.path.realpath(log_dir(store))):
         raise NoLog(f"task {taskid}: its log path {path} is not in the logs folder: not read")
+    from . import process
+    from .output import older_half
+
+    host = row["host"]
+    if (
+        host
+        and host != process.host_name()
+        and not (os.path.exists(path) or os.path.exists(older_half(path)))
+    ):
+        # A log is written on the task's own host: read there, or where its folder is shared.
+        raise NoLog(
+            f"the log of task {taskid} is on host {host}: {path}"
+            " (read it there, or give --log a shared folder)"
+        )
     return path
 
 

@@ -213,6 +213,13 @@ def _launch_options(launch: Parser) -> None:
         help="wait this long after SIGTERM before SIGKILL (default 5s)",
     )
     launch.add_argument(
+        "--lease",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="on a PostgreSQL database: the launcher's lease, renewed every sixth of it (default 60s)",
+    )
+    launch.add_argument(
         "--detach",
         action="store_true",
         help="return once the task runs, printing its id; output goes to a log",
@@ -266,6 +273,7 @@ def _control_options(control: Parser) -> None:
         help="with --prune: delete finished tasks older than AGE (90d, 12h, 2w...)",
     )
     control.add_argument("--json", action="store_true", help="with --list, --history, --show: JSON output")
+    control.add_argument("--host", metavar="NAME", help="with --list: only the tasks running on host NAME")
     control.add_argument("--last", type=count, metavar="N", help="with --history: only the last N")
     control.add_argument(
         "--since",
@@ -556,6 +564,7 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
         log=args.log,
         log_max=args.log_max,
         no_log=args.no_log,
+        lease=args.lease,
     )
     if ending.exec_failed:  # as timeout(1) does; history has it too
         from .display import escape_control
@@ -589,11 +598,11 @@ def run_control(args: argparse.Namespace) -> int:
     elif args.list:
         _say_if_no_database(tw)
         if args.json:
-            _print_json(tw.tasks_json())
+            _print_json(tw.tasks_json(args.host))
         else:
             from .display import print_tasks
 
-            print_tasks(tw.tasks(feedback=True))
+            print_tasks(tw.tasks(feedback=True, host=args.host))
     elif args.watch:
         from .watch import watch
 
@@ -708,6 +717,7 @@ _GOES_WITH = {
     "info3": ("reserve",),
     "unique": ("reserve",),
     "ttl": ("reserve",),
+    "host": ("list",),
 }
 _COMMANDS = ("initialize", "update", "list", "reserve", "feedback", "history", "clear", "kill",
              "killall", "wait", "log", "watch", "prune", "show")  # fmt: skip

@@ -95,6 +95,10 @@ def task_feedback(store: TaskStore, taskid: int) -> dict[str, str]:
     if not row_feedpath(row):
         return {}
     saved = store.feedback_state(taskid)
+    from .liveness import elsewhere
+
+    if elsewhere(row):  # its file is on its own host: what its launcher saved is what is known
+        return {} if saved is None else saved.data
     state = (saved or FeedbackState()).copy()
     if not _read_feedback(row["feedpath"], state) and saved is not None:
         return state.data

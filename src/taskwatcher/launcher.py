@@ -46,7 +46,7 @@ __all__ = ["DEFAULT_GRACE", "Ending", "LaunchRequest", "launch", "validate"]
 class LaunchRequest(
     namedtuple(
         "LaunchRequest",
-        "command taskid name infos feedpath timeout grace unique detach logfile logmax nolog",
+        "command taskid name infos feedpath timeout grace unique detach logfile logmax nolog lease",
         defaults=(
             None,
             None,
@@ -59,13 +59,15 @@ class LaunchRequest(
             None,
             DEFAULT_LOG_MAX,
             False,
+            None,
         ),
     )
 ):
     """What ``taskwatcher launch`` was asked to run, and how: the argv (list of str);
     a reserved task id or None; name; (info1, info2, info3); the feedback folder;
     timeout and grace in seconds; unique, detach; the log file (None: the default
-    one), its cap in bytes, and nolog (foreground only: no log, the terminal as is)."""
+    one), its cap in bytes, and nolog (foreground only: no log, the terminal as is); the
+    lease in seconds on a store many hosts share (None: the default)."""
 
     __slots__ = ()
 
@@ -279,8 +281,13 @@ def _run_owning(
         interrupted = early if not req.detach else None
         ending = Ending(failure[0], "", failure[1], exec_failed=not stopped, interrupted=interrupted)
     else:
+        lease = None
+        if store.shared:  # many hosts: a lease on the database's clock, kills by notification
+            from .lease import Lease
+
+            lease = Lease.of(store, taskid, token, req.lease, req.grace)
         ending = Supervisor(
-            store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay, not req.detach
+            store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay, not req.detach, lease
         ).run()
     flags.give_back_terminal()
     if child.pidfd is not None:

@@ -34,7 +34,7 @@ import psycopg
 
 from ..errors import NameTaken, NoDatabase, NotADatabase, StoreError, TasksRunning
 from ..logs import Logger
-from ..model import HISTORY_FIELDS, TASK_FIELDS, HistoryRow, TaskRow
+from ..model import HISTORY_FIELDS, HOST_LOST, TASK_FIELDS, HistoryRow, TaskRow
 from ..status import TaskStatus, check_transition, sources
 from .base import TaskStore
 from .sqlite import _make_private_folders, storable, xdg_base
@@ -88,7 +88,8 @@ _DDL = (
         starttime BIGINT, endtime BIGINT, duration BIGINT, feedback TEXT,
         exitcode INTEGER, pid BIGINT, host TEXT, command TEXT, logfile TEXT,
         reservetime BIGINT, timeout DOUBLE PRECISION,
-        logplaced INTEGER NOT NULL DEFAULT 0
+        logplaced INTEGER NOT NULL DEFAULT 0,
+        token TEXT                        -- so that the real end of a task archived as lost replaces it
     )""",
     "CREATE INDEX tasks_name ON tasks(name)",
     "CREATE INDEX history_taskid ON history(taskid)",
@@ -454,26 +455,52 @@ class PostgresStore(TaskStore):
                 f"DELETE FROM tasks WHERE id = %s AND token = %s RETURNING {_TASK_COLUMNS}", (taskid, token)
             ).fetchall()
             if not rows:
-                return None
-            task = TaskRow._make(rows[0])
-            conn.execute("DELETE FROM feedbacks WHERE id = %s", (taskid,))
-            end = time.time() if endtime is None else endtime
-            start = task.started if task.started is not None else task.starttime
-            hid = conn.execute(
-                "INSERT INTO history (taskid, taskname, info1, info2, info3, termsignal, termerror,"
-                " starttime, endtime, duration, feedback, exitcode, pid, host, command, logfile,"
-                " reservetime, timeout, logplaced) VALUES"
-                " (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-                (
-                    task.id, task.name, task.info1, task.info2, task.info3, _text(termsignal),
-                    _text(termerror), task.starttime, int(end),
-                    round(end - start) if start is not None else None,
-                    json.dumps(feedback, ensure_ascii=False), exitcode, task.pid, task.host,
-                    task.command, task.logfile, task.reservetime, task.timeout, task.logplaced,
-                ),
-            ).fetchone()[0]  # fmt: skip
+                return self._replace_lost(
+                    conn, taskid, token, termsignal, termerror, exitcode, feedback, endtime
+                )
+            hid = self._archive(conn, TaskRow._make(rows[0]), termsignal, termerror, exitcode,
+                                json.dumps(feedback, ensure_ascii=False), endtime)  # fmt: skip
             crash_point("archiving")  # inside the transaction: the history row is not committed
             return int(hid)
+
+    def _replace_lost(
+        self, conn: psycopg.Connection[Any], taskid: int, token: str, termsignal: str, termerror: str,
+        exitcode: int | None, feedback: dict[str, str], endtime: float | None,
+    ) -> int | None:  # fmt: skip
+        """The real end of a task another host archived as lost (its lease ran out while
+        the link was cut) takes the place of that guess: one history row, never two."""
+        end = time.time() if endtime is None else endtime
+        row = conn.execute(
+            "UPDATE history SET termsignal = %s, termerror = %s, exitcode = %s, feedback = %s,"
+            " endtime = %s, duration = CASE WHEN starttime IS NULL THEN NULL ELSE round(%s - starttime) END"
+            " WHERE taskid = %s AND token = %s AND termerror = %s RETURNING id",
+            (_text(termsignal), _text(termerror), exitcode, json.dumps(feedback, ensure_ascii=False),
+             int(end), end, taskid, token, HOST_LOST),
+        ).fetchone()  # fmt: skip
+        return None if row is None else int(row[0])
+
+    def _archive(
+        self, conn: psycopg.Connection[Any], task: TaskRow, termsignal: str, termerror: str,
+        exitcode: int | None, feedback: str, endtime: float | None,
+    ) -> int:  # fmt: skip
+        """The history row of a task just deleted (inside its transaction); its id."""
+        conn.execute("DELETE FROM feedbacks WHERE id = %s", (task.id,))
+        end = time.time() if endtime is None else endtime
+        start = task.started if task.started is not None else task.starttime
+        row = conn.execute(
+            "INSERT INTO history (taskid, taskname, info1, info2, info3, termsignal, termerror,"
+            " starttime, endtime, duration, feedback, exitcode, pid, host, command, logfile,"
+            " reservetime, timeout, logplaced, token) VALUES"
+            " (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+            (
+                task.id, task.name, task.info1, task.info2, task.info3, _text(termsignal),
+                _text(termerror), task.starttime, int(end),
+                round(end - start) if start is not None else None,
+                feedback, exitcode, task.pid, task.host,
+                task.command, task.logfile, task.reservetime, task.timeout, task.logplaced, task.token,
+            ),
+        ).fetchone()  # fmt: skip
+        return int(row[0])
 
     # -- the feedback reader's place ---------------------------------------------------
     def feedback_state(self, taskid: int) -> FeedbackState | None:
@@ -630,12 +657,21 @@ class PostgresStore(TaskStore):
             ).fetchall()
         return TaskRow._make(rows[0]) if rows else None
 
-    def expired_leases(self) -> list[TaskRow]:
-        """Running tasks whose lease ran out by the server's clock."""
-        rows = self._query(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {_RUNNING} AND leaseuntil < now() ORDER BY id"
-        )
-        return [TaskRow._make(r) for r in rows]
+    def expire_leases(self, termerror: str) -> list[int]:
+        if not self._query(f"SELECT 1 FROM tasks WHERE {_RUNNING} AND leaseuntil < now() LIMIT 1"):
+            return []  # the common case only reads
+        with self.transaction() as conn:
+            # Deleted and archived in one step: a launcher renewing meanwhile either renewed
+            # first (its row is not taken) or finds its row gone (and stops its task).
+            rows = conn.execute(
+                f"DELETE FROM tasks WHERE {_RUNNING} AND leaseuntil < now() RETURNING {_TASK_COLUMNS}"
+            ).fetchall()
+            for row in rows:
+                task = TaskRow._make(row)
+                saved = conn.execute("SELECT feedback FROM feedbacks WHERE id = %s", (task.id,)).fetchall()
+                feedback = saved[0][0] if saved and saved[0][0] else "{}"
+                self._archive(conn, task, "", termerror, None, feedback, None)
+        return sorted(TaskRow._make(r).id for r in rows)
 
     # -- change notification -----------------------------------------------------------
     def _listen(self, channel: str) -> None:
@@ -648,8 +684,13 @@ class PostgresStore(TaskStore):
             self._listening.add(channel)
 
     def notify_fd(self, taskid: int | None = None) -> int | None:
+        """The connection's socket, listening for every change (or, with ``taskid``, for a
+        stop request of that task only: what its launcher needs)."""
         self._listen(CHANNEL if taskid is None else task_channel(taskid))
-        return self.conn.fileno()
+        try:
+            return self.conn.fileno()
+        except psycopg.Error as e:
+            raise self._error(e) from None
 
     def wait_for_change(self, timeout: float) -> bool:
         if not self._listening:

@@ -973,7 +973,7 @@ class SQLiteStore(TaskStore):
         return logs
 
     # -- change notification -----------------------------------------------------------
-    def notify_fd(self) -> int | None:
+    def notify_fd(self, taskid: int | None = None) -> int | None:
         return None  # SQLite has no channel: wait_for_change looks at PRAGMA data_version
 
     def wait_for_change(self, timeout: float) -> bool:
