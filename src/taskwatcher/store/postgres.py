@@ -198,13 +198,21 @@ class PostgresStore(TaskStore):
         return conn
 
     def _version(self) -> int | None:
-        rows = self._query("SELECT to_regclass('schema_version'), to_regclass('tasks')")
-        versioned, tasks = rows[0]
-        if versioned is None:
-            if tasks is not None:
+        # The catalog read as a table (a fresh snapshot each statement), not by to_regclass,
+        # whose cached lookups may not have seen another host's schema committed meanwhile.
+        names = {
+            r[0]
+            for r in self._query(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname IN ('schema_version', 'tasks')",
+                (SCHEMA,),
+            )
+        }
+        if "schema_version" not in names:
+            if "tasks" in names:
                 raise NotADatabase(f"{self.key} is not a taskwatcher database (schema {SCHEMA} is foreign)")
             return None
-        return int(self._query("SELECT max(version) FROM schema_version")[0][0])
+        return int(self._query(f"SELECT max(version) FROM {SCHEMA}.schema_version")[0][0])
 
     def _prepare(self, create: bool) -> None:
         version = self._version()
@@ -229,6 +237,10 @@ class PostgresStore(TaskStore):
                         conn.execute(ddl)
                     version += 1
                 conn.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION,))
+        try:  # looked up again, now that the schema exists
+            self.conn.execute(f"SET search_path TO {SCHEMA}")
+        except psycopg.Error as e:
+            raise self._error(e) from None
 
     # -- backend-level access ------------------------------------------------------------
     @contextlib.contextmanager

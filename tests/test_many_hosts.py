@@ -1,0 +1,229 @@
+"""Many hosts, one PostgreSQL database: "hosts" are pid and UTS namespaces of their own
+(``unshare --pid --uts --fork --mount-proc --kill-child``), so their pids really collide
+and each has its own host name; this test process is one more host. Real faults: a host
+killed whole, a launcher stopped past its lease, the server stopped and restarted."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import TW, Taskwatcher, wait_for
+from support import kill_own_processes
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="namespaces as hosts need root and unshare",
+)
+
+
+@pytest.fixture
+def tw(pg_url: str, env: dict[str, str]) -> Taskwatcher:
+    return Taskwatcher(pg_url, env)  # type: ignore[arg-type]
+
+
+class Host:
+    """A host: one namespace of its own per launch (its launcher is pid 1 there)."""
+
+    def __init__(self, name: str, tw: Taskwatcher) -> None:
+        self.name, self.tw = name, tw
+        self.procs: list[subprocess.Popen] = []
+
+    def launch(self, *args: str) -> subprocess.Popen:
+        ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
+        script = f'hostname {self.name} && exec "$@"'
+        cmd = [*ns, "sh", "-c", script, "sh", *TW, "launch", "--db", str(self.tw.db), *args]
+        proc = subprocess.Popen(
+            cmd, env=self.tw.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.procs.append(proc)
+        return proc
+
+    def launcher(self, proc: subprocess.Popen) -> psutil.Process:
+        """The launcher of a launch (the namespace's pid 1), as this host sees it."""
+
+        def find():
+            for p in psutil.Process(proc.pid).children(recursive=True):
+                if "launch" in p.cmdline():
+                    return p
+            return None
+
+        return wait_for(find, 60, "the launcher in its namespace")
+
+    def kill_whole(self, proc: subprocess.Popen) -> None:
+        """SIGKILL every process of the launch's namespace: its pid 1 dies, and the kernel
+        kills the rest (not unshare's --kill-child: the launcher clears its parent-death signal)."""
+        for p in psutil.Process(proc.pid).children():
+            p.kill()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(psutil.Error):
+                    self.kill_whole(proc)
+                proc.kill()
+            _, err = proc.communicate(timeout=15)
+            if err:
+                print(f"{self.name}: {err}")  # shown with a failure
+
+
+@pytest.fixture
+def hosts(tw, tmp_path: Path):
+    made: list[Host] = []
+
+    def make(name: str) -> Host:
+        made.append(Host(name, tw))
+        return made[-1]
+
+    yield make
+    for host in made:
+        host.close()
+    kill_own_processes(tmp_path / "home")
+
+
+def running(tw, name: str, timeout: float = 60) -> tuple[str, dict]:
+    def find():
+        for tid, t in tw.tasks().items():
+            if t["name"] == name and t["pid"]:
+                return tid, t
+        return None
+
+    return wait_for(find, timeout, f"task {name} running")
+
+
+def ended(tw, taskid: str, timeout: float = 60) -> dict:
+    return wait_for(lambda: tw.history_of(taskid), timeout, f"task {taskid} in history")
+
+
+def trapping(flag: Path) -> list[str]:
+    """A task that notes when SIGTERM reaches it (the time, in unix seconds) and exits."""
+    return ["sh", "-c", f'trap "date +%s.%N > {flag}; exit 143" TERM; while true; do sleep 0.01; done']
+
+
+def test_every_hosts_tasks_are_listed_with_their_host_and_filtered_by_host(tw, hosts):
+    a, b = hosts("hosta"), hosts("hostb")
+    a.launch("--name", "ja", "sleep", "300")
+    b.launch("--name", "jb", "sleep", "300")
+    ida, ta = running(tw, "ja")
+    idb, tb = running(tw, "jb")
+    assert (ta["host"], tb["host"]) == ("hosta", "hostb")
+    assert ta["pid"] == tb["pid"]  # each launcher is pid 1 of its namespace: the pids collide
+    table = tw.run("control", "--list", check=True).stdout
+    header, *lines = table.splitlines()
+    assert "host" in header.split()
+    assert any("hosta" in line and line.split()[0] == ida for line in lines)
+    assert list(tw.json("control", "--list", "--json", "--host", "hostb")) == [idb]
+    # Nothing of another host is judged from here: the rows stay running, nothing is signalled.
+    assert tw.run("control", "--update", check=True).returncode == 0
+    assert set(tw.tasks()) == {ida, idb}
+
+
+def test_a_kill_from_another_host_reaches_the_task_at_once(tw, hosts, tmp_path, pg_url):
+    from taskwatcher.store import open_store
+
+    flag = tmp_path / "term"
+    host = hosts("hosta")
+    proc = host.launch("--name", "victim", *trapping(flag))
+    taskid, _ = running(tw, "victim")
+    time.sleep(0.2)  # (the task's trap is set: a start-up, not a synchronisation of the kill)
+    with open_store(pg_url) as store:
+        asked = time.time()
+        assert store.request_stop(int(taskid), "killed by request") is not None
+    wait_for(lambda: flag.exists() and flag.read_text().strip(), 10, "the task's SIGTERM")
+    latency = float(flag.read_text()) - asked
+    print(f"kill latency across hosts: {latency * 1000:.0f} ms")
+    assert latency < 1.0, f"SIGTERM reached the task {latency:.3f} s after the request"
+    assert proc.wait(15) == 143
+    entry = ended(tw, taskid)
+    assert (entry["termerror"], entry["host"]) == ("killed by request", "hosta")
+
+
+def test_control_kill_on_another_host_waits_for_the_end_and_says_where(tw, hosts):
+    host = hosts("hosta")
+    proc = host.launch("--name", "k", "sleep", "300")
+    taskid, _ = running(tw, "k")
+    killed = tw.run("control", "--kill", taskid)
+    assert killed.returncode == 0, killed.stderr
+    assert killed.stdout.strip() == f"task {taskid}: killed (on host hosta)"
+    assert tw.history_of(taskid)["termsignal"] == "SIGTERM"  # archived before --kill returned
+    assert proc.wait(15) != 0
+
+
+def test_a_host_killed_whole_is_archived_as_host_lost_once_its_lease_runs_out(tw, hosts):
+    host = hosts("hosta")
+    proc = host.launch("--name", "gone", "--lease", "1", "sleep", "300")
+    taskid, _ = running(tw, "gone")
+    host.kill_whole(proc)
+    proc.wait(15)
+    assert taskid in tw.tasks()  # a lease still running: another host does not guess
+    entry = ended(tw, taskid)
+    assert entry["termerror"] == "host lost" and entry["host"] == "hosta"
+
+
+def test_a_launcher_stopped_past_its_lease_stops_its_task_and_its_real_end_replaces_host_lost(tw, hosts):
+    host = hosts("hosta")
+    proc = host.launch("--name", "frozen", "--lease", "1", "--grace", "1", "sleep", "300")
+    taskid, _ = running(tw, "frozen")
+    launcher = host.launcher(proc)
+    launcher.send_signal(signal.SIGSTOP)
+    try:
+        assert ended(tw, taskid)["termerror"] == "host lost"
+    finally:
+        launcher.send_signal(signal.SIGCONT)
+    proc.wait(15)  # it finds its row archived: it stops its task and records the real end
+    entries = [e for e in tw.history().values() if str(e["taskid"]) == taskid]
+    assert len(entries) == 1, entries
+    assert entries[0]["termerror"] == "its row was archived meanwhile (lease lost)"
+    assert entries[0]["termsignal"] == "SIGTERM"
+
+
+def test_a_launcher_that_cannot_reach_the_database_stops_its_task_before_its_lease_runs_out(
+    tw, hosts, pg_cluster, tmp_path
+):
+    flag = tmp_path / "term"
+    host = hosts("hosta")
+    lease, grace = 4.0, 0.5
+    proc = host.launch("--name", "cut", "--lease", str(lease), "--grace", str(grace), *trapping(flag))
+    taskid, _ = running(tw, "cut")
+    time.sleep(0.2)  # (the task's trap is set)
+    pg_cluster.stop("immediate")
+    cut = time.time()
+    try:
+        wait_for(flag.exists, 3 * lease, "the task's SIGTERM")
+        stopped = float(wait_for(lambda: flag.read_text().strip(), 5, "the time of the SIGTERM"))
+        assert stopped - cut < lease, "the task outlived the lease"
+        proc.wait(15)
+    finally:
+        pg_cluster.start()
+    # Its end was kept aside on its host (a folder this host shares): the next command records it.
+    entry = ended(tw, taskid)
+    assert entry["termerror"].startswith("lease lost: the database could not be reached")
+    assert [e["taskid"] for e in tw.history().values()].count(int(taskid)) == 1
+
+
+def test_launchers_connect_again_after_the_server_restarts_and_a_kill_still_reaches_them(
+    tw, hosts, pg_cluster
+):
+    a, b = hosts("hosta"), hosts("hostb")
+    # Renewed each second; a task is stopped only if the database stays away 3.5 s.
+    quick = ("--lease", "6", "--grace", "0.5")
+    procs = [
+        a.launch("--name", "r1", *quick, "sleep", "300"),
+        b.launch("--name", "r2", *quick, "sleep", "300"),
+    ]
+    ids = [running(tw, "r1")[0], running(tw, "r2")[0]]
+    pg_cluster.restart()
+    for taskid in ids:
+        killed = tw.run("control", "--kill", taskid)
+        assert killed.returncode == 0 and "killed" in killed.stdout, killed.stderr
+    for proc in procs:
+        proc.wait(15)
+    assert [tw.history_of(i)["termerror"] for i in ids] == ["killed by request"] * 2
