@@ -227,3 +227,78 @@ def test_launchers_connect_again_after_the_server_restarts_and_a_kill_still_reac
     for proc in procs:
         proc.wait(15)
     assert [tw.history_of(i)["termerror"] for i in ids] == ["killed by request"] * 2
+
+
+class Machine:
+    """A host running many detached tasks: one namespace whose pid 1 is a sleep, the
+    launches started in it one after the other (their supervisors stay in it)."""
+
+    def __init__(self, name: str, tw: Taskwatcher, launches: list[list[str]]) -> None:
+        ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
+        lines = [f"hostname {name}"]
+        for args in launches:
+            words = " ".join(f"'{w}'" for w in [*TW, "launch", "--db", str(tw.db), "--detach", *args])
+            lines.append(f"{words} >/dev/null 2>>{tw.env['HOME']}/{name}.err")
+        lines.append("exec sleep 3600")
+        self.proc = subprocess.Popen([*ns, "sh", "-c", "\n".join(lines)], env=tw.env)
+
+    def close(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            for p in psutil.Process(self.proc.pid).children():
+                p.kill()  # pid 1 of the namespace: the kernel kills the rest
+        self.proc.kill()
+        self.proc.wait(15)
+
+
+@pytest.fixture
+def machines(tw, tmp_path: Path):
+    made: list[Machine] = []
+    (tmp_path / "home").mkdir(exist_ok=True)
+
+    def make(name: str, launches: list[list[str]]) -> Machine:
+        made.append(Machine(name, tw, launches))
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.close()
+    kill_own_processes(tmp_path / "home")
+
+
+def test_of_unique_launches_racing_on_three_hosts_exactly_one_runs(tw, machines):
+    for name in ("hosta", "hostb", "hostc"):
+        machines(name, [["--unique", "--name", "only", "sleep", "300"]] * 2)
+    # Every launch runs or is refused (125, one line, nothing recorded): wait until five were.
+    home = Path(tw.env["HOME"])
+    wait_for(
+        lambda: sum((home / f"{h}.err").read_text().count("not started") for h in ("hosta", "hostb", "hostc")
+                    if (home / f"{h}.err").exists()) == 5,
+        90, "five launches refused",
+    )  # fmt: skip
+    running_only = [t for t in tw.tasks().values() if t["name"] == "only"]
+    assert len(running_only) == 1 and running_only[0]["status"] == "RUNNING"
+
+
+def test_twenty_tasks_on_three_hosts_survive_a_server_restart_and_are_all_killed(tw, machines, pg_cluster):
+    quick = ["--lease", "6", "--grace", "1"]
+    counts = {"hosta": 7, "hostb": 7, "hostc": 6}
+    for name, n in counts.items():
+        machines(name, [[*quick, "--name", "fleet", "sleep", "300"]] * n)
+    wait_for(lambda: len([t for t in tw.tasks().values() if t["pid"]]) == 20, 120, "20 tasks running")
+    before = {tid: (t["host"], t["pid"]) for tid, t in tw.tasks().items()}
+    assert sorted(h for h, _ in before.values()) == sorted(h for h, n in counts.items() for _ in range(n))
+    pg_cluster.restart()
+    import psycopg
+
+    with psycopg.connect(str(tw.db), autocommit=True) as conn:  # every launcher renews after the restart
+        (restarted,) = conn.execute("SELECT now()").fetchone()
+        renewed_since = "SELECT count(*) FROM taskwatcher.tasks WHERE leaseuntil > %s + interval '5 s'"
+        wait_for(lambda: conn.execute(renewed_since, (restarted,)).fetchone()[0] == 20, 60, "20 renewals")
+    after = {tid: (t["host"], t["pid"]) for tid, t in tw.tasks().items()}
+    assert after == before  # nothing lost, nothing archived, nothing stopped
+    killed = tw.run("control", "--killall", "fleet", timeout=120)
+    assert killed.returncode == 0, killed.stderr
+    assert killed.stdout.count("killed (on host") == 20
+    history = tw.history().values()
+    assert sorted(str(e["taskid"]) for e in history) == sorted(before)
+    assert {e["termerror"] for e in history} == {"killed by request"}
