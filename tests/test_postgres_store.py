@@ -4,6 +4,7 @@ the server's clock, the key and folders of a database that is not a file."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -95,4 +96,29 @@ def test_the_key_has_no_password_and_the_local_folders_are_in_the_state_folder(p
     with PostgresStore(pg_url) as store:
         logs = store.local_folder("logs")
         assert logs.startswith(str(tmp_path / "taskwatcher" / "postgres")) and logs.endswith("-logs")
+        assert os.path.basename(logs).startswith(pg_url.split("/")[3].split("?")[0] + "-")  # the db's name
         assert store.local_folder("pending") != logs and "secret" not in store.key
+
+
+def test_the_database_is_chosen_by_its_url_in_the_environment_or_the_configuration_file(
+    pg_url, env, tmp_path
+):
+    import json
+    import subprocess
+
+    from conftest import TW
+
+    def listed(extra_env: dict[str, str]) -> dict:
+        proc = subprocess.run([*TW, "control", "--list", "--json"], env={**env, **extra_env},
+                              capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        return json.loads(proc.stdout)
+
+    from taskwatcher.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url) as store:
+        taskid = store.reserve("chosen", (None, None, None), False, 600)
+    assert list(listed({"TASKWATCHER_DB": pg_url})) == [str(taskid)]
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\ndb = "{pg_url}"\n')
+    assert list(listed({"TASKWATCHER_CONFIG": str(config)})) == [str(taskid)]
+    assert listed({}) == {}  # neither: the default SQLite file (none yet)

@@ -164,7 +164,9 @@ class PostgresStore(TaskStore):
         parent = os.path.join(state, "taskwatcher", "postgres")
         with contextlib.suppress(OSError):  # the folder itself is made (and checked) by its user
             _make_private_folders(parent)
-        dbname = self.key.rsplit("/", 1)[-1].split("?", 1)[0] or "postgres"
+        from psycopg.conninfo import conninfo_to_dict
+
+        dbname = str(conninfo_to_dict(self.url).get("dbname") or "postgres")
         digest = hashlib.sha256(self.key.encode()).hexdigest()[:12]
         return os.path.join(parent, f"{storable(dbname).replace(os.sep, '_')}-{digest}-{suffix}")
 
