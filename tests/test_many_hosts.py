@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from conftest import TW, Taskwatcher, wait_for
-from support import kill_own_processes
+from support import kill_own_processes, one_line_error
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -37,9 +37,13 @@ class Host:
         self.name, self.tw = name, tw
         self.procs: list[subprocess.Popen] = []
 
-    def launch(self, *args: str) -> subprocess.Popen:
+    def launch(self, *args: str, own_disk: bool = False) -> subprocess.Popen:
+        """``own_disk``: the state folder (logs, kept-aside ends) is the host's own, a tmpfs
+        mounted over it in the namespace: what this host cannot see."""
         ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
         script = f'hostname {self.name} && exec "$@"'
+        if own_disk:
+            script = f'mount -t tmpfs tmpfs "$XDG_STATE_HOME" && {script}'
         cmd = [*ns, "sh", "-c", script, "sh", *TW, "launch", "--db", str(self.tw.db), *args]
         proc = subprocess.Popen(
             cmd, env=self.tw.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -146,6 +150,21 @@ def test_a_kill_from_another_host_reaches_the_task_at_once(tw, hosts, tmp_path, 
     assert (entry["termerror"], entry["host"]) == ("killed by request", "hosta")
 
 
+def test_a_log_on_another_hosts_disk_is_said_to_be_there(tw, hosts):
+    host = hosts("hosta")
+    host.launch("--name", "talk", "sh", "-c", "echo hello; sleep 300", own_disk=True)
+    taskid, task = running(tw, "talk")
+    for args in (("--log", taskid), ("--log", taskid, "--follow")):
+        proc = tw.run("control", *args)
+        assert proc.returncode == 1
+        assert one_line_error(proc) == (
+            f"taskwatcher: the log of task {taskid} is on host hosta: {task['logfile']}"
+            " (read it there, or give --log a shared folder)"
+        )
+    shown = tw.json("control", "--show", taskid, "--json")  # the rest of --show still answers
+    assert shown["host"] == "hosta" and not shown["finished"]
+
+
 def test_control_kill_on_another_host_waits_for_the_end_and_says_where(tw, hosts):
     host = hosts("hosta")
     proc = host.launch("--name", "k", "sleep", "300")
@@ -213,8 +232,8 @@ def test_launchers_connect_again_after_the_server_restarts_and_a_kill_still_reac
     tw, hosts, pg_cluster
 ):
     a, b = hosts("hosta"), hosts("hostb")
-    # Renewed each second; a task is stopped only if the database stays away 3.5 s.
-    quick = ("--lease", "6", "--grace", "0.5")
+    # Renewed every 1.7 s; a task is stopped only if the database stays away 5 s.
+    quick = ("--lease", "10", "--grace", "0.5")
     procs = [
         a.launch("--name", "r1", *quick, "sleep", "300"),
         b.launch("--name", "r2", *quick, "sleep", "300"),
@@ -280,7 +299,7 @@ def test_of_unique_launches_racing_on_three_hosts_exactly_one_runs(tw, machines)
 
 
 def test_twenty_tasks_on_three_hosts_survive_a_server_restart_and_are_all_killed(tw, machines, pg_cluster):
-    quick = ["--lease", "6", "--grace", "1"]
+    quick = ["--lease", "12", "--grace", "1"]
     counts = {"hosta": 7, "hostb": 7, "hostc": 6}
     for name, n in counts.items():
         machines(name, [[*quick, "--name", "fleet", "sleep", "300"]] * n)
@@ -292,7 +311,7 @@ def test_twenty_tasks_on_three_hosts_survive_a_server_restart_and_are_all_killed
 
     with psycopg.connect(str(tw.db), autocommit=True) as conn:  # every launcher renews after the restart
         (restarted,) = conn.execute("SELECT now()").fetchone()
-        renewed_since = "SELECT count(*) FROM taskwatcher.tasks WHERE leaseuntil > %s + interval '5 s'"
+        renewed_since = "SELECT count(*) FROM taskwatcher.tasks WHERE leaseuntil > %s + interval '12 s'"
         wait_for(lambda: conn.execute(renewed_since, (restarted,)).fetchone()[0] == 20, 60, "20 renewals")
     after = {tid: (t["host"], t["pid"]) for tid, t in tw.tasks().items()}
     assert after == before  # nothing lost, nothing archived, nothing stopped

@@ -29,6 +29,9 @@ log = Logger(__name__)
 LEASE = 60.0  # seconds, by default (launch --lease)
 RETRY = 1.0  # seconds between two attempts while the database cannot be reached
 SAFETY = 2.0  # seconds before the lease runs out by which the task is to be dead
+# How long one attempt may block on a stalled link (the store's connect and TCP timeouts):
+# the task is stopped early enough that a last attempt blocking this long is not too late.
+BLOCKING = 10.0
 
 
 def renew_every(lease: float) -> float:
@@ -99,7 +102,7 @@ class Lease:
     def _deadline(self, now: float) -> str | None:
         """Stop the task while the lease still holds: it must be dead before it runs out."""
         left = self.renewed + self.lease - now
-        if left <= self.grace + SAFETY:
+        if left <= self.grace + SAFETY + min(BLOCKING, self.lease / 4):
             return f"lease lost: the database could not be reached for {now - self.renewed:.0f} s"
         return None
 

@@ -182,9 +182,7 @@ class PostgresStore(TaskStore):
     # -- opening ---------------------------------------------------------------------
     def _connect(self, create: bool = True) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="taskwatcher"
-            )
+            conn = psycopg.connect(self.url, autocommit=True, **_link_defaults(self.url))
         except psycopg.Error as e:
             if not create and "does not exist" in str(e) and "database" in str(e):
                 # a read never creates anything: a database the server lacks is "no database"
@@ -730,6 +728,27 @@ class PostgresStore(TaskStore):
 
 
 _FEEDBACK_SELECT = 'SELECT dev, ino, "offset", lines, feedback, fingerprint FROM feedbacks WHERE id = %s'
+
+
+# A link that stalls (a cut cable sends no reset) must fail within seconds, not hang a
+# launcher's renewal for the kernel's 15 minutes: keepalives on an idle connection, a
+# timeout on unacknowledged data. The URL's own settings win.
+_LINK = {
+    "connect_timeout": CONNECT_TIMEOUT,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": CONNECT_TIMEOUT * 1000,
+    "application_name": "taskwatcher",
+}
+
+
+def _link_defaults(url: str) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(url)
+    return {k: v for k, v in _LINK.items() if k not in given}
 
 
 def task_channel(taskid: int) -> str:
