@@ -19,10 +19,13 @@ import pytest
 from conftest import TW, Taskwatcher, wait_for
 from support import kill_own_processes, one_line_error
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None,
-    reason="namespaces as hosts need root and unshare",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("unshare") is None,
+        reason="namespaces as hosts need root and unshare",
+    ),
+    pytest.mark.timeout(180),  # several Python launchers start at once: slow on a loaded machine
+]
 
 
 @pytest.fixture
