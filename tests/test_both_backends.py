@@ -124,3 +124,13 @@ def test_a_read_on_a_database_that_does_not_exist_creates_none(tw, env, request)
         from taskwatcher.api import TaskWatcher
 
         assert not TaskWatcher(missing[0]).exists()  # and still not: nothing was made
+
+
+def test_initialize_starts_again_and_update_refreshes(tw):
+    tw.run("launch", "true", check=True)
+    taskid = tw.run("control", "--reserve", check=True).stdout.strip()
+    assert tw.run("control", "--update", check=True).returncode == 0
+    assert list(tw.tasks()) == [taskid]
+    tw.run("control", "--initialize", check=True)
+    assert tw.tasks() == {} and tw.history() == {}
+    assert tw.run("control", "--reserve", check=True).stdout.strip() == "1"

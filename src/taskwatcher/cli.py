@@ -123,7 +123,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db",
         metavar="PATH",
-        help="the database (default: $TASKWATCHER_DB, else $XDG_STATE_HOME/taskwatcher/taskwatcher.db)",
+        help="the database: an SQLite file, or a postgresql:// URL (default: $TASKWATCHER_DB, else the"
+        " configuration file's, else $XDG_STATE_HOME/taskwatcher/taskwatcher.db)",
     )
     p.add_argument("--debug", "-d", action="store_true", help="log what happens, on stderr")
 
