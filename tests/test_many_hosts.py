@@ -324,3 +324,81 @@ def test_twenty_tasks_on_three_hosts_survive_a_server_restart_and_are_all_killed
     history = tw.history().values()
     assert sorted(str(e["taskid"]) for e in history) == sorted(before)
     assert {e["termerror"] for e in history} == {"killed by request"}
+
+
+class StallingLink:
+    """A unix-socket proxy in front of the cluster that can stall: connections stay open
+    (nothing is reset, as through a pooler or a cut cable with TCP still alive) but no byte
+    passes until it is released."""
+
+    def __init__(self, target: str, folder: Path) -> None:
+        import socket
+        import threading
+
+        self.target, self.folder = target, folder
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(folder / ".s.PGSQL.5432"))
+        self.server.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+                self.flowing.wait()  # stalled: what came is held, nothing is closed
+                if not data:
+                    break
+                dst.sendall(data)
+            except OSError:
+                break
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.server.close()
+
+
+def test_a_stalled_link_is_given_up_on_and_the_task_stopped_before_its_lease_runs_out(
+    hosts, pg_cluster, pg_url, env, tmp_path
+):
+    folder = tmp_path / "link"
+    folder.mkdir()
+    link = StallingLink(os.path.join(pg_cluster.socket, ".s.PGSQL.5432"), folder)
+    try:
+        via = Taskwatcher(pg_url.split("?")[0] + f"?host={folder}", env)  # type: ignore[arg-type]
+        flag = tmp_path / "term"
+        host = hosts("hosta")
+        host.tw = via
+        lease = 12.0
+        proc = host.launch("--name", "stall", "--lease", str(lease), "--grace", "0.5", *trapping(flag))
+        taskid, _ = running(via, "stall")
+        time.sleep(0.2)  # (the task's trap is set)
+        link.flowing.clear()
+        stalled = time.time()
+        wait_for(flag.exists, 3 * lease, "the task's SIGTERM")
+        stopped = float(wait_for(lambda: flag.read_text().strip(), 5, "the time of the SIGTERM"))
+        assert stopped - stalled < lease, "the task outlived its lease"
+        proc.wait(30)  # its end could not be written: kept aside on its host
+        link.flowing.set()
+        entry = ended(via, taskid)  # the next command through the link records it
+        assert entry["termerror"].startswith("lease lost: the database could not be reached")
+    finally:
+        link.close()

@@ -48,6 +48,8 @@ class Lease:
         self.renewed = time.monotonic()  # when the last renewal that succeeded was asked for
         self.next_renewal = self.renewed  # the first one at once: the claim's lease was the default's
         self.fd: int | None = None
+        # No operation of the loop may outlast what the lease can spare (a stalled link).
+        store.bound_operations(min(BLOCKING, lease / 4))
         self._listen()
 
     @classmethod

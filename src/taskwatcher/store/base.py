@@ -196,6 +196,11 @@ class TaskStore:
         the row after (its stop request), or None if the row is no longer this token's."""
         raise NotImplementedError
 
+    def bound_operations(self, seconds: float | None) -> None:
+        """From now on, an operation taking longer than ``seconds`` fails with StoreError (its
+        connection is cut) rather than wait on a stalled link; None: no bound. A backend
+        without a link to stall ignores it."""
+
     def expire_leases(self, termerror: str) -> list[int]:
         """Archive, each in one step, the running tasks whose lease ran out by the database's
         clock, with ``termerror`` and the feedback last saved; their ids."""

@@ -182,7 +182,10 @@ class PostgresStore(TaskStore):
     # -- opening ---------------------------------------------------------------------
     def _connect(self, create: bool = True) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(self.url, autocommit=True, **_link_defaults(self.url))
+            link = _link_defaults(self.url)
+            if self.bound is not None and "connect_timeout" in link:  # libpq's least is 2 s
+                link["connect_timeout"] = max(2, int(self.bound + 0.999))
+            conn = psycopg.connect(self.url, autocommit=True, **link)
         except psycopg.Error as e:
             if not create and "does not exist" in str(e) and "database" in str(e):
                 # a read never creates anything: a database the server lacks is "no database"
@@ -249,7 +252,7 @@ class PostgresStore(TaskStore):
         operation connects again)."""
         self._usable()
         try:
-            with self.conn.transaction():
+            with self._bounded(), self.conn.transaction():
                 yield self.conn
         except psycopg.Error as e:
             raise self._error(e) from None
@@ -257,9 +260,33 @@ class PostgresStore(TaskStore):
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._usable()
         try:
-            return self.conn.execute(sql, params).fetchall()
+            with self._bounded():
+                return self.conn.execute(sql, params).fetchall()
         except psycopg.Error as e:
             raise self._error(e) from None
+
+    bound: float | None = None  # seconds an operation may take before its link is cut (None: no bound)
+
+    def bound_operations(self, seconds: float | None) -> None:
+        self.bound = seconds
+
+    @contextlib.contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """An operation that outlasts ``bound`` has its socket shut down: a link that stalls
+        with TCP still alive (a pooler or proxy that stopped forwarding) then fails the
+        operation, instead of holding a launcher's loop (and its task's lease) forever."""
+        if self.bound is None:
+            yield
+            return
+        import threading
+
+        timer = threading.Timer(self.bound, _shut_down, (self.conn,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     def _usable(self) -> None:
         """Connect again if the last connection broke (a restarted server, a cut link)."""
@@ -749,6 +776,17 @@ def _link_defaults(url: str) -> dict[str, Any]:
 
     given = conninfo_to_dict(url)
     return {k: v for k, v in _LINK.items() if k not in given}
+
+
+def _shut_down(conn: psycopg.Connection[Any]) -> None:
+    import socket
+
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def task_channel(taskid: int) -> str:
