@@ -23,6 +23,7 @@ from dataclasses import asdict
 import figures
 import instructions
 import peers
+import serve
 from common import FULL, QUICK, BenchError, Tools, log, machine, median
 from figures import Cell, Ctx, Figure
 from plot import plot, plot_peers
@@ -48,6 +49,7 @@ ORDER = [
     "burst",
     "output",
     "scaling",
+    "web",
 ]
 # The goals, in the order the table gives them: figure keys.
 GOALS = [
@@ -148,6 +150,7 @@ def main() -> int:
         "burst": lambda: [figures.burst(ctx)],
         "output": lambda: [figures.output_relay(ctx)],
         "scaling": lambda: (figures.history_scaling(ctx), figures.feedback_scaling(ctx), [])[-1],
+        "web": lambda: serve.web_figures(ctx),
     }
     try:
         for key in ORDER:

@@ -81,7 +81,8 @@ class Taskwatcher:
     ) -> subprocess.CompletedProcess:
         tool, rest = args[0], args[1:]
         cmd = [*TW, tool, "--db", str(self.db), *rest] if tool in ("launch", "control") else [*TW, *args]
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, **kw)
+        env = {**self.env, **kw.pop("env", {})}  # what a test sets, over the test's environment
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, **kw)
         if check and proc.returncode != 0:
             raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr}")
         return proc

@@ -21,7 +21,7 @@ from support import helper, kill_own_processes, one_line_error, running_task
 SHOW_KEYS = ["taskid", "finished", "historyid", "name", "info1", "info2", "info3", "status", "host",
              "pid", "command", "feedpath", "logfile", "reservetime", "starttime", "endtime", "duration",
              "lastupdate", "timer", "timeout", "expiretime", "unique", "feedback", "exitcode",
-             "termsignal", "termerror", "log_tail"]  # fmt: skip
+             "termsignal", "termerror", "group", "place", "attempt", "after", "hook", "log_tail"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

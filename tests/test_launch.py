@@ -414,11 +414,10 @@ def test_detach_task_is_still_supervised_for_its_timeout(tw):
     proc = tw.run("launch", "--detach", "--timeout", "0.5", "--grace", "0.5", "--", "sleep", "30")
     assert proc.returncode == 0, proc.stderr
     taskid = proc.stdout.strip()
-    pid = tw.tasks()[taskid]["pid"]
     entry = ended(tw, taskid)
     assert entry["exitcode"] == 124
     assert "timeout" in entry["termerror"]
-    assert gone(pid)
+    assert gone(entry["pid"])
 
 
 def test_detach_of_a_missing_command_is_127(tw):

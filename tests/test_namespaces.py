@@ -71,6 +71,6 @@ def test_a_database_of_the_previous_schema_gets_the_namespace_column(tw):
         columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     conn.close()
-    assert "pidns" in columns and version == 3
+    assert "pidns" in columns and version == 4
     done = tw.run("launch", "--", "true")
     assert done.returncode == 0, done.stderr

@@ -15,7 +15,7 @@ R, SI, ST = TaskStatus.RUNNING, TaskStatus.SILENT, TaskStatus.STALLED
 
 
 def test_status_values_are_the_column_strings() -> None:
-    assert [s.value for s in TaskStatus] == ["RESERVED", "RUNNING", "SILENT", "STALLED"]
+    assert [s.value for s in TaskStatus] == ["QUEUED", "RESERVED", "RUNNING", "SILENT", "STALLED"]
     assert str(TaskStatus.SILENT) == "SILENT"
     assert f"{TaskStatus.STALLED}" == "STALLED"
     assert TaskStatus("RUNNING") is TaskStatus.RUNNING
@@ -197,4 +197,9 @@ def test_the_lifecycle_table_and_its_guard() -> None:
         with pytest.raises(BadTransition):
             check_transition(old, new)
     assert set(sources("SILENT")) == {"RUNNING", "SILENT", "STALLED"}  # never a reservation
-    assert set(sources("RUNNING")) == {"QUEUED", "RESERVED", "RUNNING", "SILENT", "STALLED"}
+    assert set(sources("RUNNING")) == {"RESERVED", "RUNNING", "SILENT", "STALLED"}  # queued: taken first
+    check_transition("QUEUED", "RESERVED")  # its turn taken
+    check_transition("RESERVED", "QUEUED")  # a queued reservation expired: back to the line
+    check_transition("RUNNING", "QUEUED")  # an attempt ended, to be retried
+    with pytest.raises(BadTransition):
+        check_transition("QUEUED", "RUNNING")  # never without its turn taken

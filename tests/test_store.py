@@ -447,6 +447,29 @@ def test_a_schema_2_database_is_upgraded_in_place_its_saved_places_read_again(tm
     from taskwatcher import feedstate
 
     with Store(db) as s:
-        assert pragma(db, "user_version") == store_mod.SCHEMA_VERSION == 3
+        assert pragma(db, "user_version") == store_mod.SCHEMA_VERSION == 4
         assert s.feedback_row(taskid)["fingerprint"] is None and s.task(taskid)["name"] == "x"
         assert feedstate.task_feedback(s, taskid) == {"a": "2", "b": "3"}
+
+
+@pytest.mark.parametrize("watch", ["inotify", "without inotify"])
+def test_a_wait_for_change_sleeps_until_a_file_of_the_database_is_written(tmp_path, watch, monkeypatch):
+    """With inotify the wait looks at PRAGMA data_version only when the database or its WAL is
+    written (an idle web server costs nothing); without, every CHANGE_LOOK. A change made by
+    another connection, the WAL not there yet, wakes it."""
+    if watch != "inotify":
+        monkeypatch.setenv("TASKWATCHER_WITHOUT", "inotify")
+    db = tmp_path / "tw.db"
+    Store(db).close()  # the last connection gone: no WAL file left
+    with Store(db) as waiter:
+        looks: list[str] = []
+        waiter.conn.set_trace_callback(looks.append)
+        assert not waiter.wait_for_change(0.5)
+        idle_looks = len(looks)
+        with Store(db) as writer:
+            writer.reserve("x", (None, None, None), False, 60)
+        assert waiter.wait_for_change(10)
+    if watch == "inotify":
+        assert idle_looks <= 2, looks
+    else:
+        assert idle_looks >= 5, looks

@@ -171,6 +171,34 @@ def test_without_timeout_status_stays_running(tw, tmp_path, launches):
     assert (entry["exitcode"], entry["termerror"]) == (0, "")
 
 
+def test_a_task_writing_its_feedback_in_a_tight_loop_is_read_at_a_bounded_pace(tw, tmp_path):
+    """Thousands of writes in about a second: the launcher reads and stores the file at most
+    every 0.1 s (the changes meanwhile folded into one), not once per write, and what
+    history keeps is still the file's result."""
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    writer = (
+        "import os, sys, time\n"
+        "end = time.monotonic() + 1.0\n"
+        "n = 0\n"
+        "with open(os.environ['TASKWATCHER_FEEDBACK'], 'a') as f:\n"
+        "    while time.monotonic() < end or n < 2000:\n"
+        "        n += 1\n"
+        "        f.write(f'[n]{n}\\n')\n"
+        "        f.flush()\n"
+        "print(n)\n"
+    )
+    began = time.monotonic()
+    proc = tw.run("launch", "--debug", "--feedpath", str(feeds), "--", sys.executable, "-c", writer)
+    took = time.monotonic() - began
+    assert proc.returncode == 0, proc.stderr
+    writes = int(proc.stdout.split()[-1])
+    reads = proc.stderr.count("feedback read to byte")
+    assert 1 <= reads <= took / 0.1 + 2, f"{reads} reads of {writes} writes in {took:.2f} s"
+    (entry,) = tw.history().values()
+    assert entry["feedback"] == {"n": str(writes)}
+
+
 def test_stale_feedback_file_is_removed_before_start(tw, tmp_path):
     fb = tmp_path / "fb"
     fb.mkdir()

@@ -156,6 +156,15 @@ class TaskWatcher:
         lease: float | str | None = None,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        group: str | None = None,
+        slots: int | None = None,
+        after: Sequence[int] | None = None,
+        after_any: bool = False,
+        retries: int | None = None,
+        retry_delay: float | str | None = None,
+        retry_backoff: float | None = None,
+        retry_on: Sequence[str] | str | None = None,
+        on_end: str | None = None,
     ) -> int:
         """Start ``command`` detached, under a supervisor of its own; return its task id once it runs.
 
@@ -166,7 +175,8 @@ class TaskWatcher:
         ``log``) are this process's, whatever ``cwd`` is. Durations, here as in every
         method, are seconds or a text with a unit (``"500ms"``, ``"5m"``, ``"2h"``). Raises
         :class:`~taskwatcher.errors.StartFailed` with the launcher's exit status
-        (125, 126, 127) and its message.
+        (125, 126, 127) and its message. The line's options are :meth:`run`'s; a task
+        that must wait its turn is queued (a row, no process) and its id returned at once.
         """
         import subprocess
 
@@ -183,6 +193,14 @@ class TaskWatcher:
             "--log": None if log is None else os.path.abspath(log),
             "--log-max": log_max,
             "--lease": lease,
+            "--group": group,
+            "--slots": slots,
+            "--after-any" if after_any else "--after": None if after is None else ",".join(map(str, after)),
+            "--retries": retries,
+            "--retry-delay": retry_delay,
+            "--retry-backoff": retry_backoff,
+            "--retry-on": retry_on if isinstance(retry_on, str) or retry_on is None else ",".join(retry_on),
+            "--on-end": on_end,
         }
         argv += [f"{k}={v}" for k, v in options.items() if v is not None]
         if unique:
@@ -220,6 +238,15 @@ class TaskWatcher:
         log_max: int | None = None,
         no_log: bool = False,
         lease: float | str | None = None,
+        group: str | None = None,
+        slots: int | None = None,
+        after: Sequence[int] | None = None,
+        after_any: bool = False,
+        retries: int | None = None,
+        retry_delay: float | str | None = None,
+        retry_backoff: float | None = None,
+        retry_on: Sequence[str] | str | None = None,
+        on_end: str | None = None,
     ) -> Ending:
         """Run ``command`` supervised by this process (what ``taskwatcher launch`` does); how it ended.
 
@@ -228,6 +255,14 @@ class TaskWatcher:
         back-end uses :meth:`launch`. If a signal interrupted it (Ctrl-C), the
         task got that same signal and the end's ``interrupted`` names it: the
         CLI then ends itself by it; a script decides for itself.
+
+        The line: ``group`` (at most ``slots``, default 1, of the group run at once;
+        this call waits for its turn), ``after`` (task ids: started once they ended with
+        exit 0, with ``after_any`` however they ended; a failed one ends this task
+        unrun, exit 125), ``retries`` (up to that many more attempts, same task id,
+        after ``retry_delay``, default 1 s, growing by ``retry_backoff``, for the ends
+        ``retry_on`` names: failure, timeout, lost), ``on_end`` (a shell command run
+        after each end, with the end in its environment).
         """
         _check_file_descriptors()  # first: even an import needs one
         from .config import load
@@ -260,10 +295,34 @@ class TaskWatcher:
             logmax=log_max,
             nolog=no_log,
             lease=None if lease is None else _seconds(lease, "lease"),
+            group=group,
+            slots=slots,
+            after=None if after is None else [int(a) for a in after],
+            after_any=bool(after_any),
+            retries=retries,
+            retry_delay=None if retry_delay is None else _seconds(retry_delay, "retry-delay"),
+            retry_backoff=retry_backoff,
+            retry_on=retry_on.split(",") if isinstance(retry_on, str) else retry_on,
+            on_end=on_end,
         )
         if req.lease is not None and not req.lease > 0:
             raise UsageError("--lease must be more than 0 seconds")
         return supervise_launch(self.db, req)
+
+    def run_internal(self, *, queued: int | None = None, hooks: int | None = None) -> None:
+        """What taskwatcher starts itself, detached: the launcher of queued task ``queued``,
+        or the runner of history row ``hooks``'s finish hooks (not for callers)."""
+        from .store import resolve_db_path
+
+        db = resolve_db_path(self.db)
+        if queued is not None:
+            from .launcher import start_queued
+
+            start_queued(db, queued)
+        elif hooks is not None:
+            from .hooks import run_hooks
+
+            run_hooks(db, hooks)
 
     # -- looking ------------------------------------------------------------------
     def tasks_json(self, host: str | None = None) -> dict[str, dict]:
@@ -271,6 +330,16 @@ class TaskWatcher:
         ``host``, only the tasks running on that host."""
         with self._reading() as store:
             return {} if store is None else control.list_tasks(store, host)
+
+    def tasks_feedback_json(self) -> dict[str, tuple[dict, dict[str, str] | None]]:
+        """``control --list --json``'s entries, each with the task's latest feedback (None for a
+        reservation or a task without feedback), read in one session: for a caller that shows
+        both at once (the web's event stream)."""
+        with self._reading() as store:
+            if store is None:
+                return {}
+            listed = control.list_tasks(store)
+            return {tid: (fields, _latest(store, int(tid), fields)) for tid, fields in listed.items()}
 
     def tasks(self, *, feedback: bool = False, host: str | None = None) -> list[Task]:
         """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback;
@@ -353,10 +422,16 @@ class TaskWatcher:
         return "".join(self.iter_history_json(name=name, since=since, last=last))
 
     def iter_history_json(
-        self, *, name: str | None = None, since: When = None, last: int | None = None
+        self,
+        *,
+        name: str | None = None,
+        since: When = None,
+        last: int | None = None,
+        before: int | None = None,
     ) -> Iterator[str]:
-        """``control --history --json`` in pieces, for streaming a large history."""
-        only = _filter(name, since, last)
+        """``control --history --json`` in pieces, for streaming a large history; ``before``:
+        only history ids below it (the next page of a long history, newest first)."""
+        only = _filter(name, since, last, before)
         with self._reading() as store:
             if store is None:
                 yield "{}\n"
@@ -392,6 +467,14 @@ class TaskWatcher:
         parts: list[bytes] = []
         copy_log(path, parts.append)
         return b"".join(parts)
+
+    def read_log_from(self, taskid: int, offset: int, limit: int = 1 << 20) -> tuple[bytes, int]:
+        """Up to ``limit`` bytes of the task's log (the older half, then the current file, as
+        :meth:`read_log` gives it) from ``offset``, and the offset to ask from next time."""
+        from .output import read_log_range
+
+        path = self.log_path(taskid)
+        return read_log_range(path, offset, limit, lambda: NoLog(f"the log of task {taskid} is gone: {path}"))
 
     def follow_log(self, taskid: int | None = None) -> Iterator[bytes]:
         """The task's output, then what it writes, until it ends (as ``tail -f``)."""
@@ -518,7 +601,7 @@ def _check_file_descriptors() -> None:
 
 
 def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
-    if not fields["feedback"] or fields["status"] == "RESERVED":
+    if not fields["feedback"] or fields["status"] in ("RESERVED", "QUEUED"):
         return None
     try:
         from .feedstate import task_feedback
@@ -528,9 +611,11 @@ def _latest(store: Store, taskid: int, fields: dict) -> dict[str, str] | None:
         return None
 
 
-def _filter(name: str | None, since: When, last: int | None) -> HistoryFilter:
+def _filter(name: str | None, since: When, last: int | None, before: int | None = None) -> HistoryFilter:
     if last is not None and last < 1:
         raise UsageError("--last must be 1 or more")
+    if before is not None and before < 1:
+        raise UsageError("before must be 1 or more")
     if since is None or isinstance(since, (int, float)):
         when = since
     elif isinstance(since, str):
@@ -541,12 +626,12 @@ def _filter(name: str | None, since: When, last: int | None) -> HistoryFilter:
         when = since.timestamp()
     from .model import HistoryFilter
 
-    return HistoryFilter(name, when, last)
+    return HistoryFilter(name, when, last, before)
 
 
 def _log_path(store: Store, taskid: int) -> str:
     row = store.task(taskid)
-    if row is not None and row["status"] == "RESERVED":
+    if row is not None and row["status"] in ("RESERVED", "QUEUED"):
         raise NoLog(f"task {taskid} is reserved, not started: it has no log yet")
     if row is None:
         row = store.finished(taskid)

@@ -38,6 +38,8 @@ def archive_task(
     kill_remains: bool = False,
     unless: Callable[[TaskRow], bool] | None = None,
     feedback: dict[str, str] | None = None,
+    retry_kind: str | None = None,
+    start_next: bool = True,
 ) -> bool:
     """Move one task to history with its final feedback, then delete its feedback file.
 
@@ -50,6 +52,12 @@ def archive_task(
     row. ``feedback``: the final feedback, already read by the task's launcher,
     which holds and removes the file itself; otherwise the file is read here, once
     its name is held (see :class:`FeedbackName`). Returns whether this call archived it.
+
+    ``retry_kind`` (failure, timeout, lost; None: never retried) is what kind of end this
+    is for the task's ``--retry-on``: an end to retry goes back to the line in the same
+    step as its history row. Then, the history row written, the end's finish hooks are
+    started (detached: :mod:`taskwatcher.hooks`) and, with ``start_next``, the next
+    tasks in line (:func:`taskwatcher.queueing.start_ready`).
     """
     if kill_remains:
         current = _same_task(store, row, unless)
@@ -66,17 +74,65 @@ def archive_task(
         if feedback is None:
             return False  # another command is archiving it right now
     archived = gone = False
+    hid = current = None
+    hooks: list[tuple[str, str]] = []
+    retry_at = None
+    queued_with: dict[str, str] = {}
     try:
         current = _same_task(store, row, unless)
         gone = current is None and _not_this_task(store, row)
         if current is not None:
-            archived = store.finish(row["id"], row["token"], termsignal=termsignal, termerror=termerror,
-                                    exitcode=exitcode, feedback=feedback) is not None  # fmt: skip
+            from .hooks import PENDING, due_hooks
+
+            hooks = due_hooks(current, exitcode)
+            if hooks and current["spec"]:  # read while the row is there: the hooks run in it
+                from .queueing import environment_of
+
+                queued_with = environment_of(store, row["id"])
+            retry_at, keep_waiter = _retry(current, retry_kind)
+            hid = store.finish(row["id"], row["token"], termsignal=termsignal, termerror=termerror,
+                               exitcode=exitcode, feedback=feedback, hook=PENDING if hooks else None,
+                               retry_at=retry_at, keep_waiter=keep_waiter)  # fmt: skip
+            archived = hid is not None
             gone = not archived
     finally:
         if name is not None:  # archived, by us or by another command: the file is done with
             name.release(remove_file=(archived or gone) and _is_own_file(name.path))
+    if archived:
+        assert current is not None and hid is not None
+        end = dict(termsignal=termsignal, termerror=termerror, exitcode=exitcode)
+        _after_end(store, current, hid, hooks, end, feedback, queued_with, retry_at is not None, start_next)
     return archived
+
+
+def _retry(row: TaskRow, kind: str | None) -> tuple[float | None, bool]:
+    """When the next attempt may start (None: no retry), and whether the task's foreground
+    launcher keeps it (only its own launcher retries a foreground task)."""
+    if kind is None or not row["spec"]:
+        return None, False
+    from .queueing import retry_time, spec_of
+
+    foreground = bool(spec_of(row).get("foreground"))
+    if foreground and row["launcherpid"] != os.getpid():
+        return None, False
+    return retry_time(row, kind), foreground
+
+
+def _after_end(
+    store: TaskStore, row: TaskRow, hid: int, hooks: list[tuple[str, str]], end: dict[str, object],
+    feedback: dict[str, str], queued_with: dict[str, str], retried: bool, start_next: bool,
+) -> None:  # fmt: skip
+    """Outside every transaction, the history row written: the hooks, then the line."""
+    try:
+        if hooks:
+            from .hooks import hook_environment, spawn_runner
+
+            spawn_runner(store, hid, hooks, hook_environment(row, end, feedback, queued_with))
+        from .queueing import after_end
+
+        after_end(store, row, retried, start_next)
+    except (OSError, TaskwatcherError) as e:  # never fails the archive: the next command starts the line
+        log.debug("after the end of task %d: %s", row["id"], e)
 
 
 def _same_task(store: TaskStore, row: TaskRow, unless: Callable[[TaskRow], bool] | None) -> TaskRow | None:

@@ -109,6 +109,26 @@ def size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def task_ids(text: str) -> list[int]:
+    """``3,5,8``: task ids."""
+    return [task_id(part.strip()) for part in text.split(",")]
+
+
+def factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"a factor from 1 to 1000, not {text!r}")
+    return value
+
+
+def kinds(text: str) -> list[str]:
+    """``failure,timeout``: kinds of end (checked by the launcher)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def task_id(text: str) -> int:
     try:
         value = int(text)
@@ -183,7 +203,7 @@ def build_parser(tool: str | None = None) -> Parser:
     top = Parser(prog="taskwatcher", description="Run commands as supervised tasks.")
     top.add_argument("--version", action="version", version=f"taskwatcher {__version__}")
     sub = top.add_subparsers(
-        dest="tool", metavar="{launch,control,parse,feed,completion}", parser_class=Parser
+        dest="tool", metavar="{launch,control,parse,feed,completion,serve}", parser_class=Parser
     )
     for name, (add_options, kwargs) in _TOOLS.items():
         p = sub.add_parser(name, **kwargs)
@@ -241,6 +261,31 @@ def _launch_options(launch: Parser) -> None:
         action="store_true",
         help="foreground only: no log; the command writes to this terminal directly",
     )
+    line = launch.add_argument_group("queues, dependencies, retries, hooks")
+    line.add_argument("--group", metavar="G", help="at most --slots of G run at once; others wait in line")
+    line.add_argument("--slots", type=count, metavar="N", help="with --group: how many at once (default 1)")
+    line.add_argument(
+        "--after", type=task_ids, metavar="ID,...",
+        help="start once these ended with exit 0 (if one did not, this never runs: exit 125)",
+    )  # fmt: skip
+    line.add_argument("--after-any", type=task_ids, metavar="ID,...", help="start once these ended, however")
+    line.add_argument(
+        "--retries", type=whole, metavar="N",
+        help="run again, up to N more times, an end of a --retry-on kind (same task id)",
+    )  # fmt: skip
+    line.add_argument("--retry-delay", type=duration, metavar="DURATION", help="wait before a retry (1s)")
+    line.add_argument("--retry-backoff", type=factor, metavar="F", help="each retry waits F times longer (1)")
+    line.add_argument(
+        "--retry-on", type=kinds, metavar="KINDS",
+        help="the ends retried: failure, timeout, lost, comma-separated (default all; never a --kill)",
+    )  # fmt: skip
+    line.add_argument(
+        "--on-end", metavar="SHELL_COMMAND",
+        help="run this after each end of the task (the end in $TASKWATCHER_EXITCODE...)",
+    )  # fmt: skip
+    # What taskwatcher itself starts: the launcher of a queued task, the runner of finish hooks.
+    launch.add_argument("--queued", type=task_id, help=argparse.SUPPRESS)
+    launch.add_argument("--run-hooks", type=count, help=argparse.SUPPRESS)
 
 
 def _control_options(control: Parser) -> None:
@@ -323,6 +368,36 @@ def _feed_options(feed: Parser) -> None:
     feed.add_argument("--debug", "-d", action="store_true", help="log what happens, on stderr")
 
 
+SERVE_EXAMPLES = """examples:
+  taskwatcher serve                       # http://127.0.0.1:8470/ on this machine only
+  taskwatcher serve --read-only --bind 127.0.0.1:9000
+  taskwatcher serve --make-token          # a token for the API and the login page, then:
+  taskwatcher serve --bind 0.0.0.0:8470   # any other address needs a token
+  curl -H "Authorization: Bearer $(cat ~/.local/state/taskwatcher/web-token)" http://HOST:8470/api/v1/tasks
+"""
+
+
+def _serve_options(serve: Parser) -> None:
+    _common(serve)
+    serve.add_argument(
+        "--bind",
+        default="127.0.0.1:8470",
+        metavar="HOST:PORT",
+        help="where to listen (default 127.0.0.1:8470)",
+    )
+    serve.add_argument("--read-only", action="store_true", help="refuse every change (kill): 403")
+    serve.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="the token (a 0600 file; default: web-token in taskwatcher's state folder, if it exists)",
+    )
+    serve.add_argument(
+        "--make-token", action="store_true", help="write a new token to the token file, print its path, exit"
+    )
+    # Seconds between two keep-alive comments on the event stream (tests make it short).
+    serve.add_argument("--keepalive", type=duration, default=15.0, help=argparse.SUPPRESS)
+
+
 def _completion_options(completion: Parser) -> None:
     completion.add_argument("shell", nargs="?", choices=("bash", "zsh"), help="the shell to complete for")
     # What the completion script itself calls to offer task ids (after --log, --wait...).
@@ -365,6 +440,14 @@ _TOOLS = {
             help="print a shell completion script",
             description='Print a completion script: eval "$(taskwatcher completion bash)" in ~/.bashrc, '
             "or the same with zsh in ~/.zshrc.",
+        ),
+    ),
+    "serve": (
+        _serve_options,
+        dict(
+            help="a live dashboard and an HTTP JSON API (needs taskwatcher[web])",
+            epilog=SERVE_EXAMPLES,
+            formatter_class=ExamplesFormatter,
         ),
     ),
     "feed": (
@@ -421,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_feed(args)
         if args.tool == "completion":
             return run_completion(args)
+        if args.tool == "serve":
+            return run_serve(args)
         return run_parse(args)
     except TaskwatcherError as e:
         # launch keeps 0-123 for the command's own status: its own failures are 125 and up.
@@ -487,7 +572,10 @@ def _with_value(option: str, value: list[str]) -> list[str]:
 
 
 def _looks_like_option(sub: Parser, word: str) -> bool:
-    """As argparse tells options from other words: not ``-``, a negative number or words with a space."""
+    """As argparse tells options from other words: not ``-``, a negative number or words with a space
+    (but ``--on-end='echo done'``, a known option with its value joined, is an option)."""
+    if word.startswith("--") and word.split("=", 1)[0] in sub._option_string_actions and "=" in word:
+        return True
     if not word.startswith("-") or word == "-" or " " in word:
         return False
     return not sub._negative_number_matcher.match(word)
@@ -550,6 +638,11 @@ def _fail(message: str, code: int, debug: bool) -> int:
 def run_launch(args: argparse.Namespace, command: list[str]) -> int:
     from .api import TaskWatcher
 
+    if args.queued is not None or args.run_hooks is not None:  # started by taskwatcher itself
+        TaskWatcher(args.db).run_internal(queued=args.queued, hooks=args.run_hooks)
+        return 0
+    if args.after is not None and args.after_any is not None:
+        raise UsageError("--after and --after-any go one at a time")
     ending = TaskWatcher(args.db).run(
         command,
         taskid=args.taskid,
@@ -566,6 +659,15 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
         log_max=args.log_max,
         no_log=args.no_log,
         lease=args.lease,
+        group=args.group,
+        slots=args.slots,
+        after=args.after if args.after is not None else args.after_any,
+        after_any=args.after_any is not None,
+        retries=args.retries,
+        retry_delay=args.retry_delay,
+        retry_backoff=args.retry_backoff,
+        retry_on=args.retry_on,
+        on_end=args.on_end,
     )
     if ending.exec_failed:  # as timeout(1) does; history has it too
         from .display import escape_control
@@ -766,6 +868,17 @@ def run_feed(args: argparse.Namespace) -> int:
             feedback.set(args.key, args.value)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    # Starlette and uvicorn are imported there, by this command only: the others' start-up stays.
+    from .web.server import make_token, serve
+
+    if args.make_token:
+        print(make_token(args.token_file))
+        return 0
+    serve(args.db, args.bind, read_only=args.read_only, token_file=args.token_file, keepalive=args.keepalive)
     return 0
 
 

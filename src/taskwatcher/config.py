@@ -11,6 +11,10 @@ It is optional and small (TOML)::
 
     [database]
     db = "postgresql://tw@dbhost/tasks"   # the database when neither --db nor $TASKWATCHER_DB says
+    [hooks]
+    on_end = "notify-send \"$TASKWATCHER_NAME ended: $TASKWATCHER_TERMERROR\""  # after every end
+    on_failure = "mail -s failed me < $TASKWATCHER_LOGFILE"  # after an end that is not exit 0
+    timeout = "60s"     # a hook still running then is stopped
 
 It is looked for at ``$TASKWATCHER_CONFIG``, else
 ``$XDG_CONFIG_HOME/taskwatcher/config.toml`` (``~/.config/...``). Reading it is
@@ -42,7 +46,7 @@ MAX_CONFIG_BYTES = 1024 * 1024  # a configuration is a few lines: anything large
 class Config:
     """What the configuration file sets; None where it says nothing."""
 
-    __slots__ = ("db", "keep", "log_max", "max_age", "path")
+    __slots__ = ("db", "hook_timeout", "keep", "log_max", "max_age", "on_end", "on_failure", "path")
 
     def __init__(
         self,
@@ -51,9 +55,13 @@ class Config:
         log_max: int | None = None,
         path: str | None = None,
         db: str | None = None,
+        on_end: str | None = None,
+        on_failure: str | None = None,
+        hook_timeout: float | None = None,
     ) -> None:
         self.keep, self.max_age, self.log_max, self.path = keep, max_age, log_max, path
         self.db = db
+        self.on_end, self.on_failure, self.hook_timeout = on_end, on_failure, hook_timeout
 
     @property
     def prunes(self) -> bool:
@@ -117,14 +125,19 @@ def _read_small_file(path: str) -> bytes:
 
 
 def _read(data: dict, path: str) -> Config:
-    known = {"history": {"keep", "max_age"}, "log": {"max"}, "database": {"db"}}
+    known = {
+        "history": {"keep", "max_age"},
+        "log": {"max"},
+        "database": {"db"},
+        "hooks": {"on_end", "on_failure", "timeout"},
+    }
     for section, values in data.items():
         if section not in known or not isinstance(values, dict):
             raise ConfigError(f"configuration file {path}: unknown section [{section}]")
         for key in values:
             if key not in known[section]:
                 raise ConfigError(f"configuration file {path}: unknown key {key!r} in [{section}]")
-    history, log = data.get("history", {}), data.get("log", {})
+    history, log, hooks = data.get("history", {}), data.get("log", {}), data.get("hooks", {})
     try:
         keep = history.get("keep")
         if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 0):
@@ -134,9 +147,14 @@ def _read(data: dict, path: str) -> Config:
         db = data.get("database", {}).get("db")
         if db is not None and (not isinstance(db, str) or not db):
             raise ValueError(f"[database] db must be a path or a postgresql:// URL, not {db!r}")
+        hook_timeout = _setting("[hooks] timeout", hooks.get("timeout"), parse_age)
+        for key in ("on_end", "on_failure"):
+            if not isinstance(hooks.get(key, ""), str):
+                raise ValueError(f"[hooks] {key} must be a shell command (a string)")
     except ValueError as e:
         raise ConfigError(f"configuration file {path}: {e}") from None
-    return Config(keep, max_age, log_max, path, db)
+    on_end, on_failure = hooks.get("on_end") or None, hooks.get("on_failure") or None
+    return Config(keep, max_age, log_max, path, db, on_end, on_failure, hook_timeout)
 
 
 def _setting(name: str, value: object, parse: Callable[[object], Any]) -> Any:

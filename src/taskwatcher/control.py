@@ -21,7 +21,7 @@ from .liveness import elsewhere, launcher_gone, launcher_identity
 from .logs import Logger
 from .model import DEFAULT_GRACE
 from .reconcile import reconcile
-from .status import TaskStatus, heartbeat_status
+from .status import WAITING, TaskStatus, heartbeat_status
 from .store import RESERVATION_TTL, storable
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
@@ -58,13 +58,19 @@ def live_heartbeat(row: TaskRow) -> float | None:
     return beat
 
 
-def describe_task(row: TaskRow, t: float) -> dict[str, Any]:
-    """One task as ``--list --json`` shows it (the seed's columns, plus ``timer``).
+def describe_task(row: TaskRow, t: float, place: int | None = None) -> dict[str, Any]:
+    """One task as ``--list --json`` shows it (the seed's columns, plus ``timer``; a queued
+    task's ``place`` in its group's line).
 
     A task of another host is not judged from here: its status is the one its launcher
     recorded, and its feedback file (a path on its host) is not looked at."""
-    running = row.status != TaskStatus.RESERVED
+    running = row.status not in WAITING
     foreign = running and elsewhere(row) is not None
+    spec: dict[str, Any] = {}
+    if row.spec:
+        from .queueing import spec_of
+
+        spec = spec_of(row)
     started = row.started or row.starttime
     duration = timer = None
     status = TaskStatus(row.status) if row.status in TaskStatus.__members__ else row.status
@@ -92,20 +98,30 @@ def describe_task(row: TaskRow, t: float) -> dict[str, Any]:
         "timer": None if timer is None else round(timer, 3),
         "expiretime": None if row.expiretime is None else int(row.expiretime),
         "unique": bool(row.uniq),
-        "command": json.loads(row.command) if row.command else None,
+        "command": json.loads(row.command) if row.command else spec.get("command"),
         "feedpath": row.feedpath,
         "logfile": row.logfile,
         "host": row.host,
+        "group": row.queue,
+        "slots": row.slots,
+        "place": place,
+        "attempt": row.attempt or 1,
+        "after": spec.get("after") or None,
     }
 
 
 def list_tasks(store: TaskStore, host: str | None = None) -> dict[str, dict[str, Any]]:
-    """Reserved and running tasks (running on ``host``), keyed by task id (as a string)."""
+    """Queued, reserved and running tasks (running on ``host``), keyed by task id (as a string)."""
     t = time.time()
     rows = store.tasks()
     if host is not None:
-        rows = [r for r in rows if r.host == host and r.status != TaskStatus.RESERVED]
-    return {str(r["id"]): describe_task(r, t) for r in rows}
+        rows = [r for r in rows if r.host == host and r.status not in WAITING]
+    places: dict[int, int] = {}
+    if any(r.status == TaskStatus.QUEUED for r in rows):
+        from .queueing import places as line_places
+
+        places = line_places(rows)
+    return {str(r["id"]): describe_task(r, t, places.get(r.id)) for r in rows}
 
 
 def update(store: TaskStore) -> int:
@@ -113,7 +129,7 @@ def update(store: TaskStore) -> int:
     t = time.time()
     observed = []
     for row in store.tasks():
-        if row["status"] != TaskStatus.RESERVED:
+        if row["status"] not in WAITING:
             d = describe_task(row, t)
             observed.append((row["id"], d["duration"], d["status"], d["lastupdate"]))
     return store.record_observed(observed)
@@ -146,7 +162,7 @@ def killall(store: TaskStore, name: str) -> list[str]:
     rows = store.tasks(name)
     if not rows:
         raise NoSuchTask(f"no task named '{storable(name)}'")
-    foreign = [r for r in rows if r["status"] != TaskStatus.RESERVED and elsewhere(r) and not store.shared]
+    foreign = [r for r in rows if r["status"] not in WAITING and elsewhere(r) and not store.shared]
     done = _stop_all(store, [r for r in rows if r not in foreign])
     if foreign:
         where = ", ".join(f"task {r['id']} ({elsewhere(r)})" for r in foreign)
@@ -215,6 +231,15 @@ def _request_stop(store: TaskStore, taskid: int, done: list[str]) -> TaskRow | N
         if current is None:
             done.append(f"task {taskid}: already ended")
             return None
+        if current["status"] in WAITING and current["spec"]:  # in line: taken out of it, history says so
+            from .archive import archive_task
+            from .queueing import DEPENDENCY_FAILED
+
+            if archive_task(store, current, termerror="killed by request before it started",
+                            exitcode=DEPENDENCY_FAILED):  # fmt: skip
+                done.append(f"task {taskid}: taken out of the line")
+                return None
+            continue  # its turn came meanwhile: it runs now
         if current["status"] == TaskStatus.RESERVED:
             if store.cancel_reservation(taskid):
                 done.append(f"task {taskid}: reservation cancelled")
@@ -278,11 +303,12 @@ REMOTE_POLL = 1.0  # seconds between looks at a task of another host, should no 
 
 
 def wait(store: TaskStore, taskid: int, timeout: float | None = None) -> HistoryRow:
-    """Block until the task ends; return its history row.
+    """Block until the task ends; return its (last attempt's) history row.
 
     A running task is waited for on its launcher's pidfd (no polling); a finished
-    one answers at once; a reservation is looked at every 0.2 s until it is
-    launched (or expires: then there is nothing to wait for).
+    one answers at once; a reservation or a queued task (in line, or between two
+    attempts) is looked at every 0.2 s until it is launched (or expires: then there
+    is nothing to wait for).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -297,7 +323,7 @@ def wait(store: TaskStore, taskid: int, timeout: float | None = None) -> History
             raise WaitTimeout(f"task {taskid} is still running")
         if store.shared and elsewhere(row):  # its launcher is on another host: the database says
             store.wait_for_change(REMOTE_POLL if left is None else max(0.0, min(REMOTE_POLL, left)))
-        elif row["status"] == TaskStatus.RESERVED or not _wait_for_launcher(row, left):
+        elif row["status"] in WAITING or not _wait_for_launcher(row, left):
             time.sleep(RESERVATION_POLL if left is None else max(0.0, min(RESERVATION_POLL, left)))
         reconcile(store)  # a launcher that died without archiving: its row is archived now
 

@@ -14,7 +14,7 @@ from . import control
 from .errors import NoSuchTask
 from .feedstate import task_feedback
 from .history import describe_entry
-from .status import TaskStatus
+from .status import WAITING
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -42,8 +42,13 @@ def task_detail(store: TaskStore, taskid: int) -> dict[str, Any]:
 
 
 def _live(store: TaskStore, row: TaskRow) -> dict[str, Any]:
-    fields = control.describe_task(row, time.time())
-    reserved = row["status"] == TaskStatus.RESERVED
+    place = None
+    if row["status"] == "QUEUED":
+        from .queueing import places
+
+        place = places(store.tasks()).get(row["id"])
+    fields = control.describe_task(row, time.time(), place)
+    reserved = row["status"] in WAITING
     feedback = {} if reserved or not row["feedpath"] else task_feedback(store, row["id"])
     return _shape(
         row["id"],
@@ -76,7 +81,8 @@ def _finished(entry: HistoryRow) -> dict[str, Any]:
 
 _KEYS = ("name", "info1", "info2", "info3", "status", "host", "pid", "command", "feedpath", "logfile",
          "reservetime", "starttime", "endtime", "duration", "lastupdate", "timer", "timeout",
-         "expiretime", "unique", "feedback", "exitcode", "termsignal", "termerror")  # fmt: skip
+         "expiretime", "unique", "feedback", "exitcode", "termsignal", "termerror",
+         "group", "place", "attempt", "after", "hook")  # fmt: skip
 
 
 def _shape(taskid: int, fields: dict[str, Any], **more: Any) -> dict[str, Any]:

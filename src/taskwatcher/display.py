@@ -204,7 +204,9 @@ def progress_bar(value: str | float | None, width: int = 10) -> str:
 
 
 # -- the running and reserved tasks ----------------------------------------------------------
-_STATUS_STYLE = {"RUNNING": "green", "SILENT": "yellow", "STALLED": "red", "RESERVED": "cyan"}
+_STATUS_STYLE = {
+    "RUNNING": "green", "SILENT": "yellow", "STALLED": "red", "RESERVED": "cyan", "QUEUED": "blue",
+}  # fmt: skip
 
 # In order on the line. rank: the lowest gives way first when the terminal is narrow.
 TASK_COLUMNS = (
@@ -215,6 +217,8 @@ TASK_COLUMNS = (
     Column("info3", flex=True, rank=3),
     Column("pid", right=True, rank=5),
     Column("status", styles=_STATUS_STYLE),
+    Column("line", rank=4),  # a queued task's group and place ("build #3"), or what it waits for
+    Column("attempt", right=True, rank=3),
     Column("started", rank=6),
     Column("duration", rank=10),
     Column("timer", rank=1),
@@ -252,6 +256,8 @@ def task_cells(
         shown(task.info3, limit),
         str(task.pid or "-"),
         task.status,
+        shown(line_text(task), limit),
+        str(task.attempt) if task.attempt > 1 else "",
         format_time(task.starttime, now),
         format_duration(task.duration),
         format_duration(task.timer),
@@ -260,6 +266,17 @@ def task_cells(
         feedback_text(task.latest, limit, skip="progress"),
         command_text(task.command, limit),
     )
+
+
+def line_text(task: Task) -> str:
+    """Where a task is in the line: its group and place, else what it runs after."""
+    if task.status != "QUEUED":
+        return task.group or ""
+    if task.place is not None:
+        return f"{task.group} #{task.place}"
+    if task.after:
+        return "after " + ",".join(map(str, task.after))
+    return task.group or "retry"
 
 
 def task_lines(
@@ -386,8 +403,8 @@ _SHOW_LABELS = {"reservetime": "reserved", "starttime": "started", "endtime": "e
                 "exitcode": "exit", "termsignal": "signal", "termerror": "why"}  # fmt: skip
 _SHOW_ORDER = ("taskid", "name", "status", "info1", "info2", "info3", "command", "host", "pid",
                "reservetime", "starttime", "endtime", "duration", "lastupdate", "timer", "timeout",
-               "expiretime", "unique", "exitcode", "termsignal", "termerror", "historyid",
-               "feedpath", "logfile")  # fmt: skip
+               "expiretime", "unique", "group", "place", "after", "attempt", "exitcode", "termsignal",
+               "termerror", "hook", "historyid", "feedpath", "logfile")  # fmt: skip
 
 
 def show_rows(detail: dict[str, Any], now: float | None = None) -> list[tuple[str, str]]:
@@ -408,6 +425,8 @@ def show_rows(detail: dict[str, Any], now: float | None = None) -> list[tuple[st
             text = shlex.join(value) if isinstance(value, list) else str(value)
         elif key == "unique":
             text = "yes" if value else "no"
+        elif key == "after":
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
         else:
             text = str(value)
         rows.append((_SHOW_LABELS.get(key, key), escape_control(text)))

@@ -1,8 +1,9 @@
-"""A task's feedback as readers see it: the file's path a row may name, the reader's
+"""A task's feedback as readers see it: the file's path a row may name, the launcher's
 place kept in the store, the latest and the final feedback.
 
 Every file is read outside any transaction (a FIFO there, or a huge file, must never
-hold the database's write lock); only the reader's new place goes to the store.
+hold the database's write lock). Readers never write: the launcher stores what it
+reads as the file changes, and the archive what it read last.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 from .errors import NoSuchTask, TaskwatcherError
 from .feedback import FeedbackState, read_increment
+from .liveness import elsewhere
 from .logs import Logger
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
@@ -62,8 +64,9 @@ def _read_feedback(path: str, state: FeedbackState, final: bool = False) -> bool
         return False
 
 
-def final_feedback(store: TaskStore, row: TaskRow) -> dict[str, str]:
-    """The feedback as the task left it, read on from where the last reader stopped.
+def final_feedback(store: TaskStore, row: TaskRow, read: FeedbackState | None = None) -> dict[str, str]:
+    """The feedback as the task left it, read on from ``read`` (what its launcher read)
+    or from what the store holds.
 
     Call it outside any transaction. A file that is not a regular file (a FIFO,
     a link) or cannot be read leaves the feedback last read, said under --debug.
@@ -71,7 +74,7 @@ def final_feedback(store: TaskStore, row: TaskRow) -> dict[str, str]:
     path = row_feedpath(row)
     if not path:
         return {}
-    state = load_feedback_state(store, row["id"])
+    state = load_feedback_state(store, row["id"]) if read is None else read
     _read_feedback(path, state, final=True)
     return state.data
 
@@ -79,10 +82,11 @@ def final_feedback(store: TaskStore, row: TaskRow) -> dict[str, str]:
 def task_feedback(store: TaskStore, taskid: int) -> dict[str, str]:
     """The latest feedback of a running task, or the final one of a finished task.
 
-    Only what was appended since the last read is read; the reader's place is
-    kept in the store. The file is read outside any transaction; the new place is
-    then saved only if the saved one is still the one this read started from: a
-    reader that saved meanwhile keeps its own, and every saved place is one whole read's.
+    Nothing is written: the task's launcher stores the feedback as the file changes
+    (:mod:`taskwatcher.supervisor`). On the task's own host the file is read on from
+    where the launcher stopped (outside any transaction), so the answer is exact even
+    between two of the launcher's reads; a task of another host or pid namespace is
+    answered from the store alone.
     """
     import json
 
@@ -94,16 +98,9 @@ def task_feedback(store: TaskStore, taskid: int) -> dict[str, str]:
         return json.loads(entry["feedback"] or "{}")
     if not row_feedpath(row):
         return {}
-    saved = store.feedback_state(taskid)
-    from .liveness import elsewhere
-
-    if elsewhere(row):  # its file is on its own host: what its launcher saved is what is known
-        return {} if saved is None else saved.data
-    state = (saved or FeedbackState()).copy()
-    if not _read_feedback(row["feedpath"], state) and saved is not None:
-        return state.data
-    if store.save_feedback_state(taskid, row["token"], saved, state) is None:
-        return task_feedback(store, taskid)  # it ended meanwhile: history has its final feedback
+    state = load_feedback_state(store, taskid)
+    if not elsewhere(row):
+        _read_feedback(row["feedpath"], state)
     return state.data
 
 

@@ -43,6 +43,8 @@ def describe_entry(row: HistoryRow) -> dict[str, Any]:
         "host": row["host"],
         "command": json.loads(row["command"]) if row["command"] else None,
         "logfile": row["logfile"],
+        "attempt": row["attempt"] or 1,
+        "hook": row["hook"],
     }
 
 

@@ -33,6 +33,7 @@ from .supervisor import SignalFlags, Supervisor
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
+    from .filewatch import FileWatch
     from .model import TaskRow
     from .store import TaskStore
 
@@ -46,7 +47,8 @@ __all__ = ["DEFAULT_GRACE", "Ending", "LaunchRequest", "launch", "validate"]
 class LaunchRequest(
     namedtuple(
         "LaunchRequest",
-        "command taskid name infos feedpath timeout grace unique detach logfile logmax nolog lease",
+        "command taskid name infos feedpath timeout grace unique detach logfile logmax nolog lease"
+        " group slots after after_any retries retry_delay retry_backoff retry_on on_end",
         defaults=(
             None,
             None,
@@ -59,7 +61,7 @@ class LaunchRequest(
             None,
             DEFAULT_LOG_MAX,
             False,
-            None,
+            *(None,) * 10,
         ),
     )
 ):
@@ -67,7 +69,10 @@ class LaunchRequest(
     a reserved task id or None; name; (info1, info2, info3); the feedback folder;
     timeout and grace in seconds; unique, detach; the log file (None: the default
     one), its cap in bytes, and nolog (foreground only: no log, the terminal as is); the
-    lease in seconds on a store many hosts share (None: the default)."""
+    lease in seconds on a store many hosts share (None: the default).
+    The line (:mod:`taskwatcher.queueing`): the group and its slots; the task ids it
+    runs after (with ``after_any``, whatever their outcome); retries, their delay,
+    its backoff factor and the kinds of end retried; the ``--on-end`` hook."""
 
     __slots__ = ()
 
@@ -233,13 +238,40 @@ def _run_owning(
     feedfile: str | None,
 ) -> Ending:
     taskid = int(task["id"])  # type: ignore[call-overload]
-    env = dict(os.environ, TASKWATCHER_TASKID=str(taskid))
+    env = dict(os.environ, TASKWATCHER_TASKID=str(taskid), TASKWATCHER_ATTEMPT=str(task["attempt"] or 1))
     env[TOKEN_VARIABLE] = str(task["token"])
     if feedfile is not None:
         env[FEEDBACK_VARIABLE] = feedfile
     else:  # a task launched from inside another must not write over the outer task's feedback
         env.pop(FEEDBACK_VARIABLE, None)
     argv = substitute(req.command, taskid, feedfile)
+    # Watched before the task can write: its first line is a change the launcher sees.
+    watch = None if feedfile is None else _watch(feedfile)
+    try:
+        return _spawn_and_supervise(store, task, req, flags, relay, on_start, env, argv, watch)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _watch(feedfile: str) -> FileWatch:
+    from .filewatch import FileWatch  # only for a task with a feedback file
+
+    return FileWatch(feedfile)
+
+
+def _spawn_and_supervise(
+    store: TaskStore,
+    task: TaskRow,
+    req: LaunchRequest,
+    flags: SignalFlags,
+    relay: Relay | None,
+    on_start: Callable[[tuple[int, str] | None], None] | None,
+    env: dict[str, str],
+    argv: list[str],
+    watch: FileWatch | None,
+) -> Ending:
+    taskid = int(task["id"])  # type: ignore[call-overload]
     process.set_child_subreaper()
     stdio, terminal = (relay.child_fds, relay.terminal) if relay is not None else (None, None)
     # --no-log on the terminal: the task takes the terminal's foreground, as a shell's job does.
@@ -277,6 +309,7 @@ def _run_owning(
             os.waitpid(child.pid, 0)
     if on_start is not None:
         on_start(failure)
+    read = None  # what the supervisor read of the feedback file (and stored)
     if failure is not None:
         interrupted = early if not req.detach else None
         ending = Ending(failure[0], "", failure[1], exec_failed=not stopped, interrupted=interrupted)
@@ -286,22 +319,39 @@ def _run_owning(
             from .lease import Lease
 
             lease = Lease.of(store, taskid, token, req.lease, req.grace)
-        ending = Supervisor(
-            store, taskid, token, child, flags, feedfile, req.timeout, req.grace, relay, not req.detach, lease
-        ).run()
+        supervisor = Supervisor(
+            store, taskid, token, child, flags, watch, req.timeout, req.grace, relay, not req.detach, lease
+        )
+        ending = supervisor.run()
+        read = supervisor.feedstate
     flags.give_back_terminal()
     if child.pidfd is not None:
         os.close(child.pidfd)
     # Read here, by the file's holder, outside any transaction; kept with the end if that must wait.
-    feedback = final_feedback(store, task)
+    feedback = final_feedback(store, task, read)
     end = dict(termsignal=ending.termsignal, termerror=ending.termerror, exitcode=ending.exitcode)
     log.debug("task %d ended: exit %s %s %s", taskid, ending.exitcode, ending.termsignal, ending.termerror)
+    if failure is None:
+        end["retry_kind"] = retry_kind(ending)
     if archive_end(store, task, end, feedback):
         try:
             prune_by_config(store)  # history grows here, so here it is kept to its configured size
         except TaskwatcherError as e:
             sys.stderr.write(f"taskwatcher: history not pruned: {e}\n")
     return ending
+
+
+def retry_kind(ending: Ending) -> str | None:
+    """What kind of end this is for ``--retry-on``: ``timeout``, ``failure`` (a non-zero
+    exit, or death by a signal nobody asked for), or None (success; a kill, an
+    interrupted launcher: never retried)."""
+    if ending.interrupted is not None or ending.exec_failed:
+        return None
+    if ending.termerror.startswith("timeout"):
+        return "timeout"
+    if ending.termerror.startswith(("killed by request", "launcher interrupted")):
+        return None
+    return "failure" if ending.exitcode != 0 or ending.termsignal else None
 
 
 def archive_end(store: TaskStore, task: TaskRow, end: dict[str, object], feedback: dict[str, str]) -> bool:
@@ -322,6 +372,7 @@ def archive_end(store: TaskStore, task: TaskRow, end: dict[str, object], feedbac
         return True
     except StoreError as e:
         failure = str(e)
+    end = {k: v for k, v in end.items() if k != "retry_kind"}  # an end kept aside is not retried
     try:
         kept = keep_pending_end(store, taskid, token, {**end, "feedback": feedback})
     except (OSError, StoreError) as e:  # disk full; or a pending folder that is not ours
@@ -352,11 +403,18 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
     as soon as the task runs under a supervisor of its own.
     """
     validate(req)
+    from .queueing import check_request, wants_queue
+
+    queued = wants_queue(req)
+    if queued:
+        check_request(req)
     closed = claim_standard_fds()  # before any fd is made: none may take 0-2's place
     flags = SignalFlags()
     try:
         with Store(db) as store:
             reconcile(store)
+            if queued:
+                return _launch_queued(store, req, flags, closed)
             task = claim(store, req)
             log.debug("claimed task %s (%s) in %s; log %s", task["id"], task["name"], store.key,
                       task["logfile"])  # fmt: skip
@@ -368,6 +426,98 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
         return Ending(0)
     finally:
         flags.close()
+
+
+def _launch_queued(
+    store: TaskStore, req: LaunchRequest, flags: SignalFlags, closed: frozenset[int]
+) -> Ending:
+    """A launch through the line: with ``detach``, the task is queued (a row) and its id
+    printed at once, whoever finds its turn come starts it; in the foreground this
+    launcher waits in line for its turn, runs the task, and again for each retry."""
+    from .model import Waiter
+    from .queueing import enqueue, start_ready, wait_turn
+
+    if req.detach:
+        taskid = enqueue(store, req, None)
+        print(taskid, flush=True)
+        try:
+            start_ready(store)  # its turn may be now: then a launcher starts it
+        except TaskwatcherError as e:  # it is queued: the next command starts it
+            log.debug("task %d queued, not started yet: %s", taskid, e)
+        return Ending(0)
+    me = os.getpid()
+    identity = (process.start_ticks(me), process.boot_id(), process.host_name(), process.pid_namespace())
+    waiter = Waiter(me, *identity)
+    taskid = enqueue(store, req, waiter)
+    req = req._replace(taskid=taskid)
+    while True:
+        row = wait_turn(store, taskid, flags)
+        if row is None:
+            return _ending_of(store, taskid, flags)
+        task = claim(store, req)
+        ending = run_task(store, task, req, flags, closed=closed)
+        again = store.task(taskid)
+        if again is None or again.status != "QUEUED" or ending.interrupted is not None:
+            return ending
+
+
+def _ending_of(store: TaskStore, taskid: int, flags: SignalFlags) -> Ending:
+    """How a task that left the line without running ended (killed, a dependency failed)."""
+    entry = store.finished(taskid)
+    interrupted = flags.received[0] if flags.received else None
+    if entry is None:
+        return Ending(EXIT_CANNOT_START, "", "left the line", exec_failed=True, interrupted=interrupted)
+    return Ending(entry.exitcode, entry.termsignal or "", entry.termerror or "", exec_failed=True,
+                  interrupted=interrupted)  # fmt: skip
+
+
+def start_queued(db: str, taskid: int) -> None:
+    """``launch --queued ID``: the detached launcher a starter spawned for a queued task.
+
+    Its turn taken (RESERVED): claim it and run it, in the folder and environment it was
+    queued with, as ``--detach`` does. Still QUEUED: its retry's delay is running; sleep
+    it out, then start what is ready. Anything else (killed, claimed by another
+    launcher): nothing to do.
+    """
+    from .queueing import environment_of, request_of, wait_delay_then_start
+
+    closed = claim_standard_fds()
+    with Store(db) as store:
+        row = store.task(taskid)
+        if row is None or not row.spec:
+            return
+        if row.status == "QUEUED":
+            wait_delay_then_start(store, taskid)
+            return
+        if row.status != "RESERVED":
+            return
+        from .queueing import spec_of
+
+        spec = spec_of(row)
+        req = request_of(row)
+        os.environ.clear()
+        os.environ.update(environment_of(store, taskid))
+        try:
+            os.chdir(spec.get("cwd") or "/")
+        except OSError as e:
+            archive_task(store, row, termerror=f"cannot start in {spec.get('cwd')}: {e.strerror}",
+                         exitcode=EXIT_CANNOT_START)  # fmt: skip
+            return
+        try:
+            task = claim(store, req)
+        except ReservationError as e:  # claimed by another launcher, or killed: not ours to run
+            log.debug("task %d: %s", taskid, e)
+            return
+        relay = open_output(store, task, req, closed)
+        null = os.open(os.devnull, os.O_RDWR)
+        messages = relay.log.fd if relay is not None and relay.log is not None else null
+        for target, fd in enumerate((null, null, messages)):
+            os.dup2(fd, target)
+        try:
+            _run(store, task, req, SignalFlags(frozenset()), relay, None)
+        finally:
+            if relay is not None:
+                relay.close_unused()
 
 
 def _detach(db: str, task: TaskRow, req: LaunchRequest, relay: Relay | None, ignored: frozenset[int]) -> None:

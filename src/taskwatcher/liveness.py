@@ -43,8 +43,8 @@ def launcher_identity(row: TaskRow) -> Identity | None:
 
 def launcher_gone(row: TaskRow) -> bool:
     """True if a running task's launcher no longer runs (a row only its host and namespace can judge)."""
-    if row.status == TaskStatus.RESERVED:
-        return False
+    if row.status == TaskStatus.RESERVED or (row.status == TaskStatus.QUEUED and row.launcherpid is None):
+        return False  # no launcher yet (a queued task's foreground launcher waiting in line is judged)
     if elsewhere(row):
         return False
     launcher = launcher_identity(row)

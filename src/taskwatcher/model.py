@@ -20,11 +20,13 @@ TASK_FIELDS = (
     "id name info1 info2 info3 pid status feedback reservetime starttime duration lastupdate"
     " timeout uniq expiretime procstart bootid host launcherpid launcherstart pidns command"
     " feedpath logfile grace started heartbeat stopreason token logplaced"
+    " queue slots notbefore attempt spec"
 )
 # The columns of a finished task.
 HISTORY_FIELDS = (
     "id taskid taskname info1 info2 info3 termsignal termerror starttime endtime duration"
     " feedback exitcode pid host command logfile reservetime timeout logplaced"
+    " attempt hook"
 )
 
 
@@ -95,13 +97,28 @@ class Ending(
     __slots__ = ()
 
 
+class Waiter(namedtuple("Waiter", "launcherpid launcherstart bootid host pidns")):
+    """The foreground launcher waiting in line for its own queued task (its identity, as a
+    claim records a launcher's): while it lives, nobody else starts that task."""
+
+    __slots__ = ()
+
+
 class HistoryFilter:
-    """Which finished tasks to show: of one name, ended since a time, the last N of them."""
+    """Which finished tasks to show: of one name, ended since a time, with a history id
+    below ``before`` (a page of a long history: the next page's ``before`` is this one's
+    lowest id), the last N of them."""
 
-    __slots__ = ("last", "name", "since")
+    __slots__ = ("before", "last", "name", "since")
 
-    def __init__(self, name: str | None = None, since: float | None = None, last: int | None = None) -> None:
-        self.name, self.since, self.last = name, since, last
+    def __init__(
+        self,
+        name: str | None = None,
+        since: float | None = None,
+        last: int | None = None,
+        before: int | None = None,
+    ) -> None:
+        self.name, self.since, self.last, self.before = name, since, last, before
 
 
 if __name__ == "__main__":

@@ -454,6 +454,32 @@ def copy_log(path: str, write: Callable[[bytes], object]) -> int:
     return total
 
 
+def read_log_range(path: str, offset: int, limit: int, missing: Callable[[], Exception]) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes from ``offset`` of the older half then the current file, and
+    the offset after them. Offsets count from the start of what is kept now: a rotation
+    between two reads moves that start by half the cap (an offset beyond the end is
+    answered with no bytes and the end, lower than it: the reader's sign to start again)."""
+    parts: list[bytes] = []
+    at, found = 0, False
+    for part in (older_half(path), path):
+        try:
+            with open_log_part(part) as f:
+                found = True
+                size = os.fstat(f.fileno()).st_size
+                if offset < at + size and limit > 0:
+                    f.seek(max(0, offset - at))
+                    chunk = f.read(min(limit, size - max(0, offset - at)))
+                    parts.append(chunk)
+                    limit -= len(chunk)
+                at += size
+        except FileNotFoundError:
+            continue
+    if not found:
+        raise missing()
+    data = b"".join(parts)
+    return data, (offset + len(data) if data else min(offset, at))
+
+
 def follow_log(path: str, still_running: Callable[[], bool], interval: float = 0.1) -> Iterator[bytes]:
     """The log's content, then what is appended to it, until ``still_running`` says no.
 

@@ -309,7 +309,8 @@ def _read_bytes(path: str) -> bytes | None:
 
 
 @cache
-def _libc():  # type: ignore[no-untyped-def]
+def libc():  # type: ignore[no-untyped-def]
+    """The C library, for the calls os does not make (prctl, inotify); loaded once."""
     import ctypes
 
     return ctypes.CDLL(None, use_errno=True)
@@ -318,7 +319,7 @@ def _libc():  # type: ignore[no-untyped-def]
 def set_child_subreaper() -> bool:
     """Make this process adopt its orphaned descendants, so none escapes a stop."""
     try:
-        return _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except OSError:
         return False
 
@@ -326,7 +327,7 @@ def set_child_subreaper() -> bool:
 def set_parent_death_signal(sig: int) -> bool:
     """Ask the kernel to send ``sig`` to this process when its parent thread dies."""
     try:
-        return _libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+        return libc().prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
     except OSError:
         return False
 

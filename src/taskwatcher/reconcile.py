@@ -29,7 +29,8 @@ log = Logger(__name__)
 
 
 def reconcile(store: TaskStore) -> list[int]:
-    """Archive kept-aside ends, expire reservations, archive lost tasks; the ids archived as lost."""
+    """Archive kept-aside ends, expire reservations, archive lost tasks, start the queued
+    tasks whose turn has come; the ids archived as lost."""
     archive_pending_ends(store)
     t = time.time()
     rows = store.tasks()
@@ -55,10 +56,20 @@ def reconcile(store: TaskStore) -> list[int]:
 
         why = "launcher lost" if current["bootid"] in (None, process.boot_id()) else "launcher lost (reboot)"
         if archive_task(
-            store, current, termerror=why, kill_remains=True, unless=lambda r: _not_lost(store, r)
+            store,
+            current,
+            termerror=why,
+            kill_remains=True,
+            unless=lambda r: _not_lost(store, r),
+            retry_kind=None if current["status"] == TaskStatus.QUEUED else "lost",
         ):
             log.debug("task %d lost its launcher", current["id"])
             lost.append(current["id"])
+    if any(r.spec for r in rows):  # a queued task whose turn has come, should its starter have died
+        from .queueing import start_ready
+
+        # (the rows read above, unless this changed them: a lost task, an expired reservation)
+        start_ready(store, rows=None if lost or any(_expired(r, t) for r in rows) else rows)
     return lost
 
 

@@ -21,7 +21,7 @@ def _progress(feedback: dict[str, str] | None) -> float | None:
 
 @dataclass(frozen=True)
 class Task:
-    """A reserved or running task, as ``control --list --json`` shows it.
+    """A queued, reserved or running task, as ``control --list --json`` shows it.
 
     ``feedback`` says whether the task reports through a feedback file;
     ``latest`` is that feedback (filled by ``TaskWatcher.tasks(feedback=True)``
@@ -48,6 +48,11 @@ class Task:
     feedpath: str | None = None
     logfile: str | None = None
     host: str | None = None
+    group: str | None = None
+    slots: int | None = None
+    place: int | None = None
+    attempt: int = 1
+    after: list[int] | None = None
     latest: dict[str, str] | None = field(default=None, compare=False)
 
     @classmethod
@@ -58,7 +63,7 @@ class Task:
 
     @property
     def running(self) -> bool:
-        return self.status != "RESERVED"
+        return self.status not in ("RESERVED", "QUEUED")
 
     @property
     def progress(self) -> float | None:
@@ -87,6 +92,8 @@ class FinishedTask:
     host: str | None = None
     command: list[str] | None = None
     logfile: str | None = None
+    attempt: int = 1
+    hook: str | None = None
 
     @classmethod
     def from_json(cls, historyid: str | int, fields: dict[str, Any]) -> FinishedTask:

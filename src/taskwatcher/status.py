@@ -3,16 +3,22 @@ and the heartbeat thresholds that move a running task between RUNNING, SILENT an
 STALLED (SPEC, Supervision).
 
     (none) --reserve--> RESERVED --claim--> RUNNING <--> SILENT <--> STALLED
-       |                   |                   \___________|___________/
-       +------launch-------+---> RUNNING                    |
-                           |                                v
-                           +--cancel/expire--> ENDED <--finish (history row)
+       |                 ^  |                  \___________|___________/
+       +--enqueue--> QUEUED |                   |  (retry) |
+       |             ^ |  \ +--cancel/expire-->  |          v
+       |    (expired)| |   +--------------------+-> ENDED <--finish (history row)
+       |             +-+ take (a free slot, its dependencies met)
+       +------launch-------> RUNNING
 
-QUEUED has its place in the table for a queue to come: nothing makes one yet.
+A QUEUED task waits in line (a group's free slot, its dependencies, a retry's
+delay); taking it makes it RESERVED for a short while, the starter's launcher
+claims it; a queued reservation that expires goes back to the line. An attempt
+that ends and is to be retried goes back to QUEUED under the same id.
 """
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 
 # Fractions of the timeout since the last heartbeat at which the status changes.
@@ -23,6 +29,7 @@ STALLED_AT = 0.50
 class TaskStatus(str, Enum):
     """The status column of a reserved or running task."""
 
+    QUEUED = "QUEUED"
     RESERVED = "RESERVED"
     RUNNING = "RUNNING"
     SILENT = "SILENT"
@@ -32,20 +39,25 @@ class TaskStatus(str, Enum):
         return self.value
 
 
-# The two ends of the lifecycle that are not a row's status column: QUEUED, room for a
-# queue to come (waiting for a worker: nothing makes one yet), and ENDED (the row is
-# gone; a finished task is its history row).
-QUEUED = "QUEUED"
+QUEUED = TaskStatus.QUEUED
+# The end of the lifecycle that is not a row's status column: the row is gone, a finished
+# task is its history row.
 ENDED = "ENDED"
 _LIVE = (TaskStatus.RUNNING, TaskStatus.SILENT, TaskStatus.STALLED)
+# Statuses of a task that does not run (yet): it has no process.
+WAITING = (TaskStatus.QUEUED, TaskStatus.RESERVED)
+# Statuses that hold a slot of the task's group (a queued reservation is being started).
+HOLDS_SLOT = (TaskStatus.RESERVED, *_LIVE)
 # Every move a task may make, from (None: no row yet) to. Stores make a move only from
 # a status this table allows (a compare on the row's status), so a stale writer changes
 # nothing: a reservation already claimed is not cancelled, an ended task not revived.
 TRANSITIONS: dict[str | None, frozenset[str]] = {
     None: frozenset({TaskStatus.RESERVED, TaskStatus.RUNNING, QUEUED}),
-    QUEUED: frozenset({TaskStatus.RESERVED, TaskStatus.RUNNING, ENDED}),
-    TaskStatus.RESERVED: frozenset({TaskStatus.RUNNING, ENDED}),
-    **{s: frozenset({*_LIVE, ENDED}) for s in _LIVE},
+    QUEUED: frozenset({TaskStatus.RESERVED, ENDED}),
+    # (back to QUEUED: a queued reservation that expired before its launcher claimed it)
+    TaskStatus.RESERVED: frozenset({TaskStatus.RUNNING, QUEUED, ENDED}),
+    # (to QUEUED: an attempt ended and the task is to be retried)
+    **{s: frozenset({*_LIVE, QUEUED, ENDED}) for s in _LIVE},
 }
 
 
@@ -77,6 +89,16 @@ def heartbeat_status(silence: float, timeout: float | None, has_feedback: bool) 
     if silence < STALLED_AT * timeout:
         return TaskStatus.SILENT
     return TaskStatus.STALLED
+
+
+def feedback_signature(path: str) -> tuple[int, int, int] | None:
+    """The feedback file's (inode, mtime, size): a change of it is a heartbeat. None if
+    there is no file."""
+    try:
+        st = os.lstat(path)  # a link put in its place is a change of the link, never of its target
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def next_status_change(silence: float, timeout: float) -> float:

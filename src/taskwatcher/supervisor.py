@@ -4,8 +4,15 @@ It sleeps in poll() on the child's pidfd and a signal wake-up pipe, with the nex
 deadline (a status change, the timeout, the end of a grace period) as poll's
 timeout: no fixed tick, no CPU while the task is quiet. The launcher is the task's
 child subreaper, so every process the task starts, even one that left its process
-group, is its descendant and is stopped with it. What it learns (status, heartbeat)
-goes to the store in one short operation each; how the task ended is returned.
+group, is its descendant and is stopped with it. What it learns (status, heartbeat,
+the latest feedback) goes to the store in one short operation each; how the task
+ended is returned.
+
+The feedback file is watched with inotify (:mod:`taskwatcher.filewatch`): a change
+wakes the loop, which reads what was added and stores it with the heartbeat, so that
+readers only read. A task that writes its file many times a second is read at most
+every :data:`FEEDBACK_COALESCE` seconds: the watch leaves the poll set until then,
+and the kernel folds the changes meanwhile into one event.
 """
 
 from __future__ import annotations
@@ -19,14 +26,16 @@ from functools import cache
 
 from . import process
 from .crash import crash_point
-from .errors import StoreError
+from .errors import StoreError, TaskwatcherError
+from .feedback import FeedbackState, read_increment
 from .logs import Logger
 from .model import Ending
 from .spawn import EXIT_TIMEOUT, Child, decode_wait_status, foreground_terminal, give_terminal
-from .status import TaskStatus, heartbeat_status, next_status_change
+from .status import TaskStatus, feedback_signature, heartbeat_status, next_status_change
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
+    from .filewatch import FileWatch
     from .lease import Lease
     from .output import Relay
     from .store import TaskStore
@@ -38,6 +47,10 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _JOB_SIGNALS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 KILL_MARGIN = 1.0  # seconds after SIGKILL before what still lives is reported and left
 _LEFTOVER_LOOK = 0.05  # seconds between looks at leftovers during a grace period
+# Seconds between two reads of a feedback file that keeps changing: a change after a quiet
+# spell is read at once; a stream of them reaches the store at most this late, at this pace.
+FEEDBACK_COALESCE = 0.1
+FALLBACK_LOOK = 1.0  # seconds between looks at the feedback file where inotify cannot be had
 
 
 class SignalFlags:
@@ -158,7 +171,7 @@ class Supervisor:
         token: str,
         child: Child,
         flags: SignalFlags,
-        feedfile: str | None,
+        watch: FileWatch | None,
         timeout: float | None,
         grace: float,
         relay: Relay | None = None,
@@ -166,14 +179,24 @@ class Supervisor:
         lease: Lease | None = None,
     ) -> None:
         self.store, self.task_id, self.token, self.child, self.flags = store, task_id, token, child, flags
-        self.feedfile, self.timeout, self.grace, self.relay = feedfile, timeout, grace, relay
+        self.watch, self.timeout, self.grace, self.relay = watch, timeout, grace, relay
+        self.feedfile = None if watch is None else watch.paths[0]
         # Foreground: a signal to the launcher reaches the task as that same signal
         # (Ctrl-C as SIGINT). Detached, or asked by control --kill: SIGTERM.
         self.forward = forward
         self.started = self.last_heartbeat = self.last_look = time.monotonic()
         self.status = TaskStatus.RUNNING
         # The feedback file's (ino, mtime, size): the launcher made it empty, which is no heartbeat.
-        self.signature = None if feedfile is None else _signature(feedfile)
+        # Written to already (the task ran before this), it is read at the first look.
+        sig = None if self.feedfile is None else feedback_signature(self.feedfile)
+        self.signature = sig if sig is None or sig[2] == 0 else (0, 0, 0)
+        self.feedstate = FeedbackState()  # what the launcher has read of the file, as stored
+        self.poller = select.poll()
+        # When the file is next read: after a change that came too soon after the last read,
+        # or, without inotify, at the next look. None: at the next change.
+        self.feedback_due: float | None = None
+        if watch is not None and watch.fd is None:
+            self.feedback_due = self.started + (FALLBACK_LOOK if self.signature == sig else 0.0)
         self.stop_reason: str | None = None
         self.stop_exitcode: int | None = None
         self.kill_at: float | None = None  # when the grace period of a stop ends
@@ -189,8 +212,10 @@ class Supervisor:
 
     # -- the loop --------------------------------------------------------------
     def run(self) -> Ending:
-        poller = select.poll()
+        poller = self.poller
         poller.register(self.flags.wake_r, select.POLLIN)
+        if self.watch is not None and self.watch.fd is not None:
+            poller.register(self.watch.fd, select.POLLIN)
         if self.child.pidfd is not None:
             poller.register(self.child.pidfd, select.POLLIN)
         if self.relay is not None:
@@ -224,7 +249,7 @@ class Supervisor:
             self._reap_orphans()
             now = time.monotonic()
             if self.stop_reason is None:
-                self._check_heartbeat(now)
+                self._check_heartbeat(now, self._feedback_changed(events, now))
                 self._check_timeout(now)
                 self._check_lease()
             elif self.kill_at is not None and now >= self.kill_at:
@@ -247,11 +272,13 @@ class Supervisor:
         return wait
 
     def _next_status_wake(self, now: float) -> float | None:
+        feedback = None if self.feedback_due is None else max(0.0, self.feedback_due - now)
         if not self.timeout:
-            return None
+            return feedback
         if self.feedfile is None:
             return self.started + self.timeout - now
-        return next_status_change(now - self.last_heartbeat, self.timeout)
+        status = next_status_change(now - self.last_heartbeat, self.timeout)
+        return status if feedback is None else min(status, feedback)
 
     # -- the lease (a shared store) ---------------------------------------------
     def _watch_lease(self, poller: select.poll) -> None:
@@ -270,11 +297,37 @@ class Supervisor:
             if reason:
                 self._begin_stop(reason, None)
 
-    # -- heartbeat and timeout -------------------------------------------------
-    def _check_heartbeat(self, now: float) -> None:
+    # -- feedback, heartbeat and timeout ---------------------------------------
+    def _feedback_changed(self, events: list[tuple[int, int]], now: float) -> bool:
+        """Whether the feedback file is to be read now: the watch saw a change (and the
+        last read is FEEDBACK_COALESCE old), or a read put off until now is due."""
+        watch = self.watch
+        if watch is None:
+            return False
+        due = self.feedback_due is not None and now >= self.feedback_due
+        if watch.fd is None:  # no inotify: a look at the file's signature every FALLBACK_LOOK
+            if due:
+                self.feedback_due = now + FALLBACK_LOOK
+            return False  # read if the look finds it changed
+        if due:  # back in the poll set; what came meanwhile is read now
+            self.feedback_due = None
+            self.poller.register(watch.fd, select.POLLIN)
+            return watch.changed()
+        if not any(fd == watch.fd for fd, _ in events) or not watch.changed():
+            return False
+        # Read now, then keep out of the poll set for FEEDBACK_COALESCE: a task writing in
+        # a tight loop wakes the launcher once per period, not once per line.
+        self.feedback_due = now + FEEDBACK_COALESCE
+        self.poller.unregister(watch.fd)
+        return True
+
+    def _check_heartbeat(self, now: float, read: bool = False) -> None:
+        """Look at the feedback file: a change of its (inode, mtime, size) is a heartbeat;
+        with ``read`` (it changed, the watch says), what was added is read and stored
+        with the heartbeat, in one operation."""
         if self.feedfile is None:
             return
-        sig = _signature(self.feedfile)
+        sig = feedback_signature(self.feedfile)
         beat = sig != self.signature
         if beat:
             # The change happened after the last look; the file's mtime says when.
@@ -282,12 +335,25 @@ class Supervisor:
             self.last_heartbeat = min(max(written, self.last_look), now)
             self.signature = sig
         self.last_look = now
+        feedback = self._read_feedback() if beat or read else None
         silence = now - self.last_heartbeat
         status = heartbeat_status(silence, self.timeout, True)
-        if beat or status != self.status:
+        if beat or feedback is not None or status != self.status:
             self.status = status
             when = time.time() - silence
-            self._record(status, when)
+            self._record(status, when, feedback)
+
+    def _read_feedback(self) -> FeedbackState | None:
+        """The file read on from the last read; the state if that changed it, else None."""
+        try:
+            changed = read_increment(self.feedfile, self.feedstate)  # type: ignore[arg-type]
+        except TaskwatcherError as e:  # not a regular file any more, or unreadable: no news
+            log.debug("%s: the feedback last read stands", e)
+            return None
+        if not changed:
+            return None
+        log.debug("task %d: feedback read to byte %d", self.task_id, self.feedstate.offset)
+        return self.feedstate
 
     def _check_timeout(self, now: float) -> None:
         if not self.timeout:
@@ -298,11 +364,12 @@ class Supervisor:
         elif now - self.last_heartbeat >= self.timeout:
             self._begin_stop(f"timeout: no feedback for {self.timeout:g} s", EXIT_TIMEOUT)
 
-    def _record(self, status: TaskStatus, heartbeat: float) -> None:
+    def _record(self, status: TaskStatus, heartbeat: float, feedback: FeedbackState | None = None) -> None:
         try:
-            self.store.record_status(self.task_id, self.token, str(status), heartbeat)
+            self.store.record_status(self.task_id, self.token, str(status), heartbeat, feedback)
         except StoreError as e:  # a status is not worth dying for; the archive is
             log.warning("could not record status: %s", e)
+            # The whole state is stored each time: the next record carries what this one lost.
 
     # -- stopping ----------------------------------------------------------------
     def _on_signal(self, sig: int) -> None:
@@ -482,14 +549,6 @@ def _comm(ident: process.Identity) -> str:
             return f.read().strip().decode(errors="replace")
     except OSError:
         return "?"
-
-
-def _signature(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.lstat(path)  # a link put in its place is a change of the link, never of its target
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 if __name__ == "__main__":

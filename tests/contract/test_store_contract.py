@@ -203,26 +203,32 @@ def test_retention_gives_the_placed_logs_of_what_it_deleted(store, tmp_path):
     assert store.clear_history() == (2, [placed.logfile])
 
 
-# -- the feedback reader's place ---------------------------------------------------------------
+# -- the task's latest feedback ------------------------------------------------------------------
 def test_feedback_state_round_trip(backend):
     store, other = backend(), backend()
     row = running(store)
     assert store.feedback_state(row.id) is None
     first = FeedbackState(1, 2, 10, 1, {"progress": "5", "é": "ü"}, "fp")
-    assert store.save_feedback_state(row.id, row.token, None, first) is True
+    assert store.record_status(row.id, row.token, "RUNNING", time.time(), first) is True
     assert other.feedback_state(row.id) == first
     later = FeedbackState(1, 2, 20, 2, {"progress": "9"}, "fp2")
-    assert other.save_feedback_state(row.id, row.token, None, later) is False  # another's stands
-    assert other.save_feedback_state(row.id, row.token, first, later) is True
+    assert other.record_status(row.id, row.token, "SILENT", time.time()) is True  # no feedback: kept
+    assert store.feedback_state(row.id) == first
+    assert other.record_status(row.id, row.token, "RUNNING", time.time(), later) is True
     assert store.feedback_state(row.id) == later
-    assert store.save_feedback_state(row.id, "stale", later, first) is None
+    assert store.record_status(row.id, "stale", "RUNNING", time.time(), first) is False
+    assert store.feedback_state(row.id) == later
     finish(store, row)
     assert store.feedback_state(row.id) is None
-    assert store.save_feedback_state(row.id, row.token, None, first) is None
+    assert store.record_status(row.id, row.token, "RUNNING", time.time(), first) is False
+    assert store.feedback_state(row.id) is None
 
 
 # -- change notification -----------------------------------------------------------------------
-def test_another_process_change_is_noticed(backend):
+@pytest.mark.parametrize("watch", ["inotify", "without inotify"])
+def test_another_process_change_is_noticed(backend, watch, monkeypatch):
+    if watch != "inotify":
+        monkeypatch.setenv("TASKWATCHER_WITHOUT", "inotify")
     watcher, writer_factory = backend(), backend
     assert watcher.notify_fd() is None or isinstance(watcher.notify_fd(), int)
     assert not watcher.wait_for_change(0.05)
@@ -235,3 +241,104 @@ def test_another_process_change_is_noticed(backend):
     threading.Thread(target=write_later).start()
     assert watcher.wait_for_change(10)
     assert not watcher.wait_for_change(0.05)  # seen once
+
+
+# -- the line: queued tasks --------------------------------------------------------------------
+NO_INFOS = (None, None, None)
+
+
+def queued(store, name="q", queue="g", slots=1, spec='{"command": ["true"]}', **kw) -> int:
+    return store.enqueue(name, NO_INFOS, False, queue=queue, slots=slots, spec=spec, **kw)
+
+
+def test_a_queued_task_is_a_row_with_its_spec_and_no_process(store):
+    taskid = queued(store, spec='{"command": ["echo", "x"]}')
+    row = store.task(taskid)
+    assert (row.status, row.queue, row.slots, row.attempt, row.pid) == (TaskStatus.QUEUED, "g", 1, 1, None)
+    assert row.spec == '{"command": ["echo", "x"]}' and row.token
+    assert store.expire_reservations(time.time() + 3600) == [] and store.task(taskid) == row
+    assert store.request_stop(taskid, "why") is None  # not running: taken out of the line by finish
+
+
+def test_a_group_takes_only_its_free_slots(store):
+    a, b, c = (queued(store, slots=2) for _ in range(3))
+    other = queued(store, queue="other")
+    assert store.take_queued(a, 30) and store.take_queued(b, 30)
+    assert not store.take_queued(c, 30)  # two of g hold their slots (reserved, then running)
+    assert store.take_queued(other, 30)  # another group has its own
+    assert not store.take_queued(a, 30)  # taken already
+    store.claim(a, a_claim())
+    assert not store.take_queued(c, 30)
+    finish(store, store.task(a))
+    assert store.take_queued(c, 30)
+    assert store.task(c).status == TaskStatus.RESERVED
+
+
+def test_of_simultaneous_takers_of_one_slot_exactly_one_wins(backend):
+    setup = backend()
+    ids = [queued(setup) for _ in range(4)]
+    wins: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def take(taskid: int) -> None:
+        store = backend()
+        barrier.wait()
+        if store.take_queued(taskid, 30):
+            wins.append(taskid)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+
+
+def test_an_expired_queued_reservation_goes_back_to_the_line(store):
+    taskid = queued(store)
+    assert store.take_queued(taskid, 0.001)
+    plain = store.reserve(None, NO_INFOS, False, 0.001)
+    assert store.expire_reservations(time.time() + 1) == [plain]  # only the plain one is dropped
+    assert store.task(taskid).status == TaskStatus.QUEUED
+    assert store.take_queued(taskid, 30)
+
+
+def test_a_retry_is_the_same_task_back_in_line_with_a_fresh_token(store):
+    taskid = queued(store, queue=None, slots=None)
+    assert store.take_queued(taskid, 30)  # no group: no slot to wait for
+    row = store.claim(taskid, a_claim())
+    later = time.time() + 3600
+    hid = store.finish(row.id, row.token, **{**END, "exitcode": 3}, retry_at=later)
+    again = store.task(taskid)
+    assert (again.status, again.attempt, again.notbefore, again.pid) == (TaskStatus.QUEUED, 2, later, None)
+    assert again.token != row.token and again.launcherpid is None
+    assert not store.take_queued(taskid, 30)  # not before its delay
+    assert finish(store, row) is None  # the first attempt's writers are refused
+    assert not store.record_status(taskid, row.token, "RUNNING", 1.0)
+    (entry,) = list(store.iter_history())
+    assert (entry.id, entry.attempt, entry.exitcode) == (hid, 1, 3)
+    assert store.finish(taskid, again.token, **END) is not None
+    assert [e.attempt for e in store.iter_history()] == [1, 2]
+    assert store.finished(taskid).attempt == 2 and store.task(taskid) is None
+
+
+def test_a_foreground_waiter_is_kept_through_a_retry(store):
+    from taskwatcher.model import Waiter
+
+    me = a_claim()
+    waiter = Waiter(me.launcherpid, me.launcherstart, me.bootid, me.host, me.pidns)
+    taskid = queued(store, waiter=waiter)
+    assert store.task(taskid).launcherpid == me.launcherpid
+    assert store.take_queued(taskid, 30)
+    row = store.claim(taskid, a_claim())
+    store.finish(row.id, row.token, **END, retry_at=time.time(), keep_waiter=True)
+    assert store.task(taskid).launcherpid == me.launcherpid
+
+
+def test_the_hooks_outcome_is_kept_in_the_history_row(store):
+    row = running(store)
+    hid = store.finish(row.id, row.token, **END, hook="pending")
+    assert [e.hook for e in store.iter_history()] == ["pending"]
+    assert store.record_hook(hid, "--on-end: exit 0")
+    assert describe_entry(store.finished(store.newest_taskid()))["hook"] == "--on-end: exit 0"
+    assert not store.record_hook(hid + 100, "x")

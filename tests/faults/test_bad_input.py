@@ -247,7 +247,7 @@ CASES = [
          (*CONTROL, "--initialize"), 1,
          "taskwatcher: $TMP/state/tw.db is not a taskwatcher database (tables: a'b, people)", "db-foreign"),
     Case("newer", "database", "a newer schema", (*CONTROL, "--reserve"), 1,
-         "taskwatcher: database $TMP/state/tw.db has schema 99, newer than this taskwatcher's 3: "
+         "taskwatcher: database $TMP/state/tw.db has schema 99, newer than this taskwatcher's 4: "
          "upgrade taskwatcher", "db-newer"),
     Case("folder", "database", "the path is a folder", (*LAUNCH, *RUN), 125,
          "taskwatcher: database $TMP/state/tw.db is a folder", "db-folder"),

@@ -6,7 +6,7 @@ nothing lost (exit code, final feedback), no process of the task alive.
 Points: ``archiving`` (inside any archive's transaction, history row inserted, not
 committed: here in ``control --update`` and ``control --kill`` of a lost task),
 ``kill-requested`` (``--kill`` recorded the request, its launcher not signalled yet),
-``feedback-saving`` (``--feedback`` read new lines, offset and data not committed),
+``feedback-saving`` (a launcher storing the feedback it read, not committed),
 ``pending-archived`` (a kept-aside end archived, its file not removed yet).
 Each scenario runs ``TASKWATCHER_FAULT_CONTROL_RUNS`` times (default 3).
 """
@@ -137,28 +137,23 @@ def test_a_kill_that_crashes_before_signalling_is_done_by_the_next_kill(tw, tmp_
         assert json.loads(row["feedback"]) == {"progress": "50"}
 
 
-def test_a_feedback_read_that_crashes_loses_no_line(tw, tmp_path):
+def test_a_launcher_that_crashes_storing_feedback_loses_no_line(tw, tmp_path):
+    """The launcher stores the task's feedback as the file changes; killed inside that
+    transaction (nothing committed), the task is lost: the next command archives it once,
+    with every line of the file, those written after the crash too."""
     home, feeds = Path(tw.env["HOME"]), tmp_path / "feeds"
     feeds.mkdir()
     for run in range(RUNS):
         name = f"feedback-{run}"
-        launcher, taskid = start_task(tw, name, feeds, FEED + "exec sleep 300")
-        feedfile = feeds / f"feedback_{taskid}.log"
-        assert tw.json("control", "--feedback", str(taskid)) == {"progress": "50"}
-        with open(feedfile, "a") as f:
+        launcher, taskid = start_task(
+            tw, name, feeds, FEED + "exec sleep 300", TASKWATCHER_CRASH_AT="feedback-saving"
+        )
+        assert launcher.wait(timeout=15) == -signal.SIGKILL  # at its first store of the feedback
+        with open(feeds / f"feedback_{taskid}.log", "a") as f:
             f.write("[progress]70\n[phase]two\n")
-        crashed(tw, "feedback-saving", "--feedback", str(taskid))  # read both lines, not committed
-        with open(feedfile, "a") as f:
-            f.write("[done]yes\n")
-        assert tw.json("control", "--feedback", str(taskid)) == {
-            "progress": "70",
-            "phase": "two",
-            "done": "yes",
-        }
-        assert tw.run("control", "--kill", str(taskid)).returncode == 0
-        launcher.wait(timeout=15)
         row = settle(tw, home, name)
-        assert json.loads(row["feedback"]) == {"progress": "70", "phase": "two", "done": "yes"}
+        assert row["termerror"] == "launcher lost"
+        assert json.loads(row["feedback"]) == {"progress": "70", "phase": "two"}
 
 
 def test_archiving_a_kept_aside_end_crashes_then_it_is_archived_once(tw, tmp_path):

@@ -21,7 +21,7 @@ import pytest
 from conftest import TW, Taskwatcher, wait_for
 from support import ended, kill_own_processes, one_line_error, reaper  # noqa: F401  (reaper: an autouse fixture)
 from taskwatcher import TaskWatcher, feedstate
-from taskwatcher.feedback import FeedbackName, parse_file
+from taskwatcher.feedback import FeedbackName, FeedbackState
 from taskwatcher.store import Store
 
 DEADLINE = 15  # seconds: a command that blocks on the feedback file would never end
@@ -93,32 +93,30 @@ def test_a_file_rewritten_while_readers_hammer_it_ends_with_its_last_content(tw,
     assert ended(tw, taskid)["feedback"] == {"progress": "end"}
 
 
-def test_a_reader_that_started_from_an_older_place_does_not_save_over_a_newer_one(tw, feeds, monkeypatch):
-    """Reads happen outside any transaction; the place is saved only if the saved one is still
-    the one the read started from. Here another reader reads and saves between this reader's
-    read and its save: the saved place stays the other's, and both answers are right."""
-    taskid = int(detach(tw, feeds, 'echo "[a]1" > "$TASKWATCHER_FEEDBACK"; sleep 60'))
-    fb = feeds / f"feedback_{taskid}.log"
-    wait_for(lambda: fb.read_text() == "[a]1\n", 10, "the task's first line")
-    real = feedstate._read_feedback
-    calls = []
+STORED_STEPS = (
+    ('echo "[a]1" > "$F"', {"a": "1"}),
+    ('printf "[a]2\\n[b]3\\n" > "$F"', {"a": "2", "b": "3"}),  # rewritten in place, longer
+    ('echo "[c]4" >> "$F"', {"a": "2", "b": "3", "c": "4"}),  # appended
+    ('echo "[d]5" > "$0/new"; mv "$0/new" "$F"', {"d": "5"}),  # replaced by another file
+)
 
-    def read_then_let_another_reader_in(path, state, final=False):
-        changed = real(path, state, final)
-        if not calls:
-            calls.append(dict(state.data))
-            fb.write_text("[a]2\n[b]3\n")  # rewritten in place, longer
-            with Store(tw.db) as other:
-                assert feedstate.task_feedback(other, taskid) == {"a": "2", "b": "3"}
-        return changed
 
-    monkeypatch.setattr(feedstate, "_read_feedback", read_then_let_another_reader_in)
-    with Store(tw.db) as store:
-        assert feedstate.task_feedback(store, taskid) == {"a": "1"}  # what it read
-        saved = feedstate.load_feedback_state(store, taskid)
-    assert (saved.offset, saved.data) == (len("[a]2\n[b]3\n"), {"a": "2", "b": "3"})
-    monkeypatch.undo()
-    assert tw.json("control", "--feedback", str(taskid)) == {"a": "2", "b": "3"} == parse_file(fb)
+@pytest.mark.parametrize("watch", ["inotify", "fallback"])
+def test_the_launcher_stores_the_feedback_as_the_file_changes(tw, feeds, watch):
+    """No timeout, so no deadline wakes the launcher: only its watch on the file (inotify,
+    or without it a look every second) gets each change into the store, where readers
+    on any host read it without writing."""
+    steps = "".join(f'{cmd}; until [ -e "$0/go.{i}" ]; do sleep 0.01; done; ' for i, (cmd, _) in
+                    enumerate(STORED_STEPS))  # fmt: skip
+    env = {"TASKWATCHER_WITHOUT": "inotify"} if watch == "fallback" else {}
+    proc = tw.run("launch", "--detach", "--feedpath", str(feeds), "sh", "-c",
+                  'F="$TASKWATCHER_FEEDBACK"; ' + steps, str(feeds), env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    taskid = int(proc.stdout)
+    for i, (_, want) in enumerate(STORED_STEPS):
+        wait_stored(tw, str(taskid), want)
+        (feeds / f"go.{i}").touch()
+    assert ended(tw, str(taskid))["feedback"] == STORED_STEPS[-1][1]
 
 
 # -- a FIFO at the feedback path -------------------------------------------------------------------
@@ -128,9 +126,17 @@ FIFO_TASK = (
 )
 
 
+def wait_stored(tw: Taskwatcher, taskid: str, want: dict[str, str]) -> None:
+    """Wait until the task's launcher has stored ``want`` as its latest feedback (a reader on
+    this host would see it at once, read on from the file: the launcher may not have yet)."""
+    with Store(tw.db, create=False) as store:
+        wait_for(lambda: (store.feedback_state(int(taskid)) or FeedbackState()).data == want,
+                 10, f"the launcher to store {want}")  # fmt: skip
+
+
 def fifo_task(tw: Taskwatcher, feeds: Path) -> str:
     taskid = detach(tw, feeds, FIFO_TASK)
-    wait_for(lambda: tw.json("control", "--feedback", taskid) == {"a": "1"}, 10, "the first feedback")
+    wait_stored(tw, taskid, {"a": "1"})
     (feeds / "go").touch()
     wait_for(lambda: (feeds / "fifo").exists(), 10, "the task to make its FIFO")
     assert stat.S_ISFIFO((feeds / f"feedback_{taskid}.log").lstat().st_mode)
@@ -218,14 +224,15 @@ def test_a_symlink_swapped_in_during_the_run_is_never_read_nor_its_target_remove
         tw, feeds, 'echo "[a]1" >> "$TASKWATCHER_FEEDBACK"; until [ -e "$0/go" ]; do sleep 0.01; done'
     )
     fb = feeds / f"feedback_{taskid}.log"
-    wait_for(lambda: fb.read_text() == "[a]1\n", 10, "the task's line")
+    wait_stored(tw, taskid, {"a": "1"})
     fb.unlink()
     fb.symlink_to(secret)
-    assert tw.json("control", "--feedback", taskid) == {}  # never read through the link
+    # never read through the link: the feedback last read stands
+    assert tw.json("control", "--feedback", taskid) == {"a": "1"}
     debug = tw.run("control", "--debug", "--feedback", taskid, check=True)
     assert "symbolic link: not followed" in debug.stderr
     (feeds / "go").touch()
-    assert ended(tw, taskid)["feedback"] == {}
+    assert ended(tw, taskid)["feedback"] == {"a": "1"}
     assert secret.read_text() == "[password]hunter2\n"
     assert not fb.is_symlink() and not fb.exists()
     assert "hunter2" not in json.dumps(tw.history())
@@ -268,7 +275,7 @@ def test_a_lost_task_of_one_database_leaves_the_others_live_file_alone(tw, tmp_p
     file into its history nor deletes it."""
     taskid = detach(tw, feeds, 'echo "[db]A" >> "$TASKWATCHER_FEEDBACK"; sleep 60')
     fb = feeds / "feedback_1.log"
-    wait_for(lambda: tw.json("control", "--feedback", taskid) == {"db": "A"}, 10, "A's feedback")
+    wait_stored(tw, taskid, {"db": "A"})
     os.kill(Store(tw.db).task(1)["launcherpid"], signal.SIGKILL)
     b = other_database(tw, tmp_path, "b")
     script = 'echo "[db]B" >> "$TASKWATCHER_FEEDBACK"; until [ -e "$0/go" ]; do sleep 0.01; done'

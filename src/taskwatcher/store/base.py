@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from ..feedback import FeedbackState
-    from ..model import Claim, HistoryFilter, HistoryRow, TaskRow
+    from ..model import Claim, HistoryFilter, HistoryRow, TaskRow, Waiter
 
 
 class TaskStore:
@@ -88,10 +88,16 @@ class TaskStore:
         written, if the row is no longer this token's (archived as lost meanwhile)."""
         raise NotImplementedError
 
-    def record_status(self, taskid: int, token: str, status: str, heartbeat: float) -> bool:
+    def record_status(
+        self, taskid: int, token: str, status: str, heartbeat: float, feedback: FeedbackState | None = None
+    ) -> bool:
         """Record a running task's status (RUNNING, SILENT, STALLED) and its latest
-        heartbeat (unix time); False, and nothing written, if the row is not this
-        token's or not running."""
+        heartbeat (unix time), and with ``feedback`` the task's latest feedback as its
+        launcher read it (the reader's place and what it had read), all in one step;
+        False, and nothing written, if the row is not this token's or not running.
+
+        The launcher is the one writer of a running task's feedback: readers read what
+        it stored (and, on its host, may read the file on from there without writing)."""
         raise NotImplementedError
 
     def record_observed(self, observed: Sequence[tuple[int, int | None, str, int | None]]) -> int:
@@ -111,15 +117,24 @@ class TaskStore:
         raise NotImplementedError
 
     def expire_reservations(self, now: float) -> list[int]:
-        """Drop the reservations whose expiry time is ``now`` or earlier; their ids."""
+        """Drop the reservations whose expiry time is ``now`` or earlier; their ids. A queued
+        task's reservation goes back to QUEUED instead (and is not among the ids)."""
         raise NotImplementedError
 
     def finish(
         self, taskid: int, token: str, *, termsignal: str, termerror: str, exitcode: int | None,
-        feedback: dict[str, str], endtime: float | None = None,
+        feedback: dict[str, str], endtime: float | None = None, hook: str | None = None,
+        retry_at: float | None = None, keep_waiter: bool = False,
     ) -> int | None:  # fmt: skip
         """End a task: write its history row and remove the task (and the feedback
         reader's place) in one step; the history id.
+
+        The history row carries the task's ``attempt`` and ``hook`` (``"pending"`` when
+        finish hooks are to run). With ``retry_at`` the task is not removed: in the same
+        step it goes back to QUEUED for its next attempt (attempt + 1, not started
+        before ``retry_at``, a fresh token so that the last attempt's writers are
+        refused, no process; its launcher's identity kept only with ``keep_waiter``,
+        a foreground launcher that starts the next attempt itself).
 
         Compare-and-set on ``token``: if the row is gone or is another task's
         (archived meanwhile, or the id reused by a recreated database), nothing is
@@ -128,18 +143,46 @@ class TaskStore:
         """
         raise NotImplementedError
 
-    # -- the feedback reader's place ---------------------------------------------------
-    def feedback_state(self, taskid: int) -> FeedbackState | None:
-        """Where the last reader of the task's feedback file stopped, and what it had
-        read; None if none saved one."""
+    # -- the line: queued tasks ----------------------------------------------------------
+    def enqueue(
+        self, name: str | None, infos: Sequence[str | None], unique: bool, *, queue: str | None,
+        slots: int | None, spec: str, environ: str | None = None, command: str | None = None,
+        waiter: Waiter | None = None,
+    ) -> int:  # fmt: skip
+        """Insert a QUEUED task (a fresh token, no process): in group ``queue`` (None: none)
+        of ``slots`` at once, ``spec`` the JSON text of what starting it needs (only its
+        starters read it), ``environ`` the JSON text of the environment it is queued with
+        (kept apart: :meth:`task_environment`, never in a :class:`TaskRow`), ``command``
+        the command column's text until a launcher claims it, ``waiter`` the foreground
+        launcher that will start it itself
+        (None: whoever finds its turn come spawns a launcher for it); its id. With
+        ``unique``, a name a queued, reserved or running task holds raises NameTaken."""
         raise NotImplementedError
 
-    def save_feedback_state(
-        self, taskid: int, token: str, start: FeedbackState | None, state: FeedbackState
-    ) -> bool | None:
-        """Save ``state`` as the reader's place if the saved one is still ``start`` (the
-        one the read began from: a reader that saved meanwhile keeps its own); True if
-        saved, False if another's stands, None if the task is no longer this token's."""
+    def take_queued(self, taskid: int, ttl: float) -> bool:
+        """Take a queued task's turn, in one step: if it is QUEUED, its ``notbefore`` has
+        come, and its group (if any) has fewer than its ``slots`` tasks RESERVED or
+        running, it becomes RESERVED for ``ttl`` seconds (its launcher then claims it);
+        False, and nothing changed, otherwise. Of two takers exactly one wins; the
+        caller picks the oldest eligible task of a group first (first come, first served).
+        A queued reservation that expires goes back to QUEUED
+        (:meth:`expire_reservations`), never dropped."""
+        raise NotImplementedError
+
+    def task_environment(self, taskid: int) -> str | None:
+        """The ``environ`` a queued task was given at :meth:`enqueue` (None: none, or no such task);
+        kept through its retries, gone with the row."""
+        raise NotImplementedError
+
+    def record_hook(self, historyid: int, outcome: str) -> bool:
+        """Write the finish hooks' outcome into a history row (``hook``); False if the row is gone."""
+        raise NotImplementedError
+
+    # -- the task's latest feedback ----------------------------------------------------
+    def feedback_state(self, taskid: int) -> FeedbackState | None:
+        """The task's latest feedback as its launcher read and stored it (with
+        :meth:`record_status`): where in the file it stopped, and what it had read;
+        None if nothing was stored yet."""
         raise NotImplementedError
 
     # -- reads -------------------------------------------------------------------------
@@ -157,7 +200,8 @@ class TaskStore:
 
     def iter_history(self, only: HistoryFilter | None = None, chunk: int = 1000) -> Iterator[HistoryRow]:
         """Finished tasks, oldest first, as ``only`` filters them (name; ended at or
-        after ``since``; the newest ``last`` of those), read ``chunk`` rows at a time."""
+        after ``since``; history id below ``before``; the newest ``last`` of those), read
+        ``chunk`` rows at a time."""
         raise NotImplementedError
 
     def history_json(self, only: HistoryFilter | None = None, chunk: int = 5000) -> Iterator[str]:

@@ -22,7 +22,7 @@ from ..crash import crash_point
 from ..errors import NameTaken, NoDatabase, NotADatabase, StoreError, TasksRunning
 from ..logs import Logger
 from ..model import HISTORY_FIELDS, TASK_FIELDS, HistoryRow, TaskRow
-from ..status import TaskStatus, check_transition, sources
+from ..status import HOLDS_SLOT, WAITING, TaskStatus, check_transition, sources
 from .base import TaskStore
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
@@ -30,11 +30,11 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..feedback import FeedbackState
-    from ..model import Claim, HistoryFilter
+    from ..model import Claim, HistoryFilter, Waiter
 
 log = Logger(__name__)
 
-SCHEMA_VERSION = 3  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
+SCHEMA_VERSION = 4  # 1 is taskwatcher 1.x, which kept no version (user_version 0)
 APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
 # How long a write waits for another's lock, in seconds; TASKWATCHER_BUSY_TIMEOUT changes it.
 BUSY_TIMEOUT = 30.0
@@ -60,7 +60,12 @@ CREATE TABLE tasks (
     started REAL, heartbeat REAL,      -- unix times with sub-second precision
     stopreason TEXT,                   -- why a stop was requested (control --kill)
     token TEXT,                        -- in the environment of every process of the task
-    logplaced INTEGER NOT NULL DEFAULT 0  -- taskwatcher chose the log's path (not --log)
+    logplaced INTEGER NOT NULL DEFAULT 0, -- taskwatcher chose the log's path (not --log)
+    queue TEXT, slots INTEGER,         -- its group, and how many of the group may run at once
+    notbefore REAL,                    -- a queued task is not started before (a retry's delay)
+    attempt INTEGER NOT NULL DEFAULT 1,
+    spec TEXT,                         -- JSON: what starting it needs (argv, folder, options)
+    environ TEXT                       -- JSON: the environment it was queued with (not in TaskRow)
 )"""
 _FEEDBACKS = """
 CREATE TABLE feedbacks (
@@ -77,12 +82,28 @@ CREATE TABLE history (
     starttime INTEGER, endtime INTEGER, duration INTEGER, feedback BLOB,
     exitcode INTEGER, pid INTEGER, host TEXT, command TEXT, logfile TEXT,
     reservetime INTEGER, timeout REAL,
-    logplaced INTEGER NOT NULL DEFAULT 0  -- the log is taskwatcher's to delete with the row
+    logplaced INTEGER NOT NULL DEFAULT 0, -- the log is taskwatcher's to delete with the row
+    attempt INTEGER NOT NULL DEFAULT 1,
+    hook TEXT                          -- the finish hooks' outcome ('pending' until they have run)
 )"""
 # Columns added since schema 2, by table: an older file gets them with ALTER TABLE.
+# (Schema 4, queues: tasks queue, slots, notbefore, attempt, spec, environ; history attempt, hook.)
 _ADDED_COLUMNS = {
-    "tasks": (("logplaced", "INTEGER NOT NULL DEFAULT 0"), ("pidns", "INTEGER")),
-    "history": (("logplaced", "INTEGER NOT NULL DEFAULT 0"),),
+    "tasks": (
+        ("logplaced", "INTEGER NOT NULL DEFAULT 0"),
+        ("pidns", "INTEGER"),
+        ("queue", "TEXT"),
+        ("slots", "INTEGER"),
+        ("notbefore", "REAL"),
+        ("attempt", "INTEGER NOT NULL DEFAULT 1"),
+        ("spec", "TEXT"),
+        ("environ", "TEXT"),
+    ),
+    "history": (
+        ("logplaced", "INTEGER NOT NULL DEFAULT 0"),
+        ("attempt", "INTEGER NOT NULL DEFAULT 1"),
+        ("hook", "TEXT"),
+    ),
     "feedbacks": (("fingerprint", "TEXT"),),  # a place saved without one is read again from 0
 }
 _INDEXES = (
@@ -331,6 +352,7 @@ class SQLiteStore(TaskStore):
     """
 
     shared = False  # one host: liveness is judged from /proc
+    _watch = None  # the inotify watch on the database's files, made by the first wait_for_change
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.path = resolve_db_path(path)
@@ -528,6 +550,8 @@ class SQLiteStore(TaskStore):
         self._stamp()
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         self.conn.close()
 
     def __enter__(self) -> SQLiteStore:
@@ -621,14 +645,22 @@ class SQLiteStore(TaskStore):
         exitcode: int | None,
         feedback: dict[str, str],
         endtime: float | None = None,
+        hook: str | None = None,
+        retry_at: float | None = None,
+        keep_waiter: bool = False,
     ) -> int:
-        """Move a task to history (call inside a transaction); returns the history id."""
+        """Move a task to history (call inside a transaction); returns the history id.
+
+        With ``retry_at``, the task is not removed but goes back to the line for its next
+        attempt (QUEUED, not started before then, a fresh token; ``keep_waiter``: still
+        its foreground launcher's to start)."""
         end = time.time() if endtime is None else endtime
         start = task["started"] if task["started"] is not None else task["starttime"]
         cur = conn.execute(
             "INSERT INTO history (taskid, taskname, info1, info2, info3, termsignal, termerror,"
             " starttime, endtime, duration, feedback, exitcode, pid, host, command, logfile,"
-            " reservetime, timeout, logplaced) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " reservetime, timeout, logplaced, attempt, hook)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 task["id"],
                 task["name"],
@@ -649,9 +681,24 @@ class SQLiteStore(TaskStore):
                 task["reservetime"],
                 task["timeout"],
                 task["logplaced"],
+                task["attempt"] or 1,
+                _text(hook),
             ),
         )
-        self.delete_task(conn, task["id"])
+        if retry_at is None:
+            self.delete_task(conn, task["id"])
+        else:
+            check_transition(task["status"], TaskStatus.QUEUED)
+            waiter = {} if keep_waiter else dict.fromkeys(
+                ("launcherpid", "launcherstart", "bootid", "host", "pidns")
+            )  # fmt: skip
+            self.update_task(
+                task["id"], conn, status=str(TaskStatus.QUEUED), attempt=(task["attempt"] or 1) + 1,
+                notbefore=retry_at, token=os.urandom(8).hex(), pid=None, procstart=None, started=None,
+                starttime=None, duration=None, heartbeat=None, lastupdate=None, stopreason=None,
+                expiretime=None, feedpath=None, feedback=0, **waiter,
+            )  # fmt: skip
+            conn.execute("DELETE FROM feedbacks WHERE id = ?", (task["id"],))
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
     def feedback_row(self, taskid: int) -> Row | None:
@@ -787,29 +834,36 @@ class SQLiteStore(TaskStore):
             )
             return self.task(taskid) if changed else None
 
-    def record_status(self, taskid: int, token: str, status: str, heartbeat: float) -> bool:
+    def record_status(
+        self, taskid: int, token: str, status: str, heartbeat: float, feedback: FeedbackState | None = None
+    ) -> bool:
         with self.transaction() as conn:
             cur = conn.execute(
                 "UPDATE tasks SET status = ?, heartbeat = ?, lastupdate = ? WHERE id = ? AND token = ?"
                 f" AND status IN ({_marks(sources(status))})",
                 (str(status), heartbeat, int(heartbeat), taskid, token, *map(str, sources(status))),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if feedback is not None:
+                self._write_feedback(conn, taskid, feedback)
+            return True
 
     def record_observed(self, observed: Sequence[tuple[int, int | None, str, int | None]]) -> int:
         with self.transaction() as conn:
             for taskid, duration, status, lastupdate in observed:
                 conn.execute(
-                    "UPDATE tasks SET duration = ?, status = ?, lastupdate = ? WHERE id = ? AND status != ?",
-                    (duration, status, lastupdate, taskid, str(TaskStatus.RESERVED)),
+                    "UPDATE tasks SET duration = ?, status = ?, lastupdate = ? WHERE id = ?"
+                    " AND status NOT IN (?, ?)",
+                    (duration, status, lastupdate, taskid, *map(str, WAITING)),
                 )
         return len(observed)
 
     def request_stop(self, taskid: int, reason: str) -> TaskRow | None:
         with self.transaction() as conn:
             changed = conn.execute(
-                "UPDATE tasks SET stopreason = ? WHERE id = ? AND status != ?",
-                (_text(reason), taskid, str(TaskStatus.RESERVED)),
+                "UPDATE tasks SET stopreason = ? WHERE id = ? AND status NOT IN (?, ?)",
+                (_text(reason), taskid, *map(str, WAITING)),
             ).rowcount
             return self.task(taskid) if changed else None
 
@@ -828,6 +882,12 @@ class SQLiteStore(TaskStore):
         if not self.query(f"SELECT 1 FROM tasks WHERE {due} LIMIT 1", (reserved, now)):
             return []  # the common case reads only: no write lock taken
         with self.transaction() as conn:
+            # A queued task's reservation (its starter died before its launcher claimed it)
+            # goes back to the line, in its place: it is never dropped.
+            conn.execute(
+                f"UPDATE tasks SET status = ?, expiretime = NULL WHERE {due} AND spec IS NOT NULL",
+                (str(TaskStatus.QUEUED), reserved, now),
+            )
             ids = [r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE {due}", (reserved, now))]
             conn.execute(f"DELETE FROM tasks WHERE {due}", (reserved, now))
             conn.executemany("DELETE FROM feedbacks WHERE id = ?", [(i,) for i in ids])
@@ -835,18 +895,76 @@ class SQLiteStore(TaskStore):
 
     def finish(
         self, taskid: int, token: str, *, termsignal: str, termerror: str, exitcode: int | None,
-        feedback: dict[str, str], endtime: float | None = None,
+        feedback: dict[str, str], endtime: float | None = None, hook: str | None = None,
+        retry_at: float | None = None, keep_waiter: bool = False,
     ) -> int | None:  # fmt: skip
         with self.transaction() as conn:
             current = self.task(taskid)
             if current is None or current.token != token:
                 return None
             hid = self.archive(conn, current, termsignal=termsignal, termerror=termerror,
-                               exitcode=exitcode, feedback=feedback, endtime=endtime)  # fmt: skip
+                               exitcode=exitcode, feedback=feedback, endtime=endtime, hook=hook,
+                               retry_at=retry_at, keep_waiter=keep_waiter)  # fmt: skip
             crash_point("archiving")  # inside the transaction: the history row is not committed
             return hid
 
-    # -- the feedback reader's place ---------------------------------------------------
+    # -- the line: queued tasks ----------------------------------------------------------
+    def enqueue(  # type: ignore[override]
+        self, name: str | None, infos: Sequence[str | None], unique: bool, *, queue: str | None,
+        slots: int | None, spec: str, environ: str | None = None, command: str | None = None,
+        waiter: Waiter | None = None,
+    ) -> int:  # fmt: skip
+        with self.transaction() as conn:
+            if unique and name is not None:
+                holder = self.name_holder(_text(name))
+                if holder is not None:
+                    raise NameTaken(name, holder)
+            w = waiter or (None,) * 5
+            cur = conn.execute(
+                "INSERT INTO tasks (name, info1, info2, info3, status, reservetime, uniq, queue, slots,"
+                " spec, environ, command, token, launcherpid, launcherstart, bootid, host, pidns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (_text(name), *map(_text, infos), str(TaskStatus.QUEUED), now(), int(unique), _text(queue),
+                 slots, spec, environ, command, os.urandom(8).hex(), *w),
+            )  # fmt: skip
+            return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def take_queued(self, taskid: int, ttl: float) -> bool:
+        check_transition(TaskStatus.QUEUED, TaskStatus.RESERVED)
+        holding = [str(s) for s in HOLDS_SLOT]
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT queue, slots, notbefore FROM tasks WHERE id = ? AND status = ?",
+                (taskid, str(TaskStatus.QUEUED)),
+            ).fetchone()
+            t = time.time()
+            if row is None or (row["notbefore"] is not None and row["notbefore"] > t):
+                return False
+            if row["queue"] is not None:
+                busy = conn.execute(
+                    f"SELECT count(*) FROM tasks WHERE queue = ? AND status IN ({_marks(holding)})",
+                    (row["queue"], *holding),
+                ).fetchone()[0]
+                if busy >= max(1, row["slots"] or 1):
+                    return False
+            conn.execute(
+                "UPDATE tasks SET status = ?, expiretime = ? WHERE id = ?",
+                (str(TaskStatus.RESERVED), t + ttl, taskid),
+            )
+            return True
+
+    def task_environment(self, taskid: int) -> str | None:
+        rows = self.query("SELECT environ FROM tasks WHERE id = ?", (taskid,))
+        return rows[0][0] if rows else None
+
+    def record_hook(self, historyid: int, outcome: str) -> bool:
+        with self.transaction() as conn:
+            return (
+                conn.execute("UPDATE history SET hook = ? WHERE id = ?", (_text(outcome), historyid)).rowcount
+                == 1
+            )
+
+    # -- the task's latest feedback ----------------------------------------------------
     def feedback_state(self, taskid: int) -> FeedbackState | None:
         from ..feedback import FeedbackState
 
@@ -862,23 +980,14 @@ class SQLiteStore(TaskStore):
             saved["fingerprint"] or "",
         )
 
-    def save_feedback_state(
-        self, taskid: int, token: str, start: FeedbackState | None, state: FeedbackState
-    ) -> bool | None:
-        with self.transaction() as conn:
-            current = self.task(taskid)
-            if current is None or current.token != token:
-                return None
-            if self.feedback_state(taskid) != start:
-                return False
-            conn.execute(
-                "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines,"
-                " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (taskid, json.dumps(state.data, ensure_ascii=False), now(), state.dev, state.ino,
-                 state.offset, state.lines, state.fingerprint),
-            )  # fmt: skip
-            crash_point("feedback-saving")  # the new offset and data not committed
-            return True
+    def _write_feedback(self, conn: sqlite3.Connection, taskid: int, state: FeedbackState) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO feedbacks (id, feedback, lastupdate, dev, ino, offset, lines,"
+            " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (taskid, json.dumps(state.data, ensure_ascii=False), now(), state.dev, state.ino,
+             state.offset, state.lines, state.fingerprint),
+        )  # fmt: skip
+        crash_point("feedback-saving")  # the new offset and data not committed
 
     # -- reads -------------------------------------------------------------------------
     def task(self, taskid: int) -> TaskRow | None:
@@ -974,9 +1083,22 @@ class SQLiteStore(TaskStore):
 
     # -- change notification -----------------------------------------------------------
     def notify_fd(self, taskid: int | None = None) -> int | None:
-        return None  # SQLite has no channel: wait_for_change looks at PRAGMA data_version
+        # No channel: a descriptor readable at every write of every process would wake every
+        # launcher at every other launcher's heartbeat. wait_for_change watches the files.
+        return None
 
     def wait_for_change(self, timeout: float) -> bool:
+        """PRAGMA data_version tells a commit of another connection; between two looks the
+        wait sleeps in poll() on an inotify watch of the database and its WAL (every commit
+        writes one of them), so a waiting server costs nothing while nothing changes.
+        Without inotify it looks every CHANGE_LOOK seconds."""
+        import select
+
+        if self._watch is None:  # made before the first look: no commit after it is missed
+            from ..filewatch import FileWatch
+
+            real = os.path.realpath(self.path)
+            self._watch = FileWatch(real, f"{real}-wal")
         deadline = time.monotonic() + timeout
         while True:
             version = self._data_version()
@@ -986,7 +1108,13 @@ class SQLiteStore(TaskStore):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            time.sleep(min(CHANGE_LOOK, left))
+            if self._watch.fd is None:
+                time.sleep(min(CHANGE_LOOK, left))
+                continue
+            poller = select.poll()
+            poller.register(self._watch.fd, select.POLLIN)
+            if poller.poll(int(left * 1000) + 1):
+                self._watch.changed()  # read the events; data_version says if it was a commit
 
     def _data_version(self) -> int:
         # PRAGMA data_version changes when another connection commits (never for our own).
@@ -1006,6 +1134,9 @@ def _history_where(only: HistoryFilter | None) -> tuple[str, list[Any]]:
     if only is not None and only.since is not None:
         terms.append("endtime >= ?")
         params.append(only.since)
+    if only is not None and only.before is not None:
+        terms.append("id < ?")
+        params.append(only.before)
     if only is not None and only.last is not None:  # the newest N of those, still shown oldest first
         terms.append(f"id >= coalesce((SELECT id FROM history WHERE {' AND '.join(terms)}"
                      " ORDER BY id DESC LIMIT 1 OFFSET ?), 0)")  # fmt: skip
@@ -1023,11 +1154,12 @@ _ENTRY_JSON = (
     " 'feedback', CASE WHEN coalesce({fb}, '') = '' THEN json('{{}}')"
     " WHEN json_valid({fb}) THEN json({fb}) ELSE {fb} END,"
     " 'exitcode', exitcode, 'pid', pid, 'host', host,"
-    " 'command', CASE WHEN json_valid({cmd}) THEN json({cmd}) END, 'logfile', logfile)"
+    " 'command', CASE WHEN json_valid({cmd}) THEN json({cmd}) END, 'logfile', logfile,"
+    " 'attempt', coalesce(attempt, 1), 'hook', hook)"
 ).format(fb=_TEXT.format("feedback"), cmd=_TEXT.format("command"))
 _TASK_COLUMNS = ", ".join(TASK_FIELDS.split())
 _HISTORY_COLUMNS = ", ".join(HISTORY_FIELDS.split())
-CHANGE_LOOK = 0.05  # seconds between two looks at PRAGMA data_version
+CHANGE_LOOK = 0.05  # seconds between two looks at PRAGMA data_version, without inotify
 
 
 def _text(value: Any) -> Any:

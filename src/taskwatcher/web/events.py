@@ -1,0 +1,206 @@
+"""Task changes as server-sent events: one thread learns of changes from the store's change
+notification (``wait_for_change``: SQLite's ``PRAGMA data_version``, PostgreSQL's LISTEN), reads
+the tasks once, and turns what differs from its last look into one event per task.
+
+Every event carries the task's whole state (its ``--list --json`` entry and its latest
+feedback), so resuming from ``Last-Event-ID`` only needs the latest event of each task
+changed since: the hub keeps those, and the ends of the last ``KEEP_ENDED`` tasks. An id
+from another run of the server (ids are ``RUN.SEQ``), or older than the ends kept, gets a
+``reset`` event and then every current task.
+
+Everything a running task's launcher learns (its status, heartbeat, latest feedback) is a
+store change, so the hub does not poll for it. It looks without a change only for what
+nothing writes: a launcher that died (reconciliation finds it), every ``REFRESH`` seconds
+while tasks run; with none running (reservations only, or nothing), at the next
+reservation's expiry and at least every ``IDLE`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+
+from ..errors import NoDatabase, TaskwatcherError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from typing import Any
+
+    from ..api import TaskWatcher
+
+REFRESH = 5.0  # as often as reads reconcile (TaskWatcher(reconcile_every=5)): a lost launcher seen
+IDLE = 60.0
+KEEP_ENDED = 1000
+_MOVING = ("duration", "timer")  # what changes with time alone: not a change of the task
+
+
+class Hub:
+    def __init__(self, tw: TaskWatcher, refresh: float = REFRESH, idle: float = IDLE) -> None:
+        self.tw, self.refresh_every, self.idle = tw, refresh, idle
+        self.run = str(int(time.time() * 1000))
+        self.seq = 0
+        self._lock = threading.Lock()
+        self._tasks: dict[str, tuple[int, dict[str, Any], tuple]] = {}  # taskid -> (seq, event, compared)
+        self._ended: deque[tuple[int, str]] = deque()
+        self._floor = 0  # ends with a seq up to this one are forgotten
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.looks = 0  # how many times the tasks were read
+        # Moves on at every change the store notifies (and every change made through the
+        # server): what was cached under an older generation is stale.
+        self.generation = 0
+
+    # -- the thread ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="taskwatcher-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        from ..store import Store
+
+        store = None
+        while not self._stop.is_set():
+            try:
+                if store is None:  # opened before the look: a change made after it is then seen
+                    store = Store(self.tw.db, create=False)
+                self.look()
+                if store.wait_for_change(self._next_look()):
+                    self.generation += 1  # at once, before the look: cached answers are stale now
+            except NoDatabase:  # none yet: look again soon (the first command that writes makes it)
+                self._stop.wait(min(self.idle, 1.0))
+            except Exception as e:  # the database unusable for now (locked, replaced): start over
+                if not isinstance(e, TaskwatcherError):
+                    import logging
+
+                    logging.getLogger("taskwatcher.web").exception("the event thread failed; starting again")
+                if store is not None:
+                    store.close()
+                store = None
+                self._stop.wait(1.0)
+        if store is not None:
+            store.close()
+
+    def _next_look(self) -> float:
+        """Seconds to the next look without a change: REFRESH while a task runs (for a launcher
+        that died); else at the next reservation's expiry, and at least every IDLE seconds."""
+        tasks = [e[1]["task"] for e in self._tasks.values()]
+        if any(t["status"] != "RESERVED" for t in tasks):
+            return self.refresh_every
+        expiries = [t["expiretime"] for t in tasks if t.get("expiretime") is not None]
+        return min([self.idle, *(max(0.0, e - time.time()) + 0.01 for e in expiries)])
+
+    def look(self) -> None:
+        """Read the tasks once and publish what changed."""
+        current = self._read()
+        with self._lock:
+            self.looks += 1
+            changed = False
+            for taskid, event in current.items():
+                compared = _compared(event)
+                known = self._tasks.get(taskid)
+                if known is None or known[2] != compared:
+                    self.seq += 1
+                    self._tasks[taskid] = (self.seq, event, compared)
+                    changed = True
+                else:  # the same task: its timers still move, for whoever connects next
+                    self._tasks[taskid] = (known[0], event, compared)
+            for taskid in [t for t in self._tasks if t not in current]:
+                del self._tasks[taskid]
+                self.seq += 1
+                self._ended.append((self.seq, taskid))
+                changed = True
+            while len(self._ended) > KEEP_ENDED:
+                self._floor = self._ended.popleft()[0]
+            waiters = list(self._waiters) if changed else []
+        for loop, ready in waiters:
+            loop.call_soon_threadsafe(ready.set)
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        listed = self.tw.tasks_feedback_json()  # one store session for every task
+        now = time.time()
+        return {
+            taskid: {"taskid": taskid, "task": fields, "latest": latest, "time": now}
+            for taskid, (fields, latest) in listed.items()
+        }
+
+    # -- the readers -----------------------------------------------------------------------
+    def since(self, last_id: str | None) -> tuple[list[tuple[str, str, str]], int]:
+        """The events after ``last_id`` as (id, event name, data), and the seq reached."""
+        seq = _parse_id(last_id, self.run)
+        out: list[tuple[int, str, dict[str, Any]]] = []
+        with self._lock:
+            reset = seq is None or seq < self._floor or seq > self.seq
+            if reset:  # start from the current tasks: the ends before them are no news to this reader
+                out.append((0, "reset", {}))
+                seq = 0
+            for s, event, _ in self._tasks.values():
+                if s > seq:
+                    out.append((s, "task", event))
+            for s, taskid in self._ended if not reset else ():
+                if s > seq:
+                    out.append((s, "ended", {"taskid": taskid}))
+            reached = self.seq
+        out.sort(key=lambda e: e[0])
+        return [
+            (f"{self.run}.{s or reached}", name, json.dumps(data, ensure_ascii=False))
+            for s, name, data in out
+        ], reached
+
+    def subscribe(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Event) -> None:
+        with self._lock:
+            self._waiters.add((loop, ready))
+
+    def unsubscribe(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Event) -> None:
+        with self._lock:
+            self._waiters.discard((loop, ready))
+
+    async def stream(self, last_id: str | None, keepalive: float) -> AsyncIterator[str]:
+        """The event stream: what changed since ``last_id``, then each change as it comes,
+        a comment every ``keepalive`` seconds of silence (so proxies keep the connection)."""
+        loop = asyncio.get_running_loop()
+        yield "retry: 2000\n: taskwatcher events\n\n"
+        cursor = last_id
+        while True:
+            ready = asyncio.Event()
+            self.subscribe(loop, ready)  # before reading: a change in between sets it
+            try:
+                events, reached = self.since(cursor)
+                cursor = f"{self.run}.{reached}"
+                if events:
+                    yield "".join(f"id: {i}\nevent: {name}\ndata: {data}\n\n" for i, name, data in events)
+                    continue
+                try:
+                    await asyncio.wait_for(ready.wait(), keepalive)
+                except asyncio.TimeoutError:
+                    yield ": keep-alive\n\n"
+            finally:
+                self.unsubscribe(loop, ready)
+
+
+def _compared(event: dict[str, Any]) -> tuple:
+    fields = {k: v for k, v in event["task"].items() if k not in _MOVING}
+    return (json.dumps(fields, sort_keys=True), json.dumps(event["latest"], sort_keys=True))
+
+
+def _parse_id(text: str | None, run: str) -> int | None:
+    """The seq of an event id of this run; None for none, or another run's, or garbage."""
+    if not text:
+        return None
+    given_run, _, seq = text.strip().partition(".")
+    if given_run != run or not seq.isdigit():
+        return None
+    return int(seq)
+
+
+if __name__ == "__main__":
+    from ..entrypoints import not_a_command
+
+    not_a_command()
