@@ -35,7 +35,7 @@ import psycopg
 from ..errors import NameTaken, NoDatabase, NotADatabase, StoreError, TasksRunning
 from ..logs import Logger
 from ..model import HISTORY_FIELDS, HOST_LOST, TASK_FIELDS, HistoryRow, TaskRow
-from ..status import TaskStatus, check_transition, sources
+from ..status import HOLDS_SLOT, WAITING, TaskStatus, check_transition, sources
 from .base import TaskStore
 from .sqlite import _make_private_folders, storable, xdg_base
 
@@ -44,17 +44,20 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..feedback import FeedbackState
-    from ..model import Claim, HistoryFilter
+    from ..model import Claim, HistoryFilter, Waiter
 
 log = Logger(__name__)
 
 SCHEMA = "taskwatcher"
-SCHEMA_VERSION = 1  # of the PostgreSQL tables (SQLite's versions are its own)
+SCHEMA_VERSION = 2  # of the PostgreSQL tables (SQLite's versions are its own); 2: the line
 CHANNEL = "taskwatcher"  # every change of the tasks table
 LEASE = 60.0  # seconds a launcher's lease lasts, by default
 RENEW = 10.0  # seconds between two renewals, by default
 CONNECT_TIMEOUT = 10  # seconds
 _SCHEMA_LOCK = 0x54574348  # "TWCH": the advisory lock held while the schema is made or upgraded
+# The first key of the two-key advisory lock a group's take of a slot holds (two-key locks
+# are a key space of their own: a group's lock never meets a name's or the schema's).
+_GROUP_LOCK = 0x5457
 
 _DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
@@ -73,7 +76,12 @@ _DDL = (
         started DOUBLE PRECISION, heartbeat DOUBLE PRECISION,
         stopreason TEXT, token TEXT,
         logplaced INTEGER NOT NULL DEFAULT 0,
-        leaseuntil TIMESTAMPTZ            -- the server's clock: when the launcher's lease runs out
+        leaseuntil TIMESTAMPTZ,           -- the server's clock: when the launcher's lease runs out
+        queue TEXT, slots INTEGER,        -- its group, and how many of the group may run at once
+        notbefore DOUBLE PRECISION,       -- a queued task is not started before (a retry's delay)
+        attempt INTEGER NOT NULL DEFAULT 1,
+        spec TEXT,                        -- JSON: what starting it needs (argv, folder, options)
+        environ TEXT                      -- JSON: the environment it was queued with (not in TaskRow)
     )""",
     """CREATE TABLE feedbacks (
         id BIGINT PRIMARY KEY,
@@ -89,11 +97,14 @@ _DDL = (
         exitcode INTEGER, pid BIGINT, host TEXT, command TEXT, logfile TEXT,
         reservetime BIGINT, timeout DOUBLE PRECISION,
         logplaced INTEGER NOT NULL DEFAULT 0,
-        token TEXT                        -- so that the real end of a task archived as lost replaces it
+        token TEXT,                       -- so that the real end of a task archived as lost replaces it
+        attempt INTEGER NOT NULL DEFAULT 1,
+        hook TEXT                         -- the finish hooks' outcome ('pending' until they have run)
     )""",
     "CREATE INDEX tasks_name ON tasks(name)",
     "CREATE INDEX history_taskid ON history(taskid)",
     "CREATE INDEX history_taskname ON history(taskname)",
+    "CREATE INDEX tasks_queue ON tasks(queue)",
     f"""CREATE FUNCTION notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$""",
     """CREATE TRIGGER tasks_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tasks
@@ -101,12 +112,26 @@ _DDL = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
     f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION})",
 )
-# Upgrades from each older version of these tables: none yet (version 1 is the first).
-_UPGRADES: dict[int, tuple[str, ...]] = {}
+# Upgrades from each older version of these tables (applied in order, in one transaction).
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    # 1 -> 2, the line (queues, dependencies, retries, finish hooks)
+    1: (
+        f"ALTER TABLE {SCHEMA}.tasks ADD COLUMN IF NOT EXISTS queue TEXT,"
+        " ADD COLUMN IF NOT EXISTS slots INTEGER, ADD COLUMN IF NOT EXISTS notbefore DOUBLE PRECISION,"
+        " ADD COLUMN IF NOT EXISTS attempt INTEGER NOT NULL DEFAULT 1,"
+        " ADD COLUMN IF NOT EXISTS spec TEXT, ADD COLUMN IF NOT EXISTS environ TEXT",
+        f"ALTER TABLE {SCHEMA}.history ADD COLUMN IF NOT EXISTS attempt INTEGER NOT NULL DEFAULT 1,"
+        " ADD COLUMN IF NOT EXISTS hook TEXT",
+        f"CREATE INDEX IF NOT EXISTS tasks_queue ON {SCHEMA}.tasks(queue)",
+    ),
+}
 
 _TASK_COLUMNS = ", ".join(TASK_FIELDS.split())
 _HISTORY_COLUMNS = ", ".join(HISTORY_FIELDS.split())
-_RUNNING = "status != 'RESERVED'"
+# A task with a process (or about to have one): neither waiting in line nor reserved.
+_RUNNING = f"status NOT IN ({', '.join(repr(str(s)) for s in WAITING)})"
+# What refuses a recreate: as on SQLite, every task but a bare reservation (a queued one too).
+_NOT_RESERVED = "status != 'RESERVED'"
 
 
 def is_url(db: object) -> bool:
@@ -432,14 +457,20 @@ class PostgresStore(TaskStore):
             ).fetchall()
         return TaskRow._make(rows[0]) if rows else None
 
-    def record_status(self, taskid: int, token: str, status: str, heartbeat: float) -> bool:
+    def record_status(
+        self, taskid: int, token: str, status: str, heartbeat: float, feedback: FeedbackState | None = None
+    ) -> bool:
         with self.transaction() as conn:
             cur = conn.execute(
                 "UPDATE tasks SET status = %s, heartbeat = %s, lastupdate = %s WHERE id = %s AND token = %s"
                 " AND status = ANY(%s)",
                 (str(status), heartbeat, int(heartbeat), taskid, token, [str(s) for s in sources(status)]),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            if feedback is not None:  # the row is locked by the update: one writer at a time
+                self._write_feedback(conn, taskid, feedback)
+            return True
 
     def record_observed(self, observed: Sequence[tuple[int, int | None, str, int | None]]) -> int:
         with self.transaction() as conn:
@@ -469,7 +500,16 @@ class PostgresStore(TaskStore):
             return False
 
     def expire_reservations(self, now: float) -> list[int]:
+        due = "status = 'RESERVED' AND expiretime IS NOT NULL AND expiretime <= %s"
+        if not self._query(f"SELECT 1 FROM tasks WHERE {due} LIMIT 1", (now,)):
+            return []  # the common case only reads
         with self.transaction() as conn:
+            # A queued task's reservation (its starter died before its launcher claimed it)
+            # goes back to the line, in its place: it is never dropped.
+            conn.execute(
+                f"UPDATE tasks SET status = %s, expiretime = NULL WHERE {due} AND spec IS NOT NULL",
+                (str(TaskStatus.QUEUED), now),
+            )
             ids = [
                 r[0]
                 for r in conn.execute(
@@ -484,90 +524,176 @@ class PostgresStore(TaskStore):
 
     def finish(
         self, taskid: int, token: str, *, termsignal: str, termerror: str, exitcode: int | None,
-        feedback: dict[str, str], endtime: float | None = None,
+        feedback: dict[str, str], endtime: float | None = None, hook: str | None = None,
+        retry_at: float | None = None, keep_waiter: bool = False,
     ) -> int | None:  # fmt: skip
         from ..crash import crash_point
 
+        text = json.dumps(feedback, ensure_ascii=False)
         with self.transaction() as conn:
-            # The delete is the compare-and-set: of two finishes, one deletes the row.
-            rows = conn.execute(
-                f"DELETE FROM tasks WHERE id = %s AND token = %s RETURNING {_TASK_COLUMNS}", (taskid, token)
-            ).fetchall()
-            if not rows:
+            if retry_at is None:
+                # The delete is the compare-and-set: of two finishes, one deletes the row.
+                rows = conn.execute(
+                    f"DELETE FROM tasks WHERE id = %s AND token = %s RETURNING {_TASK_COLUMNS}",
+                    (taskid, token),
+                ).fetchall()
+                task = TaskRow._make(rows[0]) if rows else None
+            else:
+                # The row stays (back in line): locked, so that of two finishes one changes it
+                # (the other then finds a fresh token).
+                task = self._task(conn, taskid, lock=True)
+                if task is not None and task.token != token:
+                    task = None
+            if task is None:
                 return self._replace_lost(
-                    conn, taskid, token, termsignal, termerror, exitcode, feedback, endtime
+                    conn, taskid, token, termsignal, termerror, exitcode, feedback, endtime, hook
                 )
-            hid = self._archive(conn, TaskRow._make(rows[0]), termsignal, termerror, exitcode,
-                                json.dumps(feedback, ensure_ascii=False), endtime)  # fmt: skip
+            hid = self._archive(conn, task, termsignal, termerror, exitcode, text, endtime, hook)
+            if retry_at is not None:
+                self._requeue(conn, task, retry_at, keep_waiter)
             crash_point("archiving")  # inside the transaction: the history row is not committed
             return int(hid)
 
+    def _requeue(
+        self, conn: psycopg.Connection[Any], task: TaskRow, retry_at: float, keep_waiter: bool
+    ) -> None:
+        """Put a task whose attempt was just archived back in line for its next attempt: QUEUED,
+        not before ``retry_at``, a fresh token (the last attempt's writers are refused), no
+        process, no lease; its launcher's identity kept only for a foreground waiter."""
+        check_transition(task.status, TaskStatus.QUEUED)
+        fields: dict[str, Any] = dict(
+            status=str(TaskStatus.QUEUED), attempt=(task.attempt or 1) + 1, notbefore=retry_at,
+            token=os.urandom(8).hex(), pid=None, procstart=None, started=None, starttime=None,
+            duration=None, heartbeat=None, lastupdate=None, stopreason=None, expiretime=None,
+            feedpath=None, feedback=0, leaseuntil=None,
+        )  # fmt: skip
+        if not keep_waiter:
+            fields.update(dict.fromkeys(("launcherpid", "launcherstart", "bootid", "host", "pidns")))
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        conn.execute(f"UPDATE tasks SET {sets} WHERE id = %s", (*fields.values(), task.id))
+
     def _replace_lost(
         self, conn: psycopg.Connection[Any], taskid: int, token: str, termsignal: str, termerror: str,
-        exitcode: int | None, feedback: dict[str, str], endtime: float | None,
+        exitcode: int | None, feedback: dict[str, str], endtime: float | None, hook: str | None = None,
     ) -> int | None:  # fmt: skip
         """The real end of a task another host archived as lost (its lease ran out while
         the link was cut) takes the place of that guess: one history row, never two."""
         end = time.time() if endtime is None else endtime
         row = conn.execute(
             "UPDATE history SET termsignal = %s, termerror = %s, exitcode = %s, feedback = %s,"
-            " endtime = %s, duration = CASE WHEN starttime IS NULL THEN NULL ELSE round(%s - starttime) END"
-            " WHERE taskid = %s AND token = %s AND termerror = %s RETURNING id",
+            " endtime = %s, duration = CASE WHEN starttime IS NULL THEN NULL ELSE round(%s - starttime) END,"
+            " hook = %s WHERE taskid = %s AND token = %s AND termerror = %s RETURNING id",
             (_text(termsignal), _text(termerror), exitcode, json.dumps(feedback, ensure_ascii=False),
-             int(end), end, taskid, token, HOST_LOST),
+             int(end), end, _text(hook), taskid, token, HOST_LOST),
         ).fetchone()  # fmt: skip
         return None if row is None else int(row[0])
 
     def _archive(
         self, conn: psycopg.Connection[Any], task: TaskRow, termsignal: str, termerror: str,
-        exitcode: int | None, feedback: str, endtime: float | None,
+        exitcode: int | None, feedback: str, endtime: float | None, hook: str | None = None,
     ) -> int:  # fmt: skip
-        """The history row of a task just deleted (inside its transaction); its id."""
+        """The history row of a task just deleted or put back in line (inside its
+        transaction); its id."""
         conn.execute("DELETE FROM feedbacks WHERE id = %s", (task.id,))
         end = time.time() if endtime is None else endtime
         start = task.started if task.started is not None else task.starttime
         row = conn.execute(
             "INSERT INTO history (taskid, taskname, info1, info2, info3, termsignal, termerror,"
             " starttime, endtime, duration, feedback, exitcode, pid, host, command, logfile,"
-            " reservetime, timeout, logplaced, token) VALUES"
-            " (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+            " reservetime, timeout, logplaced, token, attempt, hook) VALUES"
+            " (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
             (
                 task.id, task.name, task.info1, task.info2, task.info3, _text(termsignal),
                 _text(termerror), task.starttime, int(end),
                 round(end - start) if start is not None else None,
                 feedback, exitcode, task.pid, task.host,
                 task.command, task.logfile, task.reservetime, task.timeout, task.logplaced, task.token,
+                task.attempt or 1, _text(hook),
             ),
         ).fetchone()  # fmt: skip
         return int(row[0])
 
-    # -- the feedback reader's place ---------------------------------------------------
+    # -- the line: queued tasks ----------------------------------------------------------
+    def enqueue(  # type: ignore[override]
+        self, name: str | None, infos: Sequence[str | None], unique: bool, *, queue: str | None,
+        slots: int | None, spec: str, environ: str | None = None, command: str | None = None,
+        waiter: Waiter | None = None,
+    ) -> int:  # fmt: skip
+        with self.transaction() as conn:
+            if name is not None:
+                name = storable(name)
+                self._lock_name(conn, name)  # as a reservation: the check and the insert one step
+                if unique:
+                    holder = self._name_holder(conn, name)
+                    if holder is not None:
+                        raise NameTaken(name, holder)
+            w = waiter or (None,) * 5
+            row = conn.execute(
+                "INSERT INTO tasks (name, info1, info2, info3, status, reservetime, uniq, queue, slots,"
+                " spec, environ, command, token, launcherpid, launcherstart, bootid, host, pidns)"
+                f" VALUES ({', '.join(['%s'] * 18)}) RETURNING id",
+                (name, *map(_text, infos), str(TaskStatus.QUEUED), int(time.time()), int(unique),
+                 _text(queue), slots, spec, environ, _text(command), os.urandom(8).hex(), *w),
+            ).fetchone()  # fmt: skip
+            return int(row[0])
+
+    def take_queued(self, taskid: int, ttl: float) -> bool:
+        check_transition(TaskStatus.QUEUED, TaskStatus.RESERVED)
+        holding = [str(s) for s in HOLDS_SLOT]
+        with self.transaction() as conn:
+            row = conn.execute("SELECT queue FROM tasks WHERE id = %s", (taskid,)).fetchone()
+            if row is None:
+                return False
+            if row[0] is not None:
+                # Takers of one group, on every host, take turns: the count and the take are one
+                # step (each statement after the lock sees what the last taker committed).
+                conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_GROUP_LOCK, row[0]))
+            row = conn.execute(
+                "SELECT queue, slots, notbefore FROM tasks WHERE id = %s AND status = %s FOR UPDATE",
+                (taskid, str(TaskStatus.QUEUED)),
+            ).fetchone()
+            t = time.time()
+            if row is None or (row[2] is not None and row[2] > t):
+                return False
+            queue, slots = row[0], row[1]
+            if queue is not None:
+                busy = conn.execute(
+                    "SELECT count(*) FROM tasks WHERE queue = %s AND status = ANY(%s)", (queue, holding)
+                ).fetchone()[0]
+                if busy >= max(1, slots or 1):
+                    return False
+            conn.execute(
+                "UPDATE tasks SET status = %s, expiretime = %s WHERE id = %s",
+                (str(TaskStatus.RESERVED), t + ttl, taskid),
+            )
+            return True
+
+    def task_environment(self, taskid: int) -> str | None:
+        rows = self._query("SELECT environ FROM tasks WHERE id = %s", (taskid,))
+        return rows[0][0] if rows else None
+
+    def record_hook(self, historyid: int, outcome: str) -> bool:
+        with self.transaction() as conn:
+            cur = conn.execute("UPDATE history SET hook = %s WHERE id = %s", (_text(outcome), historyid))
+            return cur.rowcount == 1
+
+    # -- the task's latest feedback ----------------------------------------------------
     def feedback_state(self, taskid: int) -> FeedbackState | None:
         return _feedback_state(self._query(_FEEDBACK_SELECT, (taskid,)))
 
-    def save_feedback_state(
-        self, taskid: int, token: str, start: FeedbackState | None, state: FeedbackState
-    ) -> bool | None:
+    def _write_feedback(self, conn: psycopg.Connection[Any], taskid: int, state: FeedbackState) -> None:
         from ..crash import crash_point
 
-        with self.transaction() as conn:
-            # The task's row locked: savers of one task take turns, so the compare holds.
-            if not conn.execute("SELECT 1 FROM tasks WHERE id = %s AND token = %s FOR UPDATE",
-                                (taskid, token)).fetchall():  # fmt: skip
-                return None
-            if _feedback_state(conn.execute(_FEEDBACK_SELECT, (taskid,)).fetchall()) != start:
-                return False
-            conn.execute(
-                'INSERT INTO feedbacks (id, feedback, lastupdate, dev, ino, "offset", lines, fingerprint)'
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
-                " feedback = excluded.feedback, lastupdate = excluded.lastupdate, dev = excluded.dev,"
-                ' ino = excluded.ino, "offset" = excluded."offset", lines = excluded.lines,'
-                " fingerprint = excluded.fingerprint",
-                (taskid, json.dumps(state.data, ensure_ascii=False), int(time.time()), state.dev, state.ino,
-                 state.offset, state.lines, state.fingerprint),
-            )  # fmt: skip
-            crash_point("feedback-saving")
-            return True
+        conn.execute(
+            'INSERT INTO feedbacks (id, feedback, lastupdate, dev, ino, "offset", lines, fingerprint)'
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+            " feedback = excluded.feedback, lastupdate = excluded.lastupdate, dev = excluded.dev,"
+            ' ino = excluded.ino, "offset" = excluded."offset", lines = excluded.lines,'
+            " fingerprint = excluded.fingerprint",
+            (taskid, json.dumps(state.data, ensure_ascii=False), int(time.time()), state.dev, state.ino,
+             state.offset, state.lines, state.fingerprint),
+        )  # fmt: skip
+        crash_point("feedback-saving")  # the new offset and data not committed
 
     # -- reads -------------------------------------------------------------------------
     def _task(self, conn: psycopg.Connection[Any], taskid: int, lock: bool = False) -> TaskRow | None:
@@ -669,7 +795,7 @@ class PostgresStore(TaskStore):
         refusal = None
         with self.transaction() as conn:
             conn.execute("LOCK TABLE tasks, history, feedbacks IN ACCESS EXCLUSIVE MODE")
-            running = [r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE {_RUNNING} ORDER BY id")]
+            running = [r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE {_NOT_RESERVED} ORDER BY id")]
             if running:
                 refusal = f"tasks are running ({', '.join(map(str, running))})"
             else:
@@ -813,6 +939,9 @@ def _history_where(only: HistoryFilter | None) -> tuple[str, list[Any]]:
     if only is not None and only.since is not None:
         terms.append("endtime >= %s")
         params.append(only.since)
+    if only is not None and only.before is not None:
+        terms.append("id < %s")
+        params.append(only.before)
     if only is not None and only.last is not None:
         terms.append(f"id >= coalesce((SELECT id FROM history WHERE {' AND '.join(terms)}"
                      " ORDER BY id DESC LIMIT 1 OFFSET %s), 0)")  # fmt: skip
