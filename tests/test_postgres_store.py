@@ -55,6 +55,48 @@ def test_a_newer_schema_is_refused_and_a_foreign_one_is_not_taken(pg_url):
         PostgresStore(pg_url)
 
 
+def test_a_database_of_schema_1_is_upgraded_in_place_keeping_its_rows(pg_url):
+    from taskwatcher.store.postgres import SCHEMA_VERSION, PostgresStore
+
+    with PostgresStore(pg_url) as store:
+        old = store.reserve("old", (None, None, None), False, 3600)
+        done = store.claim(None, a_claim("done"))
+        store.finish(done.id, done.token, termsignal="", termerror="", exitcode=0, feedback={})
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # back to schema 1 (its index goes with queue)
+        admin.execute(
+            "ALTER TABLE taskwatcher.tasks DROP COLUMN queue, DROP COLUMN slots, DROP COLUMN notbefore,"
+            " DROP COLUMN attempt, DROP COLUMN spec, DROP COLUMN environ"
+        )
+        admin.execute("ALTER TABLE taskwatcher.history DROP COLUMN attempt, DROP COLUMN hook")
+        admin.execute("UPDATE taskwatcher.schema_version SET version = 1")
+    with PostgresStore(pg_url) as store:
+        assert store.task(old).name == "old" and store.task(old).attempt == 1
+        assert [(e.taskname, e.attempt, e.hook) for e in store.iter_history()] == [("done", 1, None)]
+        queued = store.enqueue(
+            "q", (None, None, None), False, queue="g", slots=1, spec="{}", environ='{"A": "1"}'
+        )
+        assert store.take_queued(queued, 30) and store.task_environment(queued) == '{"A": "1"}'
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        assert admin.execute("SELECT version FROM taskwatcher.schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def test_a_task_back_in_line_for_a_retry_has_no_lease_to_run_out(pg_url):
+    from taskwatcher.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url) as store:
+        taskid = store.enqueue("r", (None, None, None), False, queue=None, slots=None, spec="{}")
+        assert store.take_queued(taskid, 30)
+        row = store.claim(taskid, a_claim())
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # its host went quiet, then it ended
+            admin.execute("UPDATE taskwatcher.tasks SET leaseuntil = now() - interval '1 hour'")
+        end = dict(termsignal="", termerror="", exitcode=1, feedback={})
+        assert store.finish(row.id, row.token, **end, retry_at=0.0) is not None
+        assert store.expire_leases("host lost") == []  # waiting in line: nobody's lease to lose
+        assert store.task(taskid).status == "QUEUED" and store.request_stop(taskid, "x") is None
+
+
 def test_a_broken_connection_is_made_again_by_the_next_operation(pg_url):
     from taskwatcher.store.postgres import PostgresStore
 
