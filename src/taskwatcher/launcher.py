@@ -366,8 +366,10 @@ def archive_end(store: TaskStore, task: TaskRow, end: dict[str, object], feedbac
     taskid, token = task["id"], task["token"]
     try:
         if not archive_task(store, task, feedback=feedback, **end) and store.shared:  # type: ignore[arg-type]
-            # Archived meanwhile by another host as lost (its lease ran out): the real end replaces that.
-            store.finish(taskid, token, feedback=feedback, **end)  # type: ignore[arg-type]
+            # Archived meanwhile by another host as lost (its lease ran out): the real end replaces
+            # that (in the history row: the task is no longer in line to be retried).
+            plain = {k: v for k, v in end.items() if k != "retry_kind"}
+            store.finish(taskid, token, feedback=feedback, **plain)  # type: ignore[arg-type]
         log.debug("task %d archived", taskid)
         return True
     except StoreError as e:
