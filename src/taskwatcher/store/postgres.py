@@ -128,10 +128,8 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
 
 _TASK_COLUMNS = ", ".join(TASK_FIELDS.split())
 _HISTORY_COLUMNS = ", ".join(HISTORY_FIELDS.split())
-# A task with a process (or about to have one): neither waiting in line nor reserved.
+# A task with a process: neither waiting in line nor reserved.
 _RUNNING = f"status NOT IN ({', '.join(repr(str(s)) for s in WAITING)})"
-# What refuses a recreate: as on SQLite, every task but a bare reservation (a queued one too).
-_NOT_RESERVED = "status != 'RESERVED'"
 
 
 def is_url(db: object) -> bool:
@@ -795,7 +793,10 @@ class PostgresStore(TaskStore):
         refusal = None
         with self.transaction() as conn:
             conn.execute("LOCK TABLE tasks, history, feedbacks IN ACCESS EXCLUSIVE MODE")
-            running = [r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE {_NOT_RESERVED} ORDER BY id")]
+            # As on SQLite, every task but a bare reservation refuses it (a queued one too).
+            running = [
+                r[0] for r in conn.execute("SELECT id FROM tasks WHERE status != 'RESERVED' ORDER BY id")
+            ]
             if running:
                 refusal = f"tasks are running ({', '.join(map(str, running))})"
             else:
