@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from pgcluster import pg_cluster, pg_url  # noqa: F401  (fixtures: the private PostgreSQL cluster)
+
 TW = [sys.executable, "-m", "taskwatcher"]
 
 # The seed's columns (SPEC: "at least the seed's columns, names and meanings"), written

@@ -65,6 +65,18 @@ def paced(tmp_path: Path) -> Paced:
     return Paced(tmp_path)
 
 
+@pytest.fixture
+def db(request, tmp_path: Path):
+    """The test's database: a file, or with ``both_backends`` also a PostgreSQL URL of the
+    private cluster (tests/pgcluster.py), for the line's core tests."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        return request.getfixturevalue("pg_url")
+    return tmp_path / "tw.db"
+
+
+both_backends = pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
+
+
 def cmdline(p: psutil.Process) -> list[str]:
     try:
         return p.cmdline()
@@ -95,6 +107,7 @@ def hook_done(tw, taskid: int, attempt: int = 1) -> dict:
 
 
 # -- groups with slots ---------------------------------------------------------------------------
+@both_backends
 def test_a_group_runs_at_most_its_slots_the_rest_wait_in_line_in_order(tw, paced, tmp_path):
     ids = [detach(tw, "--group", "batch", "--slots", "2", *paced.task()) for _ in range(5)]
     wait_for(lambda: len(paced.started()) == 2, what="two tasks of the group to start")
@@ -132,6 +145,7 @@ def test_groups_do_not_share_slots_and_slots_default_to_one(tw, paced):
     assert tw.run("control", "--wait", str(a2), timeout=60).returncode == 0
 
 
+@both_backends
 def test_a_foreground_launch_waits_its_turn_then_runs_as_usual(tw, paced, launches):
     first = detach(tw, "--group", "fg", *paced.task())
     wait_for(lambda: paced.started() == [first], what="the first task")
@@ -207,6 +221,7 @@ def test_after_starts_once_the_dependencies_succeeded(tw, paced):
     assert paced.started() == [a, b, c] or sorted(paced.started()[:2]) == [a, b]
 
 
+@both_backends
 def test_a_failed_dependency_ends_the_dependants_unrun(tw, paced):
     a = detach(tw, *paced.task("a", exit=3))
     b = detach(tw, "--after", str(a), *paced.task())
@@ -243,6 +258,7 @@ def test_an_unknown_dependency_is_refused_at_launch(tw):
 
 
 # -- retries ------------------------------------------------------------------------------------------
+@both_backends
 def test_retries_run_the_same_task_again_up_to_n_times(tw, tmp_path):
     counter = tmp_path / "count"
     script = f'echo x >> "{counter}"; exit 4'
@@ -332,6 +348,7 @@ def test_a_task_killed_between_attempts_is_taken_out_of_the_line(tw, tmp_path):
 
 
 # -- finish hooks -----------------------------------------------------------------------------------
+@both_backends
 def test_on_end_runs_once_per_end_with_the_end_in_its_environment(tw, tmp_path):
     out = tmp_path / "hook.jsonl"
     hook = f'python3 -c "import json, os; print(json.dumps(dict(os.environ)))" >> "{out}"'
@@ -434,6 +451,7 @@ def test_a_hook_that_cannot_run_is_recorded_not_retried(tw, tmp_path):
 
 
 # -- the Python API -----------------------------------------------------------------------------------
+@both_backends
 def test_the_api_queues_retries_and_hooks(db, env, monkeypatch, paced, tmp_path):
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -51,19 +51,37 @@ class TaskWatcher:
         self._reconciled = float("-inf")
 
     def __repr__(self) -> str:
-        return f"TaskWatcher({self.path!r})"
+        return f"TaskWatcher({self.shown!r})"
 
     @property
     def path(self) -> str:
-        """The database file's absolute path."""
+        """The database: the file's absolute path, or the PostgreSQL URL as given."""
         from .store import resolve_db_path
 
         return resolve_db_path(self.db)
 
-    def exists(self) -> bool:
-        """Whether the database file exists (the commands that only read never create it)."""
-        from .store import check_text_path, database_missing
+    @property
+    def shown(self) -> str:
+        """The database as messages name it: the path, or the URL without its password."""
+        from .store import is_url
 
+        path = self.path
+        if is_url(path):
+            from .store.postgres import public_url
+
+            return public_url(path)
+        return path
+
+    def exists(self) -> bool:
+        """Whether the database exists (the commands that only read never create it)."""
+        from .store import check_text_path, database_missing, is_url
+
+        if is_url(self.path):
+            try:
+                Store(self.db, create=False).close()
+            except NoDatabase:
+                return False
+            return True
         check_text_path(self.path, "database")  # a path that is not UTF-8 is refused, as by every call
         return not database_missing(self.path)
 
@@ -115,7 +133,7 @@ class TaskWatcher:
         """The task a read is about: ``taskid``, or the newest task (the highest id) if None."""
         if store is None:
             what = "no task" if taskid is None else f"no task {taskid}"
-            raise NoSuchTask(f"{what}: no database exists at {self.path}")
+            raise NoSuchTask(f"{what}: no database exists at {self.shown}")
         if taskid is None:
             taskid = store.newest_taskid()
             if taskid is None:
@@ -158,6 +176,7 @@ class TaskWatcher:
         unique: bool = False,
         log: str | os.PathLike[str] | None = None,
         log_max: int | None = None,
+        lease: float | str | None = None,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         group: str | None = None,
@@ -196,6 +215,7 @@ class TaskWatcher:
             "--grace": grace,
             "--log": None if log is None else os.path.abspath(log),
             "--log-max": log_max,
+            "--lease": lease,
             "--group": group,
             "--slots": slots,
             "--after-any" if after_any else "--after": None if after is None else ",".join(map(str, after)),
@@ -240,6 +260,7 @@ class TaskWatcher:
         log: str | os.PathLike[str] | None = None,
         log_max: int | None = None,
         no_log: bool = False,
+        lease: float | str | None = None,
         group: str | None = None,
         slots: int | None = None,
         after: Sequence[int] | None = None,
@@ -280,7 +301,7 @@ class TaskWatcher:
         if log is not None:
             from .paths import check_user_log
 
-            check_user_log(self.path, os.fspath(log))
+            check_user_log(self.path, os.fspath(log))  # (a URL: nothing of the database is a file)
         if log_max is None:
             log_max = config.log_max or DEFAULT_LOG_MAX
         req = LaunchRequest(
@@ -296,6 +317,7 @@ class TaskWatcher:
             logfile=None if log is None else os.fspath(log),
             logmax=log_max,
             nolog=no_log,
+            lease=None if lease is None else _seconds(lease, "lease"),
             group=group,
             slots=slots,
             after=None if after is None else [int(a) for a in after],
@@ -306,6 +328,8 @@ class TaskWatcher:
             retry_on=retry_on.split(",") if isinstance(retry_on, str) else retry_on,
             on_end=on_end,
         )
+        if req.lease is not None and not req.lease > 0:
+            raise UsageError("--lease must be more than 0 seconds")
         return supervise_launch(self.db, req)
 
     def run_internal(self, *, queued: int | None = None, hooks: int | None = None) -> None:
@@ -324,10 +348,11 @@ class TaskWatcher:
             run_hooks(db, hooks)
 
     # -- looking ------------------------------------------------------------------
-    def tasks_json(self) -> dict[str, dict]:
-        """``control --list --json``: reserved and running tasks keyed by id (a string)."""
+    def tasks_json(self, host: str | None = None) -> dict[str, dict]:
+        """``control --list --json``: reserved and running tasks keyed by id (a string); with
+        ``host``, only the tasks running on that host."""
         with self._listing() as (_, rows):
-            return control.describe_tasks(rows)
+            return control.describe_tasks(rows, host)
 
     def tasks_feedback_json(self) -> dict[str, tuple[dict, dict[str, str] | None]]:
         """``control --list --json``'s entries, each with the task's latest feedback (None for a
@@ -339,12 +364,13 @@ class TaskWatcher:
             listed = control.list_tasks(store)
             return {tid: (fields, _latest(store, int(tid), fields)) for tid, fields in listed.items()}
 
-    def tasks(self, *, feedback: bool = False) -> list[Task]:
-        """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback."""
+    def tasks(self, *, feedback: bool = False, host: str | None = None) -> list[Task]:
+        """Reserved and running tasks, by id; with ``feedback``, each running one's latest feedback;
+        with ``host``, only those running on that host."""
         from .records import Task
 
         with self._listing() as (store, rows):
-            listed = control.describe_tasks(rows)
+            listed = control.describe_tasks(rows, host)
             return [
                 Task.from_json(taskid, fields, _latest(store, int(taskid), fields) if feedback else None)
                 for taskid, fields in listed.items()
@@ -494,7 +520,7 @@ class TaskWatcher:
         """Stop the task (a reservation is cancelled), returning once it is archived; what was done."""
         with self._reading() as store:  # a mistyped --db is "no such task", not a new database
             if store is None:
-                raise NoSuchTask(f"no task {taskid}: no database exists at {self.path}")
+                raise NoSuchTask(f"no task {taskid}: no database exists at {self.shown}")
             return control.kill(store, taskid)
 
     def killall(self, name: str) -> list[str]:
@@ -506,7 +532,7 @@ class TaskWatcher:
         """
         with self._reading() as store:
             if store is None:
-                raise NoSuchTask(f"no task named '{name}': no database exists at {self.path}")
+                raise NoSuchTask(f"no task named '{name}': no database exists at {self.shown}")
             return control.killall(store, name)
 
     def wait(self, taskid: int | None = None, timeout: float | str | None = None) -> FinishedTask:
@@ -641,6 +667,20 @@ def _log_path(store: Store, taskid: int) -> str:
 
     if row["logplaced"] and not placed_log_inside(path, os.path.realpath(log_dir(store))):
         raise NoLog(f"task {taskid}: its log path {path} is not in the logs folder: not read")
+    from . import process
+    from .output import older_half
+
+    host = row["host"]
+    if (
+        host
+        and host != process.host_name()
+        and not (os.path.exists(path) or os.path.exists(older_half(path)))
+    ):
+        # A log is written on the task's own host: read there, or where its folder is shared.
+        raise NoLog(
+            f"the log of task {taskid} is on host {host}: {path}"
+            " (read it there, or give --log a shared folder)"
+        )
     return path
 
 

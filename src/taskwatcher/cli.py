@@ -143,7 +143,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db",
         metavar="PATH",
-        help="the database (default: $TASKWATCHER_DB, else $XDG_STATE_HOME/taskwatcher/taskwatcher.db)",
+        help="the database: an SQLite file, or a postgresql:// URL (default: $TASKWATCHER_DB, else the"
+        " configuration file's, else $XDG_STATE_HOME/taskwatcher/taskwatcher.db)",
     )
     p.add_argument("--debug", "-d", action="store_true", help="log what happens, on stderr")
 
@@ -233,6 +234,13 @@ def _launch_options(launch: Parser) -> None:
         help="wait this long after SIGTERM before SIGKILL (default 5s)",
     )
     launch.add_argument(
+        "--lease",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="on a PostgreSQL database: the launcher's lease, renewed every sixth of it (default 60s)",
+    )
+    launch.add_argument(
         "--detach",
         action="store_true",
         help="return once the task runs, printing its id; output goes to a log",
@@ -311,6 +319,7 @@ def _control_options(control: Parser) -> None:
         help="with --prune: delete finished tasks older than AGE (90d, 12h, 2w...)",
     )
     control.add_argument("--json", action="store_true", help="with --list, --history, --show: JSON output")
+    control.add_argument("--host", metavar="NAME", help="with --list: only the tasks running on host NAME")
     control.add_argument("--last", type=count, metavar="N", help="with --history: only the last N")
     control.add_argument(
         "--since",
@@ -649,6 +658,7 @@ def run_launch(args: argparse.Namespace, command: list[str]) -> int:
         log=args.log,
         log_max=args.log_max,
         no_log=args.no_log,
+        lease=args.lease,
         group=args.group,
         slots=args.slots,
         after=args.after if args.after is not None else args.after_any,
@@ -691,11 +701,11 @@ def run_control(args: argparse.Namespace) -> int:
     elif args.list:
         _say_if_no_database(tw)
         if args.json:
-            _print_json(tw.tasks_json())
+            _print_json(tw.tasks_json(args.host))
         else:
             from .display import print_tasks
 
-            print_tasks(tw.tasks(feedback=True))
+            print_tasks(tw.tasks(feedback=True, host=args.host))
     elif args.watch:
         from .watch import watch
 
@@ -756,7 +766,7 @@ def _say_if_no_database(tw: Any) -> None:
     if not tw.exists():
         from .display import escape_control
 
-        sys.stderr.write(f"taskwatcher: no database exists at {escape_control(tw.path)}\n")
+        sys.stderr.write(f"taskwatcher: no database exists at {escape_control(tw.shown)}\n")
 
 
 def _print_history(tw: Any, args: argparse.Namespace) -> None:
@@ -810,6 +820,7 @@ _GOES_WITH = {
     "info3": ("reserve",),
     "unique": ("reserve",),
     "ttl": ("reserve",),
+    "host": ("list",),
 }
 _COMMANDS = ("initialize", "update", "list", "reserve", "feedback", "history", "clear", "kill",
              "killall", "wait", "log", "watch", "prune", "show")  # fmt: skip

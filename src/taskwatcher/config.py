@@ -9,6 +9,8 @@ It is optional and small (TOML)::
     [log]
     max = "8M"          # each task's log keeps the last this-many bytes
 
+    [database]
+    db = "postgresql://tw@dbhost/tasks"   # the database when neither --db nor $TASKWATCHER_DB says
     [hooks]
     on_end = "notify-send \"$TASKWATCHER_NAME ended: $TASKWATCHER_TERMERROR\""  # after every end
     on_failure = "mail -s failed me < $TASKWATCHER_LOGFILE"  # after an end that is not exit 0
@@ -44,7 +46,7 @@ MAX_CONFIG_BYTES = 1024 * 1024  # a configuration is a few lines: anything large
 class Config:
     """What the configuration file sets; None where it says nothing."""
 
-    __slots__ = ("hook_timeout", "keep", "log_max", "max_age", "on_end", "on_failure", "path")
+    __slots__ = ("db", "hook_timeout", "keep", "log_max", "max_age", "on_end", "on_failure", "path")
 
     def __init__(
         self,
@@ -52,11 +54,13 @@ class Config:
         max_age: float | None = None,
         log_max: int | None = None,
         path: str | None = None,
+        db: str | None = None,
         on_end: str | None = None,
         on_failure: str | None = None,
         hook_timeout: float | None = None,
     ) -> None:
         self.keep, self.max_age, self.log_max, self.path = keep, max_age, log_max, path
+        self.db = db
         self.on_end, self.on_failure, self.hook_timeout = on_end, on_failure, hook_timeout
 
     @property
@@ -121,7 +125,12 @@ def _read_small_file(path: str) -> bytes:
 
 
 def _read(data: dict, path: str) -> Config:
-    known = {"history": {"keep", "max_age"}, "log": {"max"}, "hooks": {"on_end", "on_failure", "timeout"}}
+    known = {
+        "history": {"keep", "max_age"},
+        "log": {"max"},
+        "database": {"db"},
+        "hooks": {"on_end", "on_failure", "timeout"},
+    }
     for section, values in data.items():
         if section not in known or not isinstance(values, dict):
             raise ConfigError(f"configuration file {path}: unknown section [{section}]")
@@ -135,14 +144,17 @@ def _read(data: dict, path: str) -> Config:
             raise ValueError(f"[history] keep must be a whole number of rows, not {keep!r}")
         max_age = _setting("[history] max_age", history.get("max_age"), parse_age)
         log_max = _setting("[log] max", log.get("max"), parse_size)
+        db = data.get("database", {}).get("db")
+        if db is not None and (not isinstance(db, str) or not db):
+            raise ValueError(f"[database] db must be a path or a postgresql:// URL, not {db!r}")
         hook_timeout = _setting("[hooks] timeout", hooks.get("timeout"), parse_age)
         for key in ("on_end", "on_failure"):
             if not isinstance(hooks.get(key, ""), str):
                 raise ValueError(f"[hooks] {key} must be a shell command (a string)")
     except ValueError as e:
         raise ConfigError(f"configuration file {path}: {e}") from None
-    return Config(keep, max_age, log_max, path, hooks.get("on_end") or None, hooks.get("on_failure") or None,
-                  hook_timeout)  # fmt: skip
+    on_end, on_failure = hooks.get("on_end") or None, hooks.get("on_failure") or None
+    return Config(keep, max_age, log_max, path, db, on_end, on_failure, hook_timeout)
 
 
 def _setting(name: str, value: object, parse: Callable[[object], Any]) -> Any:

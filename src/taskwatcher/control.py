@@ -60,8 +60,12 @@ def live_heartbeat(row: TaskRow) -> float | None:
 
 def describe_task(row: TaskRow, t: float, place: int | None = None) -> dict[str, Any]:
     """One task as ``--list --json`` shows it (the seed's columns, plus ``timer``; a queued
-    task's ``place`` in its group's line)."""
+    task's ``place`` in its group's line).
+
+    A task of another host is not judged from here: its status is the one its launcher
+    recorded, and its feedback file (a path on its host) is not looked at."""
     running = row.status not in WAITING
+    foreign = running and elsewhere(row) is not None
     spec: dict[str, Any] = {}
     if row.spec:
         from .queueing import spec_of
@@ -73,9 +77,10 @@ def describe_task(row: TaskRow, t: float, place: int | None = None) -> dict[str,
     lastupdate = row.lastupdate
     if running and started is not None:
         duration = max(0.0, t - started)
-        beat = live_heartbeat(row) if row.feedback else started
+        beat = (row.heartbeat if foreign else live_heartbeat(row)) if row.feedback else started
         timer = max(0.0, t - (beat or started))
-        status = heartbeat_status(timer, row.timeout, bool(row.feedback))
+        if not foreign:
+            status = heartbeat_status(timer, row.timeout, bool(row.feedback))
         lastupdate = int(beat) if beat else lastupdate
     return {
         "name": row.name,
@@ -105,15 +110,17 @@ def describe_task(row: TaskRow, t: float, place: int | None = None) -> dict[str,
     }
 
 
-def list_tasks(store: TaskStore) -> dict[str, dict[str, Any]]:
-    """Queued, reserved and running tasks, keyed by task id (as a string)."""
-    return describe_tasks(store.tasks())
+def list_tasks(store: TaskStore, host: str | None = None) -> dict[str, dict[str, Any]]:
+    """Queued, reserved and running tasks (running on ``host``), keyed by task id (as a string)."""
+    return describe_tasks(store.tasks(), host)
 
 
-def describe_tasks(rows: Sequence[TaskRow]) -> dict[str, dict[str, Any]]:
-    """Those task rows as ``--list --json`` shows them (a queued one with its place in
-    line), keyed by task id (as a string)."""
+def describe_tasks(rows: Sequence[TaskRow], host: str | None = None) -> dict[str, dict[str, Any]]:
+    """Those task rows (running on ``host``) as ``--list --json`` shows them (a queued one
+    with its place in line), keyed by task id (as a string)."""
     t = time.time()
+    if host is not None:
+        rows = [r for r in rows if r.host == host and r.status not in WAITING]
     places: dict[int, int] = {}
     if any(r.status == TaskStatus.QUEUED for r in rows):
         from .queueing import places as line_places
@@ -153,13 +160,14 @@ def kill(store: TaskStore, taskid: int) -> str:
 def killall(store: TaskStore, name: str) -> list[str]:
     """Stop every reserved or running task of that name; what was done, one line each.
 
-    A task running on another host cannot be stopped from here: every other one is
-    stopped first, then :class:`NotAllStopped` names those (with what was done).
+    On a store only this host uses, a task running elsewhere (another pid namespace) cannot
+    be stopped from here: every other one is stopped first, then :class:`NotAllStopped`
+    names those (with what was done). On a store many hosts share, every launcher hears it.
     """
     rows = store.tasks(name)
     if not rows:
         raise NoSuchTask(f"no task named '{storable(name)}'")
-    foreign = [r for r in rows if r["status"] not in WAITING and elsewhere(r)]
+    foreign = [r for r in rows if r["status"] not in WAITING and elsewhere(r) and not store.shared]
     done = _stop_all(store, [r for r in rows if r not in foreign])
     if foreign:
         where = ", ".join(f"task {r['id']} ({elsewhere(r)})" for r in foreign)
@@ -173,11 +181,15 @@ def _stop_all(store: TaskStore, rows: Sequence[TaskRow]) -> list[str]:
 
     done: list[str] = []
     waiting: list[tuple[TaskRow, int]] = []
+    remote: list[TaskRow] = []
     for row in rows:
         current = _request_stop(store, row["id"], done)
         if current is None:
             continue
         crash_point("kill-requested")  # the request is recorded, the launcher not signalled
+        if elsewhere(current):  # a shared store: its launcher was notified by the request itself
+            remote.append(current)
+            continue
         fd = _signal_launcher(current)
         if fd is None:  # no launcher to do it: stop and archive the task here
             if not archive_task(store, current, termerror="killed by request", kill_remains=True):
@@ -193,7 +205,27 @@ def _stop_all(store: TaskStore, rows: Sequence[TaskRow]) -> list[str]:
         finally:
             os.close(fd)
         done.append(_after_launcher_exit(store, row))
+    for row in remote:
+        done.append(_wait_archived(store, row))
     return done
+
+
+def _wait_archived(store: TaskStore, row: TaskRow) -> str:
+    """Wait until a task of another host is archived (its launcher stopped it, or its lease
+    ran out and it was archived as lost); what became of it, in words."""
+    limit = (row["grace"] if row["grace"] is not None else DEFAULT_GRACE) + KILL_WAIT_MARGIN
+    deadline = time.monotonic() + limit
+    while True:
+        current = store.task(row["id"])
+        if current is None or current["token"] != row["token"]:
+            return f"task {row['id']}: killed (on {elsewhere(row)})"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LauncherTimeout(
+                f"task {row['id']} was asked to stop but its launcher on {elsewhere(row)} has not finished"
+            )
+        store.wait_for_change(min(left, 1.0))  # a change wakes it; a look each second all the same
+        reconcile(store)  # a lease that ran out meanwhile: archived as lost
 
 
 def _request_stop(store: TaskStore, taskid: int, done: list[str]) -> TaskRow | None:
@@ -219,7 +251,7 @@ def _request_stop(store: TaskStore, taskid: int, done: list[str]) -> TaskRow | N
                 return None
             continue  # claimed meanwhile: it runs now
         where = elsewhere(current)
-        if where:
+        if where and not store.shared:
             raise RunsElsewhere(f"task {taskid} runs in {where}: stop it there")
         requested = store.request_stop(taskid, "killed by request")
         if requested is not None:
@@ -272,6 +304,7 @@ def _signal_launcher(row: TaskRow) -> int | None:
 
 # -- waiting ---------------------------------------------------------------------------
 RESERVATION_POLL = 0.2  # seconds between looks at a reservation that is not launched yet
+REMOTE_POLL = 1.0  # seconds between looks at a task of another host, should no change be notified
 
 
 def wait(store: TaskStore, taskid: int, timeout: float | None = None) -> HistoryRow:
@@ -293,7 +326,9 @@ def wait(store: TaskStore, taskid: int, timeout: float | None = None) -> History
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             raise WaitTimeout(f"task {taskid} is still running")
-        if row["status"] in WAITING or not _wait_for_launcher(row, left):
+        if store.shared and elsewhere(row):  # its launcher is on another host: the database says
+            store.wait_for_change(REMOTE_POLL if left is None else max(0.0, min(REMOTE_POLL, left)))
+        elif row["status"] in WAITING or not _wait_for_launcher(row, left):
             time.sleep(RESERVATION_POLL if left is None else max(0.0, min(RESERVATION_POLL, left)))
         reconcile(store)  # a launcher that died without archiving: its row is archived now
 

@@ -227,6 +227,20 @@ TASK_COLUMNS = (
     Column("feedback", flex=True, rank=7),
     Column("command", flex=True, rank=9),
 )
+# Shown after the name once a listed task runs on another host (a database many hosts share).
+HOST_COLUMN = Column("host", flex=True, rank=10)
+
+
+def _with_host(columns: Sequence[Column]) -> tuple[Column, ...]:
+    return (*columns[:2], HOST_COLUMN, *columns[2:])
+
+
+def many_hosts(tasks: Sequence[Task]) -> bool:
+    """Whether the tasks are not all of this host: then ``--list`` names each one's host."""
+    from .process import host_name
+
+    here = host_name()
+    return any(t.host and t.host != here for t in tasks)
 
 
 def task_cells(
@@ -275,6 +289,9 @@ def task_lines(
     """The header and one line per task, fitted to ``width`` (None: whole values)."""
     now = time.time() if now is None else now
     rows = [task_cells(t, now, width, bar) for t in tasks]
+    if columns is TASK_COLUMNS and many_hosts(tasks):
+        columns = _with_host(columns)
+        rows = [(*r[:2], shown(t.host, width) or "-", *r[2:]) for r, t in zip(rows, tasks, strict=True)]
     layout = Layout(columns, width)
     layout.add_page(rows)
     return [layout.header(), *(layout.line(r) for r in rows)]

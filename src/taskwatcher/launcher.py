@@ -47,7 +47,7 @@ __all__ = ["DEFAULT_GRACE", "Ending", "LaunchRequest", "launch", "validate"]
 class LaunchRequest(
     namedtuple(
         "LaunchRequest",
-        "command taskid name infos feedpath timeout grace unique detach logfile logmax nolog"
+        "command taskid name infos feedpath timeout grace unique detach logfile logmax nolog lease"
         " group slots after after_any retries retry_delay retry_backoff retry_on on_end",
         defaults=(
             None,
@@ -61,14 +61,15 @@ class LaunchRequest(
             None,
             DEFAULT_LOG_MAX,
             False,
-            *(None,) * 9,
+            *(None,) * 10,
         ),
     )
 ):
     """What ``taskwatcher launch`` was asked to run, and how: the argv (list of str);
     a reserved task id or None; name; (info1, info2, info3); the feedback folder;
     timeout and grace in seconds; unique, detach; the log file (None: the default
-    one), its cap in bytes, and nolog (foreground only: no log, the terminal as is).
+    one), its cap in bytes, and nolog (foreground only: no log, the terminal as is); the
+    lease in seconds on a store many hosts share (None: the default).
     The line (:mod:`taskwatcher.queueing`): the group and its slots; the task ids it
     runs after (with ``after_any``, whatever their outcome); retries, their delay,
     its backoff factor and the kinds of end retried; the ``--on-end`` hook."""
@@ -313,8 +314,13 @@ def _spawn_and_supervise(
         interrupted = early if not req.detach else None
         ending = Ending(failure[0], "", failure[1], exec_failed=not stopped, interrupted=interrupted)
     else:
+        lease = None
+        if store.shared:  # many hosts: a lease on the database's clock, kills by notification
+            from .lease import Lease
+
+            lease = Lease.of(store, taskid, token, req.lease, req.grace)
         supervisor = Supervisor(
-            store, taskid, token, child, flags, watch, req.timeout, req.grace, relay, not req.detach
+            store, taskid, token, child, flags, watch, req.timeout, req.grace, relay, not req.detach, lease
         )
         ending = supervisor.run()
         read = supervisor.feedstate
@@ -359,7 +365,11 @@ def archive_end(store: TaskStore, task: TaskRow, end: dict[str, object], feedbac
     """
     taskid, token = task["id"], task["token"]
     try:
-        archive_task(store, task, feedback=feedback, **end)  # type: ignore[arg-type]
+        if not archive_task(store, task, feedback=feedback, **end) and store.shared:  # type: ignore[arg-type]
+            # Archived meanwhile by another host as lost (its lease ran out): the real end replaces
+            # that (in the history row: the task is no longer in line to be retried).
+            plain = {k: v for k, v in end.items() if k != "retry_kind"}
+            store.finish(taskid, token, feedback=feedback, **plain)  # type: ignore[arg-type]
         log.debug("task %d archived", taskid)
         return True
     except StoreError as e:
@@ -414,7 +424,7 @@ def launch(db: str | None, req: LaunchRequest) -> Ending:
             if not req.detach:
                 return run_task(store, task, req, flags, closed=closed)
             relay = open_output(store, task, req, closed)
-        _detach(store.key, task, req, relay, flags.ignored)
+        _detach(store.target, task, req, relay, flags.ignored)
         return Ending(0)
     finally:
         flags.close()

@@ -80,6 +80,7 @@ class Claim(
     __slots__ = ()
 
 
+HOST_LOST = "host lost"  # why a task whose lease ran out (a store many hosts share) was archived
 DEFAULT_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a task is stopped, by default
 
 

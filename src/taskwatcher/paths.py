@@ -50,8 +50,10 @@ def check_user_log(db_path: str, logfile: str) -> None:
     """Refuse a ``--log`` that would write over (or rotate away) the database, its -wal,
     -shm or journal, or anything in its folder of kept-aside ends."""
     from .errors import ReservationError
-    from .store import sibling_folder
+    from .store import is_url, sibling_folder
 
+    if is_url(db_path):  # a database on a server: none of its files is on this host
+        return
     target = os.path.realpath(logfile)
     real_db = os.path.realpath(db_path)
     own = {real_db + suffix for suffix in ("", "-wal", "-shm", "-journal")}

@@ -87,6 +87,10 @@ def archive_pending_ends(store: TaskStore) -> None:
             archive_task(store, row, termsignal=end["termsignal"], termerror=end["termerror"],
                          exitcode=end["exitcode"], feedback=end["feedback"])  # fmt: skip
             crash_point("pending-archived")  # archived, its file not yet removed
+        elif row is None and store.shared:  # archived as lost by another host: the real end replaces it
+            store.finish(int(name[5:-5]), end["token"], termsignal=end["termsignal"],
+                         termerror=end["termerror"], exitcode=end["exitcode"],
+                         feedback=end["feedback"] or {})  # fmt: skip
         try:
             os.unlink(path)  # archived now, or not this task's end (the task is gone, or forged)
         except FileNotFoundError:

@@ -2,9 +2,10 @@
 
 Whoever uses the store next archives the ends launchers kept aside, expires old
 reservations, and archives the tasks whose launcher is gone (after stopping what is
-left of them). Each step is a short store operation; the side effects — signals,
-/proc scans, reading feedback files — happen between them, never inside a
-transaction. Every command runs it; a read-heavy caller (a web server) may run it
+left of them); on a store many hosts share, also those whose lease ran out (by the
+database's clock), whatever host they ran on. Each step is a short store operation;
+the side effects — signals, /proc scans, reading feedback files — happen between
+them, never inside a transaction. Every command runs it; a read-heavy caller (a web server) may run it
 periodically instead (``TaskWatcher(reconcile_every=...)``).
 """
 
@@ -52,6 +53,14 @@ def _reconcile(store: TaskStore) -> tuple[list[int], list[TaskRow] | None]:
         for taskid in store.expire_reservations(t):  # only those still reserved: a launch may claim one
             log.debug("reservation %d expired", taskid)
     lost = []
+    if store.shared:  # leases, on the database's clock: any host archives one that ran out
+        from .model import HOST_LOST
+
+        for taskid in store.expire_leases(HOST_LOST):
+            log.debug("task %d: its lease ran out (%s)", taskid, HOST_LOST)
+            lost.append(taskid)
+        if lost:
+            changed, rows = True, store.tasks()
     for row in rows:
         if not launcher_gone(row):
             continue

@@ -36,6 +36,7 @@ from .status import TaskStatus, feedback_signature, heartbeat_status, next_statu
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
     from .filewatch import FileWatch
+    from .lease import Lease
     from .output import Relay
     from .store import TaskStore
 
@@ -175,6 +176,7 @@ class Supervisor:
         grace: float,
         relay: Relay | None = None,
         forward: bool = True,
+        lease: Lease | None = None,
     ) -> None:
         self.store, self.task_id, self.token, self.child, self.flags = store, task_id, token, child, flags
         self.watch, self.timeout, self.grace, self.relay = watch, timeout, grace, relay
@@ -204,6 +206,9 @@ class Supervisor:
         self.refusal_told = False
         self.interrupted: int | None = None  # the signal that interrupted this launcher
         self.reaped = False
+        # A store many hosts share: the lease, renewed on its schedule, and its descriptor,
+        # through which a kill asked on any host wakes the loop (lease.py).
+        self.lease, self.lease_fd = lease, None
 
     # -- the loop --------------------------------------------------------------
     def run(self) -> Ending:
@@ -217,6 +222,7 @@ class Supervisor:
             self.relay.register(poller)
         crash_point("waiting")
         while True:
+            self._watch_lease(poller)
             wait = self._next_wake()
             due = None if wait is None else time.monotonic() + wait
             # poll() takes an int of milliseconds: a far deadline is approached a day at a time.
@@ -245,6 +251,7 @@ class Supervisor:
             if self.stop_reason is None:
                 self._check_heartbeat(now, self._feedback_changed(events, now))
                 self._check_timeout(now)
+                self._check_lease()
             elif self.kill_at is not None and now >= self.kill_at:
                 self._signal_tree(signal.SIGKILL)
                 self.kill_at = None
@@ -258,6 +265,13 @@ class Supervisor:
         if self.stop_reason is not None:
             # during the grace period, a look every 50 ms gives what the tree forks meanwhile the signal too
             return None if self.kill_at is None else min(_LEFTOVER_LOOK, self.kill_at - now)
+        wait = self._next_status_wake(now)
+        if self.lease is not None:
+            renew = self.lease.wake_in(now)
+            wait = renew if wait is None else min(wait, renew)
+        return wait
+
+    def _next_status_wake(self, now: float) -> float | None:
         feedback = None if self.feedback_due is None else max(0.0, self.feedback_due - now)
         if not self.timeout:
             return feedback
@@ -265,6 +279,23 @@ class Supervisor:
             return self.started + self.timeout - now
         status = next_status_change(now - self.last_heartbeat, self.timeout)
         return status if feedback is None else min(status, feedback)
+
+    # -- the lease (a shared store) ---------------------------------------------
+    def _watch_lease(self, poller: select.poll) -> None:
+        """The lease's descriptor in the poll set (it changes when the store connects again)."""
+        fd = None if self.lease is None or self.stop_reason is not None else self.lease.fd
+        if fd != self.lease_fd:
+            if self.lease_fd is not None:
+                poller.unregister(self.lease_fd)
+            if fd is not None:
+                poller.register(fd, select.POLLIN)
+            self.lease_fd = fd
+
+    def _check_lease(self) -> None:
+        if self.lease is not None and self.stop_reason is None:
+            reason = self.lease.check()
+            if reason:
+                self._begin_stop(reason, None)
 
     # -- feedback, heartbeat and timeout ---------------------------------------
     def _feedback_changed(self, events: list[tuple[int, int]], now: float) -> bool:

@@ -88,7 +88,7 @@ def _view(tw: TaskWatcher, history_rows: int, size: tuple[int, int] = (80, 24)) 
     running = sum(t.running for t in tasks)
     header = Text.assemble(
         ("taskwatcher", "bold"),
-        f"  {escape_control(str(tw.path))}  {format_time(now, now)}  ",
+        f"  {escape_control(str(tw.shown))}  {format_time(now, now)}  ",
         (f"{running} running", "green"),
         f", {len(tasks) - running} reserved",
         ("   q quits", "dim"),

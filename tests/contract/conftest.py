@@ -17,20 +17,29 @@ from support import a_claim  # noqa: F401  (the tests import it from here)
 from taskwatcher.store import SQLiteStore, TaskStore
 
 
-def _sqlite(tmp_path: Path) -> Callable[[], TaskStore]:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], TaskStore]:
     path = tmp_path / "contract.db"
     return lambda: SQLiteStore(path)
 
 
-BACKENDS = {"sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], TaskStore]:
+    url = request.getfixturevalue("pg_url")  # a database of the private cluster (tests/pgcluster.py)
+    from taskwatcher.store.postgres import PostgresStore
+
+    return lambda: PostgresStore(url)
+
+
+# name: a function of (request, tmp_path) giving a function that opens a store of the test's database
+BACKENDS = {"sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request, tmp_path) -> Iterator[Callable[[], TaskStore]]:
     opened: list[TaskStore] = []
+    opener = BACKENDS[request.param](request, tmp_path)
 
     def open_store() -> TaskStore:
-        store = BACKENDS[request.param](tmp_path)()
+        store = opener()
         opened.append(store)
         return store
 

@@ -180,7 +180,11 @@ def test_history_filters_and_its_json(store):
     assert len(by_name) == 3
     assert [r.endtime for r in store.iter_history(HistoryFilter(since=1003))] == [1003, 1004]
     assert [r.taskname for r in store.iter_history(HistoryFilter(name="b", last=1))] == ["b"]
-    for only in (None, HistoryFilter(name="a", last=2)):
+    ids = [r.id for r in store.iter_history()]
+    # A page of a long history: below an id, the newest N of those (the next page's before is its lowest).
+    assert [r.id for r in store.iter_history(HistoryFilter(before=ids[3], last=2))] == ids[1:3]
+    assert [r.id for r in store.iter_history(HistoryFilter(name="a", before=ids[4]))] == [ids[0], ids[2]]
+    for only in (None, HistoryFilter(name="a", last=2), HistoryFilter(before=ids[2])):
         shaped = {str(r.id): describe_entry(r) for r in store.iter_history(only)}
         assert json.loads("".join(store.history_json(only, chunk=2))) == shaped
 

@@ -154,6 +154,7 @@ REVIEWED_INTERPOLATIONS = {
     "' AND '.join(terms)", "RESERVATION_TTL", "ddl", "name", "decl", "key",
     "is_wait_status", "wait_status", "signal_names", "feedback_text",  # store._1x_history_as_2x
     "_TASK_COLUMNS", "_HISTORY_COLUMNS", "due", "_marks(sources(status))",  # store/sqlite.py
+    "SCHEMA", "_RUNNING",  # store/postgres.py: its schema's name, a condition on status
     "_marks(holding)",  # store/sqlite.py: the statuses that hold a group's slot
 }  # fmt: skip
 SQL_FSTRING = re.compile(

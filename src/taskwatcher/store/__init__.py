@@ -1,7 +1,10 @@
-"""The store: the storage interface (:mod:`.base`) and its backends (:mod:`.sqlite`).
+"""The store: the storage interface (:mod:`.base`) and its backends (:mod:`.sqlite`,
+:mod:`.postgres`).
 
-``Store`` is the default backend, SQLite: ``Store(path)`` opens (and creates or
-upgrades) the database at ``path``; ``Store(path, create=False)`` never creates one.
+``Store(db)`` opens the database ``db`` names (and creates or upgrades it): a
+``postgresql://`` or ``postgres://`` URL is a PostgreSQL database (psycopg is imported
+then, and only then), anything else the path of an SQLite file, the default.
+``Store(db, create=False)`` never creates one. The one place the backend is chosen.
 """
 
 from __future__ import annotations
@@ -26,7 +29,28 @@ if TYPE_CHECKING:
         storable,
     )
 
-    Store = SQLiteStore
+    Store = TaskStore
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(db: object) -> bool:
+    """Whether ``db`` names a PostgreSQL database (a URL), not an SQLite file."""
+    return isinstance(db, str) and db.startswith(URL_SCHEMES)
+
+
+def open_store(db: object = None, *, create: bool = True) -> TaskStore:
+    """The store ``db`` names (None: ``$TASKWATCHER_DB``, the configuration file, the default file)."""
+    from .sqlite import resolve_db_path
+
+    target = resolve_db_path(db)  # type: ignore[arg-type]
+    if is_url(target):
+        from .postgres import PostgresStore
+
+        return PostgresStore(target, create=create)
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(target, create=create)
 
 
 def __getattr__(name: str) -> object:
@@ -41,7 +65,7 @@ def __getattr__(name: str) -> object:
     from . import sqlite
 
     if name == "Store":
-        return sqlite.SQLiteStore
+        return open_store
     if name in __all__:
         return getattr(sqlite, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -52,6 +76,7 @@ __all__ = [
     "BUSY_TIMEOUT",
     "RESERVATION_TTL",
     "SCHEMA_VERSION",
+    "URL_SCHEMES",
     "Row",
     "SQLiteStore",
     "Store",
@@ -61,6 +86,8 @@ __all__ = [
     "command_text",
     "database_missing",
     "default_db_path",
+    "is_url",
+    "open_store",
     "resolve_db_path",
     "sibling_folder",
     "storable",

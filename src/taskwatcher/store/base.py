@@ -34,6 +34,9 @@ class TaskStore:
     #: What names this store in host-local paths (logs, kept-aside ends) and in the
     #: feedback file's lock: the same for every process using the same database.
     key: str
+    #: What opens this store again, ``Store(target)`` (a detached supervisor does): the
+    #: file's path, or the whole URL (its password too: never shown, unlike ``key``).
+    target: str
     #: True if processes on other hosts use this store too (then liveness is by lease).
     shared: bool = False
 
@@ -231,10 +234,28 @@ class TaskStore:
         nothing dropped, while a task runs (the check and the drop are one step)."""
         raise NotImplementedError
 
+    # -- many hosts (a shared store only) -----------------------------------------------
+    def renew_lease(self, taskid: int, token: str, lease: float) -> TaskRow | None:
+        """Extend a running task's lease to ``lease`` seconds from now by the database's clock;
+        the row after (its stop request), or None if the row is no longer this token's."""
+        raise NotImplementedError
+
+    def bound_operations(self, seconds: float | None) -> None:
+        """From now on, an operation taking longer than ``seconds`` fails with StoreError (its
+        connection is cut) rather than wait on a stalled link; None: no bound. A backend
+        without a link to stall ignores it."""
+
+    def expire_leases(self, termerror: str) -> list[int]:
+        """Archive, each in one step, the running tasks whose lease ran out by the database's
+        clock, with ``termerror`` and the feedback last saved; their ids."""
+        return []
+
     # -- change notification -----------------------------------------------------------
-    def notify_fd(self) -> int | None:
+    def notify_fd(self, taskid: int | None = None) -> int | None:
         """A file descriptor that becomes readable when another process changes the
-        store (for a ``poll()`` set), or None if the backend has none."""
+        store (for a ``poll()`` set), or None if the backend has none. With ``taskid``, one
+        that at least wakes for a stop request of that task (:meth:`wait_for_change` then
+        reads what arrived)."""
         raise NotImplementedError
 
     def wait_for_change(self, timeout: float) -> bool:

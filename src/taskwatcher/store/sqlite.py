@@ -206,17 +206,38 @@ def xdg_base(variable: str, default: str) -> str:
 
 
 def default_db_path() -> str:
-    """``$TASKWATCHER_DB``, else ``$XDG_STATE_HOME/taskwatcher/taskwatcher.db``."""
+    """``$TASKWATCHER_DB``, else the configuration file's ``[database] db``, else
+    ``$XDG_STATE_HOME/taskwatcher/taskwatcher.db``."""
     env = os.environ.get("TASKWATCHER_DB")
     if env:
         return env
+    configured = _configured_db()
+    if configured:
+        return configured
     state = xdg_base("XDG_STATE_HOME", os.path.join(".local", "state"))
     return os.path.join(state, "taskwatcher", "taskwatcher.db")
 
 
+def _configured_db() -> str | None:
+    # The configuration module is imported only when a file is there to read: a stat
+    # is all a command without one pays.
+    path = os.environ.get("TASKWATCHER_CONFIG") or os.path.join(
+        xdg_base("XDG_CONFIG_HOME", ".config"), "taskwatcher", "config.toml"
+    )
+    if not os.path.exists(path):
+        return None
+    from ..config import load
+
+    return load(path).db
+
+
 def resolve_db_path(path: str | os.PathLike[str] | None = None) -> str:
-    """The database file a command uses: ``path``, else the default; absolute."""
-    return os.path.abspath(os.fspath(path or default_db_path()))
+    """The database a command uses: ``path``, else the default; a file's path absolute, a
+    PostgreSQL URL as it is."""
+    from . import is_url
+
+    db = os.fspath(path or default_db_path())
+    return db if is_url(db) else os.path.abspath(db)
 
 
 def database_missing(path: str) -> bool:
@@ -337,7 +358,7 @@ class SQLiteStore(TaskStore):
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         self.path = resolve_db_path(path)
-        self.key = self.path
+        self.key = self.target = self.path
         check_text_path(self.path, "database")  # before anything, so that a read says it too
         if not create and database_missing(self.path):
             raise NoDatabase(f"no database exists at {self.path}")
@@ -1117,7 +1138,7 @@ class SQLiteStore(TaskStore):
         return logs
 
     # -- change notification -----------------------------------------------------------
-    def notify_fd(self) -> int | None:
+    def notify_fd(self, taskid: int | None = None) -> int | None:
         # No channel: a descriptor readable at every write of every process would wake every
         # launcher at every other launcher's heartbeat. wait_for_change watches the files.
         return None

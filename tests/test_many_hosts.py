@@ -1,0 +1,404 @@
+"""Many hosts, one PostgreSQL database: "hosts" are pid and UTS namespaces of their own
+(``unshare --pid --uts --fork --mount-proc --kill-child``), so their pids really collide
+and each has its own host name; this test process is one more host. Real faults: a host
+killed whole, a launcher stopped past its lease, the server stopped and restarted."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import TW, Taskwatcher, wait_for
+from support import kill_own_processes, one_line_error
+
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("unshare") is None,
+        reason="namespaces as hosts need root and unshare",
+    ),
+    pytest.mark.timeout(180),  # several Python launchers start at once: slow on a loaded machine
+]
+
+
+@pytest.fixture
+def tw(pg_url: str, env: dict[str, str]) -> Taskwatcher:
+    return Taskwatcher(pg_url, env)  # type: ignore[arg-type]
+
+
+class Host:
+    """A host: one namespace of its own per launch (its launcher is pid 1 there)."""
+
+    def __init__(self, name: str, tw: Taskwatcher) -> None:
+        self.name, self.tw = name, tw
+        self.procs: list[subprocess.Popen] = []
+
+    def launch(self, *args: str, own_disk: bool = False) -> subprocess.Popen:
+        """``own_disk``: the state folder (logs, kept-aside ends) is the host's own, a tmpfs
+        mounted over it in the namespace: what this host cannot see."""
+        ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
+        script = f'hostname {self.name} && exec "$@"'
+        if own_disk:
+            script = f'mount -t tmpfs tmpfs "$XDG_STATE_HOME" && {script}'
+        cmd = [*ns, "sh", "-c", script, "sh", *TW, "launch", "--db", str(self.tw.db), *args]
+        proc = subprocess.Popen(
+            cmd, env=self.tw.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.procs.append(proc)
+        return proc
+
+    def launcher(self, proc: subprocess.Popen) -> psutil.Process:
+        """The launcher of a launch (the namespace's pid 1), as this host sees it."""
+
+        def find():
+            for p in psutil.Process(proc.pid).children(recursive=True):
+                if "launch" in p.cmdline():
+                    return p
+            return None
+
+        return wait_for(find, 60, "the launcher in its namespace")
+
+    def kill_whole(self, proc: subprocess.Popen) -> None:
+        """SIGKILL every process of the launch's namespace: its pid 1 dies, and the kernel
+        kills the rest (not unshare's --kill-child: the launcher clears its parent-death signal)."""
+        for p in psutil.Process(proc.pid).children():
+            p.kill()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(psutil.Error):
+                    self.kill_whole(proc)
+                proc.kill()
+            _, err = proc.communicate(timeout=15)
+            if err:
+                print(f"{self.name}: {err}")  # shown with a failure
+
+
+@pytest.fixture
+def hosts(tw, tmp_path: Path):
+    made: list[Host] = []
+
+    def make(name: str) -> Host:
+        made.append(Host(name, tw))
+        return made[-1]
+
+    yield make
+    for host in made:
+        host.close()
+    kill_own_processes(tmp_path / "home")
+
+
+def running(tw, name: str, timeout: float = 60) -> tuple[str, dict]:
+    def find():
+        for tid, t in tw.tasks().items():
+            if t["name"] == name and t["pid"]:
+                return tid, t
+        return None
+
+    return wait_for(find, timeout, f"task {name} running")
+
+
+def ended(tw, taskid: str, timeout: float = 60) -> dict:
+    return wait_for(lambda: tw.history_of(taskid), timeout, f"task {taskid} in history")
+
+
+def trapping(flag: Path) -> list[str]:
+    """A task that notes when SIGTERM reaches it (the time, in unix seconds) and exits."""
+    return ["sh", "-c", f'trap "date +%s.%N > {flag}; exit 143" TERM; while true; do sleep 0.01; done']
+
+
+def test_every_hosts_tasks_are_listed_with_their_host_and_filtered_by_host(tw, hosts):
+    a, b = hosts("hosta"), hosts("hostb")
+    a.launch("--name", "ja", "sleep", "300")
+    b.launch("--name", "jb", "sleep", "300")
+    ida, ta = running(tw, "ja")
+    idb, tb = running(tw, "jb")
+    assert (ta["host"], tb["host"]) == ("hosta", "hostb")
+    assert ta["pid"] == tb["pid"]  # each launcher is pid 1 of its namespace: the pids collide
+    table = tw.run("control", "--list", check=True).stdout
+    header, *lines = table.splitlines()
+    assert "host" in header.split()
+    assert any("hosta" in line and line.split()[0] == ida for line in lines)
+    assert list(tw.json("control", "--list", "--json", "--host", "hostb")) == [idb]
+    # Nothing of another host is judged from here: the rows stay running, nothing is signalled.
+    assert tw.run("control", "--update", check=True).returncode == 0
+    assert set(tw.tasks()) == {ida, idb}
+
+
+def test_a_kill_from_another_host_reaches_the_task_at_once(tw, hosts, tmp_path, pg_url):
+    from taskwatcher.store import open_store
+
+    flag = tmp_path / "term"
+    host = hosts("hosta")
+    proc = host.launch("--name", "victim", *trapping(flag))
+    taskid, _ = running(tw, "victim")
+    time.sleep(0.2)  # (the task's trap is set: a start-up, not a synchronisation of the kill)
+    with open_store(pg_url) as store:
+        asked = time.time()
+        assert store.request_stop(int(taskid), "killed by request") is not None
+    wait_for(lambda: flag.exists() and flag.read_text().strip(), 10, "the task's SIGTERM")
+    latency = float(flag.read_text()) - asked
+    print(f"kill latency across hosts: {latency * 1000:.0f} ms")
+    assert latency < 1.0, f"SIGTERM reached the task {latency:.3f} s after the request"
+    assert proc.wait(15) == 143
+    entry = ended(tw, taskid)
+    assert (entry["termerror"], entry["host"]) == ("killed by request", "hosta")
+
+
+def test_a_log_on_another_hosts_disk_is_said_to_be_there(tw, hosts):
+    host = hosts("hosta")
+    host.launch("--name", "talk", "sh", "-c", "echo hello; sleep 300", own_disk=True)
+    taskid, task = running(tw, "talk")
+    for args in (("--log", taskid), ("--log", taskid, "--follow")):
+        proc = tw.run("control", *args)
+        assert proc.returncode == 1
+        assert one_line_error(proc) == (
+            f"taskwatcher: the log of task {taskid} is on host hosta: {task['logfile']}"
+            " (read it there, or give --log a shared folder)"
+        )
+    shown = tw.json("control", "--show", taskid, "--json")  # the rest of --show still answers
+    assert shown["host"] == "hosta" and not shown["finished"]
+
+
+def test_control_kill_on_another_host_waits_for_the_end_and_says_where(tw, hosts):
+    host = hosts("hosta")
+    proc = host.launch("--name", "k", "sleep", "300")
+    taskid, _ = running(tw, "k")
+    killed = tw.run("control", "--kill", taskid)
+    assert killed.returncode == 0, killed.stderr
+    assert killed.stdout.strip() == f"task {taskid}: killed (on host hosta)"
+    assert tw.history_of(taskid)["termsignal"] == "SIGTERM"  # archived before --kill returned
+    assert proc.wait(15) != 0
+
+
+def test_a_host_killed_whole_is_archived_as_host_lost_once_its_lease_runs_out(tw, hosts):
+    host = hosts("hosta")
+    proc = host.launch("--name", "gone", "--lease", "1", "sleep", "300")
+    taskid, _ = running(tw, "gone")
+    host.kill_whole(proc)
+    proc.wait(15)
+    assert taskid in tw.tasks()  # a lease still running: another host does not guess
+    entry = ended(tw, taskid)
+    assert entry["termerror"] == "host lost" and entry["host"] == "hosta"
+
+
+def test_a_launcher_stopped_past_its_lease_stops_its_task_and_its_real_end_replaces_host_lost(tw, hosts):
+    host = hosts("hosta")
+    proc = host.launch("--name", "frozen", "--lease", "1", "--grace", "1", "sleep", "300")
+    taskid, _ = running(tw, "frozen")
+    launcher = host.launcher(proc)
+    launcher.send_signal(signal.SIGSTOP)
+    try:
+        assert ended(tw, taskid)["termerror"] == "host lost"
+    finally:
+        launcher.send_signal(signal.SIGCONT)
+    proc.wait(15)  # it finds its row archived: it stops its task and records the real end
+    entries = [e for e in tw.history().values() if str(e["taskid"]) == taskid]
+    assert len(entries) == 1, entries
+    assert entries[0]["termerror"] == "its row was archived meanwhile (lease lost)"
+    assert entries[0]["termsignal"] == "SIGTERM"
+
+
+def test_a_launcher_that_cannot_reach_the_database_stops_its_task_before_its_lease_runs_out(
+    tw, hosts, pg_cluster, tmp_path
+):
+    flag = tmp_path / "term"
+    host = hosts("hosta")
+    lease, grace = 4.0, 0.5
+    proc = host.launch("--name", "cut", "--lease", str(lease), "--grace", str(grace), *trapping(flag))
+    taskid, _ = running(tw, "cut")
+    time.sleep(0.2)  # (the task's trap is set)
+    pg_cluster.stop("immediate")
+    cut = time.time()
+    try:
+        wait_for(flag.exists, 3 * lease, "the task's SIGTERM")
+        stopped = float(wait_for(lambda: flag.read_text().strip(), 5, "the time of the SIGTERM"))
+        assert stopped - cut < lease, "the task outlived the lease"
+        proc.wait(15)
+    finally:
+        pg_cluster.start()
+    # Its end was kept aside on its host (a folder this host shares): the next command records it.
+    entry = ended(tw, taskid)
+    assert entry["termerror"].startswith("lease lost: the database could not be reached")
+    assert [e["taskid"] for e in tw.history().values()].count(int(taskid)) == 1
+
+
+def test_launchers_connect_again_after_the_server_restarts_and_a_kill_still_reaches_them(
+    tw, hosts, pg_cluster
+):
+    a, b = hosts("hosta"), hosts("hostb")
+    # Renewed every 1.7 s; a task is stopped only if the database stays away 5 s.
+    quick = ("--lease", "10", "--grace", "0.5")
+    procs = [
+        a.launch("--name", "r1", *quick, "sleep", "300"),
+        b.launch("--name", "r2", *quick, "sleep", "300"),
+    ]
+    ids = [running(tw, "r1")[0], running(tw, "r2")[0]]
+    pg_cluster.restart()
+    for taskid in ids:
+        killed = tw.run("control", "--kill", taskid)
+        assert killed.returncode == 0 and "killed" in killed.stdout, killed.stderr
+    for proc in procs:
+        proc.wait(15)
+    assert [tw.history_of(i)["termerror"] for i in ids] == ["killed by request"] * 2
+
+
+class Machine:
+    """A host running many detached tasks: one namespace whose pid 1 is a sleep, the
+    launches started in it one after the other (their supervisors stay in it)."""
+
+    def __init__(self, name: str, tw: Taskwatcher, launches: list[list[str]]) -> None:
+        ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
+        lines = [f"hostname {name}"]
+        for args in launches:
+            words = " ".join(f"'{w}'" for w in [*TW, "launch", "--db", str(tw.db), "--detach", *args])
+            lines.append(f"{words} >/dev/null 2>>{tw.env['HOME']}/{name}.err")
+        lines.append("exec sleep 3600")
+        self.proc = subprocess.Popen([*ns, "sh", "-c", "\n".join(lines)], env=tw.env)
+
+    def close(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            for p in psutil.Process(self.proc.pid).children():
+                p.kill()  # pid 1 of the namespace: the kernel kills the rest
+        self.proc.kill()
+        self.proc.wait(15)
+
+
+@pytest.fixture
+def machines(tw, tmp_path: Path):
+    made: list[Machine] = []
+    (tmp_path / "home").mkdir(exist_ok=True)
+
+    def make(name: str, launches: list[list[str]]) -> Machine:
+        made.append(Machine(name, tw, launches))
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.close()
+    kill_own_processes(tmp_path / "home")
+
+
+def test_of_unique_launches_racing_on_three_hosts_exactly_one_runs(tw, machines):
+    for name in ("hosta", "hostb", "hostc"):
+        machines(name, [["--unique", "--name", "only", "sleep", "300"]] * 2)
+    # Every launch runs or is refused (125, one line, nothing recorded): wait until five were.
+    home = Path(tw.env["HOME"])
+    wait_for(
+        lambda: sum((home / f"{h}.err").read_text().count("not started") for h in ("hosta", "hostb", "hostc")
+                    if (home / f"{h}.err").exists()) == 5,
+        90, "five launches refused",
+    )  # fmt: skip
+    running_only = [t for t in tw.tasks().values() if t["name"] == "only"]
+    assert len(running_only) == 1 and running_only[0]["status"] == "RUNNING"
+
+
+def test_twenty_tasks_on_three_hosts_survive_a_server_restart_and_are_all_killed(tw, machines, pg_cluster):
+    quick = ["--lease", "12", "--grace", "1"]
+    counts = {"hosta": 7, "hostb": 7, "hostc": 6}
+    for name, n in counts.items():
+        machines(name, [[*quick, "--name", "fleet", "sleep", "300"]] * n)
+    wait_for(lambda: len([t for t in tw.tasks().values() if t["pid"]]) == 20, 120, "20 tasks running")
+    before = {tid: (t["host"], t["pid"]) for tid, t in tw.tasks().items()}
+    assert sorted(h for h, _ in before.values()) == sorted(h for h, n in counts.items() for _ in range(n))
+    pg_cluster.restart()
+    import psycopg
+
+    with psycopg.connect(str(tw.db), autocommit=True) as conn:  # every launcher renews after the restart
+        (restarted,) = conn.execute("SELECT now()").fetchone()
+        renewed_since = "SELECT count(*) FROM taskwatcher.tasks WHERE leaseuntil > %s + interval '12 s'"
+        wait_for(lambda: conn.execute(renewed_since, (restarted,)).fetchone()[0] == 20, 60, "20 renewals")
+    after = {tid: (t["host"], t["pid"]) for tid, t in tw.tasks().items()}
+    assert after == before  # nothing lost, nothing archived, nothing stopped
+    killed = tw.run("control", "--killall", "fleet", timeout=120)
+    assert killed.returncode == 0, killed.stderr
+    assert killed.stdout.count("killed (on host") == 20
+    history = tw.history().values()
+    assert sorted(str(e["taskid"]) for e in history) == sorted(before)
+    assert {e["termerror"] for e in history} == {"killed by request"}
+
+
+class StallingLink:
+    """A unix-socket proxy in front of the cluster that can stall: connections stay open
+    (nothing is reset, as through a pooler or a cut cable with TCP still alive) but no byte
+    passes until it is released."""
+
+    def __init__(self, target: str, folder: Path) -> None:
+        import socket
+        import threading
+
+        self.target, self.folder = target, folder
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(folder / ".s.PGSQL.5432"))
+        self.server.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+                self.flowing.wait()  # stalled: what came is held, nothing is closed
+                if not data:
+                    break
+                dst.sendall(data)
+            except OSError:
+                break
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.server.close()
+
+
+def test_a_stalled_link_is_given_up_on_and_the_task_stopped_before_its_lease_runs_out(
+    hosts, pg_cluster, pg_url, env, tmp_path
+):
+    folder = tmp_path / "link"
+    folder.mkdir()
+    link = StallingLink(os.path.join(pg_cluster.socket, ".s.PGSQL.5432"), folder)
+    try:
+        via = Taskwatcher(pg_url.split("?")[0] + f"?host={folder}", env)  # type: ignore[arg-type]
+        flag = tmp_path / "term"
+        host = hosts("hosta")
+        host.tw = via
+        lease = 12.0
+        proc = host.launch("--name", "stall", "--lease", str(lease), "--grace", "0.5", *trapping(flag))
+        taskid, _ = running(via, "stall")
+        time.sleep(0.2)  # (the task's trap is set)
+        link.flowing.clear()
+        stalled = time.time()
+        wait_for(flag.exists, 3 * lease, "the task's SIGTERM")
+        stopped = float(wait_for(lambda: flag.read_text().strip(), 5, "the time of the SIGTERM"))
+        assert stopped - stalled < lease, "the task outlived its lease"
+        proc.wait(30)  # its end could not be written: kept aside on its host
+        link.flowing.set()
+        entry = ended(via, taskid)  # the next command through the link records it
+        assert entry["termerror"].startswith("lease lost: the database could not be reached")
+    finally:
+        link.close()

@@ -1,0 +1,166 @@
+"""What only the PostgreSQL backend has: its schema made once however many hosts open a
+new database at once, its own version, connections that break and come back, the lease on
+the server's clock, the key and folders of a database that is not a file."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from support import a_claim
+
+psycopg = pytest.importorskip("psycopg")
+
+
+def test_the_first_opens_of_a_new_database_at_once_make_its_schema_once(pg_url):
+    from taskwatcher.store.postgres import PostgresStore
+
+    racers, errors = 6, []
+    start = threading.Barrier(racers)
+
+    def open_one():
+        start.wait()
+        try:
+            with PostgresStore(pg_url) as store:
+                store.reserve("x", (None, None, None), False, 60)
+        except Exception as e:  # any failure is the test's
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with PostgresStore(pg_url) as store:
+        assert len(store.tasks("x")) == racers
+
+
+def test_a_newer_schema_is_refused_and_a_foreign_one_is_not_taken(pg_url):
+    from taskwatcher.errors import NotADatabase, StoreError
+    from taskwatcher.store.postgres import PostgresStore
+
+    PostgresStore(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE taskwatcher.schema_version SET version = 99")
+    with pytest.raises(StoreError, match="newer"):
+        PostgresStore(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA taskwatcher CASCADE")
+        conn.execute("CREATE SCHEMA taskwatcher")
+        conn.execute("CREATE TABLE taskwatcher.tasks (x int)")
+    with pytest.raises(NotADatabase):
+        PostgresStore(pg_url)
+
+
+def test_a_database_of_schema_1_is_upgraded_in_place_keeping_its_rows(pg_url):
+    from taskwatcher.store.postgres import SCHEMA_VERSION, PostgresStore
+
+    with PostgresStore(pg_url) as store:
+        old = store.reserve("old", (None, None, None), False, 3600)
+        done = store.claim(None, a_claim("done"))
+        store.finish(done.id, done.token, termsignal="", termerror="", exitcode=0, feedback={})
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # back to schema 1 (its index goes with queue)
+        admin.execute(
+            "ALTER TABLE taskwatcher.tasks DROP COLUMN queue, DROP COLUMN slots, DROP COLUMN notbefore,"
+            " DROP COLUMN attempt, DROP COLUMN spec, DROP COLUMN environ"
+        )
+        admin.execute("ALTER TABLE taskwatcher.history DROP COLUMN attempt, DROP COLUMN hook")
+        admin.execute("UPDATE taskwatcher.schema_version SET version = 1")
+    with PostgresStore(pg_url) as store:
+        assert store.task(old).name == "old" and store.task(old).attempt == 1
+        assert [(e.taskname, e.attempt, e.hook) for e in store.iter_history()] == [("done", 1, None)]
+        queued = store.enqueue(
+            "q", (None, None, None), False, queue="g", slots=1, spec="{}", environ='{"A": "1"}'
+        )
+        assert store.take_queued(queued, 30) and store.task_environment(queued) == '{"A": "1"}'
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        assert admin.execute("SELECT version FROM taskwatcher.schema_version").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def test_a_task_back_in_line_for_a_retry_has_no_lease_to_run_out(pg_url):
+    from taskwatcher.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url) as store:
+        taskid = store.enqueue("r", (None, None, None), False, queue=None, slots=None, spec="{}")
+        assert store.take_queued(taskid, 30)
+        row = store.claim(taskid, a_claim())
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # its host went quiet, then it ended
+            admin.execute("UPDATE taskwatcher.tasks SET leaseuntil = now() - interval '1 hour'")
+        end = dict(termsignal="", termerror="", exitcode=1, feedback={})
+        assert store.finish(row.id, row.token, **end, retry_at=0.0) is not None
+        assert store.expire_leases("host lost") == []  # waiting in line: nobody's lease to lose
+        assert store.task(taskid).status == "QUEUED" and store.request_stop(taskid, "x") is None
+
+
+def test_a_broken_connection_is_made_again_by_the_next_operation(pg_url):
+    from taskwatcher.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url) as store, psycopg.connect(pg_url, autocommit=True) as admin:
+        taskid = store.reserve("a", (None, None, None), False, 60)
+        admin.execute("SELECT pg_terminate_backend(%s)", (store.conn.info.backend_pid,))
+        with pytest.raises(Exception):  # noqa: B017  (the operation that finds it broken fails)
+            store.task(taskid)
+        assert store.task(taskid).name == "a"  # the next one connects again
+        assert store.wait_for_change(0)  # and says something may have been missed meanwhile
+
+
+def test_a_lease_is_on_the_servers_clock_and_one_that_ran_out_is_archived_as_host_lost(pg_url):
+    from taskwatcher.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url) as store:
+        row = store.claim(None, a_claim("l"))
+        assert store.renew_lease(row.id, "stale", 60) is None
+        assert store.renew_lease(row.id, row.token, 60).id == row.id
+        assert store.expire_leases("host lost") == []
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # as if its host went quiet an hour ago
+            admin.execute("UPDATE taskwatcher.tasks SET leaseuntil = now() - interval '1 hour'")
+        assert store.expire_leases("host lost") == [row.id]
+        (entry,) = store.iter_history()
+        assert (entry.taskid, entry.termerror) == (row.id, "host lost")
+        # The launcher's real end, when it gets through, replaces the guess: one row.
+        hid = store.finish(row.id, row.token, termsignal="", termerror="", exitcode=0, feedback={"k": "v"})
+        assert hid == entry.id
+        (entry,) = store.iter_history()
+        assert (entry.exitcode, entry.termerror, entry.feedback) == (0, "", '{"k": "v"}')
+        assert store.finish(row.id, row.token, termsignal="", termerror="", exitcode=1, feedback={}) is None
+
+
+def test_the_key_has_no_password_and_the_local_folders_are_in_the_state_folder(pg_url, tmp_path, monkeypatch):
+    from taskwatcher.store.postgres import PostgresStore, public_url
+
+    assert public_url("postgresql://u:secret@db.example:5433/tw") == "postgresql://u@db.example:5433/tw"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    with PostgresStore(pg_url) as store:
+        logs = store.local_folder("logs")
+        assert logs.startswith(str(tmp_path / "taskwatcher" / "postgres")) and logs.endswith("-logs")
+        assert os.path.basename(logs).startswith(pg_url.split("/")[3].split("?")[0] + "-")  # the db's name
+        assert store.local_folder("pending") != logs and "secret" not in store.key
+
+
+def test_the_database_is_chosen_by_its_url_in_the_environment_or_the_configuration_file(
+    pg_url, env, tmp_path
+):
+    import json
+    import subprocess
+
+    from conftest import TW
+
+    def listed(extra_env: dict[str, str]) -> dict:
+        proc = subprocess.run([*TW, "control", "--list", "--json"], env={**env, **extra_env},
+                              capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        return json.loads(proc.stdout)
+
+    from taskwatcher.store.postgres import PostgresStore
+
+    with PostgresStore(pg_url) as store:
+        taskid = store.reserve("chosen", (None, None, None), False, 600)
+    assert list(listed({"TASKWATCHER_DB": pg_url})) == [str(taskid)]
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\ndb = "{pg_url}"\n')
+    assert list(listed({"TASKWATCHER_CONFIG": str(config)})) == [str(taskid)]
+    assert listed({}) == {}  # neither: the default SQLite file (none yet)
