@@ -29,7 +29,7 @@ def queue_batch(db: Path, env: dict[str, str], monkeypatch, log: Path, count: in
     without a process per launch); the environment they are queued with is the test's."""
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    script = f'echo "$TASKWATCHER_TASKID/$TASKWATCHER_ATTEMPT" >> "{log}"; sleep 0.1'
+    script = f'echo "$TASKWATCHER_TASKID/$TASKWATCHER_ATTEMPT" >> "{log}"; sleep 0.5'
     with Store(db) as store:
         return [
             enqueue(
@@ -63,13 +63,19 @@ def test_a_batch_drains_with_launchers_killed_each_task_run_once_or_retried_as_a
     def done() -> bool:
         return not rows(db, "SELECT 1 FROM tasks LIMIT 1")
 
+    def running_now() -> list[sqlite3.Row]:
+        return [r for r in rows(db, "SELECT id, launcherpid, queue FROM tasks WHERE status = 'RUNNING'")
+                if r["launcherpid"]]  # fmt: skip
+
     while not done():
         # a look runs a command: its reconciliation archives what was lost and starts the next
-        running = [r for r in rows(db, "SELECT id, launcherpid, queue FROM tasks WHERE status = 'RUNNING'")
-                   if r["launcherpid"]]  # fmt: skip
+        running = running_now()
         busy = Counter(r["queue"] for r in running)
         assert all(n <= SLOTS for n in busy.values()), busy  # never more than the slots, even now
-        if killed < KILLS and running and rng.random() < 0.5:
+        if killed < KILLS and not running:  # the kills are what this test is about: one to kill
+            wait_for(lambda: done() or running_now(), 30, "a task to run")
+            continue
+        if killed < KILLS:
             victim = rng.choice(running)
             try:
                 os.kill(victim["launcherpid"], signal.SIGKILL)
