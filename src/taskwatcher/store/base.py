@@ -263,6 +263,49 @@ class TaskStore:
         raise NotImplementedError
 
 
+def claimed_fields(row: TaskRow, launch: Claim, name: str, t: float) -> dict[str, object]:
+    """The columns a claim writes into the task's row (every backend writes the same): the
+    running task as ``launch`` describes it at time ``t``, its files placed by its id."""
+    import os
+
+    from ..status import TaskStatus
+
+    infos = [new if new is not None else row[f"info{i}"] for i, new in enumerate(launch.infos, 1)]
+    feedfile = None
+    if launch.feedfolder is not None:
+        feedfile = os.path.join(os.path.abspath(launch.feedfolder), f"feedback_{row.id}.log")
+    logfile = launch.logfile
+    if logfile == "":
+        logfile = os.path.join(launch.logfolder, f"task_{row.id}.log")
+    return dict(
+        name=name,
+        info1=infos[0],
+        info2=infos[1],
+        info3=infos[2],
+        status=str(TaskStatus.RUNNING),
+        feedback=int(feedfile is not None),
+        starttime=int(t),
+        started=t,
+        duration=0,
+        lastupdate=int(t),
+        heartbeat=t,
+        timeout=launch.timeout,
+        grace=launch.grace,
+        uniq=int(launch.unique or bool(row.uniq)),
+        expiretime=None,
+        token=launch.token,
+        command=launch.command,
+        feedpath=feedfile,
+        logfile=os.path.abspath(logfile) if logfile else None,
+        logplaced=int(launch.logfile == ""),
+        host=launch.host,
+        bootid=launch.bootid,
+        launcherpid=launch.launcherpid,
+        launcherstart=launch.launcherstart,
+        pidns=launch.pidns,
+    )
+
+
 if __name__ == "__main__":
     from ..entrypoints import not_a_command
 

@@ -36,7 +36,7 @@ from ..errors import NameTaken, NoDatabase, NotADatabase, StoreError, TasksRunni
 from ..logs import Logger
 from ..model import HISTORY_FIELDS, HOST_LOST, TASK_FIELDS, HistoryRow, TaskRow
 from ..status import HOLDS_SLOT, WAITING, TaskStatus, check_transition, sources
-from .base import TaskStore
+from .base import TaskStore, claimed_fields
 from .sqlite import _make_private_folders, storable, xdg_base
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
@@ -403,40 +403,7 @@ class PostgresStore(TaskStore):
     def _claim_row(
         self, conn: psycopg.Connection[Any], row: TaskRow, launch: Claim, name: str, t: float
     ) -> None:
-        infos = [new if new is not None else row[f"info{i}"] for i, new in enumerate(launch.infos, 1)]
-        feedfile = None
-        if launch.feedfolder is not None:
-            feedfile = os.path.join(os.path.abspath(launch.feedfolder), f"feedback_{row.id}.log")
-        logfile = launch.logfile
-        if logfile == "":
-            logfile = os.path.join(launch.logfolder, f"task_{row.id}.log")
-        fields = dict(
-            name=name,
-            info1=infos[0],
-            info2=infos[1],
-            info3=infos[2],
-            status=str(TaskStatus.RUNNING),
-            feedback=int(feedfile is not None),
-            starttime=int(t),
-            started=t,
-            duration=0,
-            lastupdate=int(t),
-            heartbeat=t,
-            timeout=launch.timeout,
-            grace=launch.grace,
-            uniq=int(launch.unique or bool(row.uniq)),
-            expiretime=None,
-            token=launch.token,
-            command=launch.command,
-            feedpath=feedfile,
-            logfile=os.path.abspath(logfile) if logfile else None,
-            logplaced=int(launch.logfile == ""),
-            host=launch.host,
-            bootid=launch.bootid,
-            launcherpid=launch.launcherpid,
-            launcherstart=launch.launcherstart,
-            pidns=launch.pidns,
-        )
+        fields = claimed_fields(row, launch, name, t)
         sets = ", ".join(f"{k} = %s" for k in fields)
         conn.execute(
             f"UPDATE tasks SET {sets}, leaseuntil = now() + make_interval(secs => %s) WHERE id = %s",

@@ -23,7 +23,7 @@ from ..errors import NameTaken, NoDatabase, NotADatabase, StoreError, TasksRunni
 from ..logs import Logger
 from ..model import HISTORY_FIELDS, TASK_FIELDS, HistoryRow, TaskRow
 from ..status import HOLDS_SLOT, WAITING, TaskStatus, check_transition, sources
-from .base import TaskStore
+from .base import TaskStore, claimed_fields
 
 TYPE_CHECKING = False  # typing is imported only by type checkers: it costs start-up time
 if TYPE_CHECKING:
@@ -780,40 +780,7 @@ class SQLiteStore(TaskStore):
                     raise ReservationError(f"not started: name {name!r} is held by task {holder}")
             assert row is not None
             check_transition(row.status, TaskStatus.RUNNING)
-            infos = [new if new is not None else row[f"info{i}"] for i, new in enumerate(launch.infos, 1)]
-            feedfile = None
-            if launch.feedfolder is not None:
-                feedfile = os.path.join(os.path.abspath(launch.feedfolder), f"feedback_{taskid}.log")
-            logfile = launch.logfile
-            if logfile == "":
-                logfile = os.path.join(launch.logfolder, f"task_{taskid}.log")
-            fields = dict(
-                name=name,
-                info1=infos[0],
-                info2=infos[1],
-                info3=infos[2],
-                status=str(TaskStatus.RUNNING),
-                feedback=int(feedfile is not None),
-                starttime=int(t),
-                started=t,
-                duration=0,
-                lastupdate=int(t),
-                heartbeat=t,
-                timeout=launch.timeout,
-                grace=launch.grace,
-                uniq=int(launch.unique or bool(row.uniq)),
-                expiretime=None,
-                token=launch.token,
-                command=launch.command,
-                feedpath=feedfile,
-                logfile=os.path.abspath(logfile) if logfile else None,
-                logplaced=int(launch.logfile == ""),
-                host=launch.host,
-                bootid=launch.bootid,
-                launcherpid=launch.launcherpid,
-                launcherstart=launch.launcherstart,
-                pidns=launch.pidns,
-            )
+            fields = claimed_fields(row, launch, name, t)
             self.update_task(taskid, conn, **fields)
             claimed = self.task(taskid)
         assert claimed is not None
