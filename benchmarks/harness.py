@@ -1,4 +1,4 @@
-"""benchmarks/run: every figure of issue #4, ours beside taskwatcher 1.7's and timeout(1)'s.
+"""benchmarks/run: every figure of BENCHMARKS.md, ours beside taskwatcher 1.7's and timeout(1)'s.
 
 Prints a table of ratios against baselines measured in the same run, writes it
 with the raw samples to benchmarks/results/, and draws the scaling plot.
