@@ -661,16 +661,45 @@ _odd_line = st.builds(lambda a, body, b: a + body + b, _odd_space, _line_body, _
 
 
 @settings(max_examples=300, deadline=None)
-@given(lines=st.lists(_odd_line, max_size=25), start=st.dictionaries(_good_key, _text, max_size=3))
-def test_block_matching_agrees_with_applying_each_line(lines: list[str], start: dict[str, str]) -> None:
-    """apply_text (regexes over a block) is the line-by-line grammar, white space of every kind included."""
+@given(
+    lines=st.lists(_odd_line, max_size=25),
+    start=st.dictionaries(_good_key, _text, max_size=3),
+    few_keys=st.sampled_from([0, 1, feedback._FEW_KEYS]),
+    sample=st.sampled_from([0, 7, feedback._SAMPLE]),
+)
+def test_block_matching_agrees_with_applying_each_line(
+    lines: list[str], start: dict[str, str], few_keys: int, sample: int
+) -> None:
+    """apply_text (regexes over a block) is the line-by-line grammar, white space of every kind
+    included, whether each key's last line is searched for from the end or every line is read."""
     text = "\n".join(lines)
     one_by_one = {k: v for k, v in start.items() if v.strip() == v and v}
     by_block = dict(one_by_one)
     for line in lines:
         apply_line(one_by_one, line)
-    feedback.apply_text(by_block, text)
+    saved = feedback._FEW_KEYS, feedback._SAMPLE
+    feedback._FEW_KEYS, feedback._SAMPLE = few_keys, sample
+    try:
+        feedback.apply_text(by_block, text)
+    finally:
+        feedback._FEW_KEYS, feedback._SAMPLE = saved
     assert by_block == one_by_one
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[a]1\n[b]x[a]2\n", {"a": "1", "b": "x[a]2"}),  # a tag inside a line is not the key's line
+        ("[a]1[a]2\n[b]x [a]3", {"a": "1[a]2", "b": "x [a]3"}),  # nor is a second tag on its line
+        (" \t[a]1\n[c]\n\u2028[a]2 \n", {"a": "2"}),  # white space before the tag, a key removed
+        ("[a]1\n[a]\n", {}),  # a key's last line empty: removed
+    ],
+)
+def test_a_keys_last_line_is_the_last_that_starts_with_it(text: str, expected: dict[str, str]) -> None:
+    assert parse_text(text) == expected
+    data: dict[str, str] = {"c": "old"}
+    feedback.apply_text(data, text)
+    assert data == {**({"c": "old"} if "[c]" not in text else {}), **expected}
 
 
 @pytest.mark.parametrize("clear", ["[]", "[][]", "  []x[]", "[]]", "\t[] []"])

@@ -29,6 +29,12 @@ _KEY = re.compile(r"(?!\d)[^\s\[\]]+")
 # pattern that starts with one literal character is searched for with a scan for that character,
 # while one that starts with "^" is tried at every position (10 % of parse's instructions).
 _BRACKET_LINE = re.compile(r"\n[^\S\n]*\[([^\]\n]*)\]([^\n]*)")
+# Only the key of each such line: one string a line, and the rest of the line is not scanned.
+_BRACKET_KEY = re.compile(r"\n[^\S\n]*\[([^\]\n]*)\]")
+# Past this many keys in one block, each key's last line is not searched for from the end (a
+# search per key would read the block once per key) but taken from one pass over every line.
+_FEW_KEYS = 16
+_SAMPLE = 1 << 16  # characters of a block whose keys are counted before the rest's
 _BLOCK = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 
@@ -69,8 +75,8 @@ def apply_text(data: dict[str, str], text: str, first_line: int = 1) -> None:
 
     Done per block rather than with one Python call per line, which is what
     makes a 100 MB file quick: only what follows the last clearing line counts;
-    of the rest, a regex keeps each "[key]value" line and a dict keeps the last
-    value of each key; then, once per key, invalid keys are dropped, values are
+    of the rest, the last value of each key is kept (:func:`_last_values`); then,
+    once per key, invalid keys are dropped, values are
     stripped as their line would have been, and a key whose last value is empty
     is removed. Under ``--debug`` each line goes through :func:`apply_line`,
     which says why a line is ignored.
@@ -79,14 +85,12 @@ def apply_text(data: dict[str, str], text: str, first_line: int = 1) -> None:
         for lineno, line in enumerate(text.split("\n"), first_line):
             apply_line(data, line, lineno)
         return
-    text = _after_last_clear(data, text)
-    last: dict[str, str] = {}
-    # The cyclic garbage collector is kept out of findall: its tuples of two strings hold no
-    # cycles, yet their number sets off a collection every 700, each walking them (5 % of parse).
     collecting = gc.isenabled()
+    # The cyclic garbage collector is kept out of findall: the strings it makes hold no
+    # cycles, yet their number sets off a collection every 700, each walking them (5 % of parse).
     gc.disable()
     try:
-        last.update(_BRACKET_LINE.findall("\n" + text))
+        last = _last_values("\n" + text, data)
     finally:
         if collecting:
             gc.enable()
@@ -98,6 +102,53 @@ def apply_text(data: dict[str, str], text: str, first_line: int = 1) -> None:
             data[key] = value
         else:
             data.pop(key, None)
+
+
+def _last_values(text: str, data: dict[str, str]) -> dict[str, str]:
+    """Each key's value on its last "[key]value" line of ``text`` (which starts with a newline),
+    in the order the keys first appear; what precedes a clearing line ("[]") is dropped, and
+    ``data`` cleared, as that line would.
+
+    A feedback file names a few keys over and over (``[progress]41``, ``[progress]42``...):
+    the keys are found first, one string a line, and then each key's last line is found
+    by searching back from the end, where it usually is, rather than making a pair of
+    strings of every line. A block of many keys is read the plain way.
+    """
+    keys = _keys(text)
+    many = len(keys) > _FEW_KEYS  # then the keys were perhaps counted in part of the text only
+    if many or "" in keys:  # a clearing line: only what follows the last one counts
+        text = "\n" + _after_last_clear(data, text[1:])
+        if not many:
+            keys = _keys(text)
+    if many:
+        return dict(_BRACKET_LINE.findall(text))
+    return {key: _last_value(text, key) for key in keys if _KEY.fullmatch(key)}
+
+
+def _keys(text: str) -> dict[str, None]:
+    """The keys of ``text``'s bracket lines in order, or more than _FEW_KEYS of them: its first
+    _SAMPLE bytes are looked at first, so that a block of many keys is read twice only there."""
+    cut = text.find("\n", _SAMPLE)  # a line's start: no match spans it
+    if cut < 0:
+        return dict.fromkeys(_BRACKET_KEY.findall(text))
+    keys = dict.fromkeys(_BRACKET_KEY.findall(text, 0, cut))
+    if len(keys) <= _FEW_KEYS:
+        keys.update(dict.fromkeys(_BRACKET_KEY.findall(text, cut)))
+    return keys
+
+
+def _last_value(text: str, key: str) -> str:
+    """The rest of the last line of ``text`` that starts (after white space) with ``[key]``,
+    a valid key (no brackets: two of its tags never overlap); there is one such line."""
+    tag = f"[{key}]"
+    end = len(text)
+    while True:
+        pos = text.rfind(tag, 0, end)
+        start = text.rfind("\n", 0, pos) + 1  # the text starts with a newline: always found
+        if pos == start or text[start:pos].isspace():
+            stop = text.find("\n", pos)
+            return text[pos + len(tag) : None if stop < 0 else stop]
+        end = pos  # inside a line, not at its start: look before it (the line's start too)
 
 
 def _after_last_clear(data: dict[str, str], text: str) -> str:
