@@ -145,8 +145,11 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=2,
         server_header=False,
+        date_header=False,  # set per response by the Guard (uvicorn's is refreshed by its tick)
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    from .quiet import QuietServer
+
+    QuietServer(config).run(sockets=[sock])
 
 
 def _listen(host: str, port: int, bind: str) -> socket.socket:

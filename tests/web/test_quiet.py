@@ -1,0 +1,77 @@
+"""A server with nothing to do does nothing: no thread wakes while nothing changes, yet a
+launcher killed meanwhile is seen at once (its pidfd, not a periodic look)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from conftest import wait_for
+
+from .test_api import Events
+
+
+def wakeups(pid: int) -> int:
+    """Context switches of every thread of ``pid`` so far: each is a wake-up (or a preemption)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return total
+
+
+def quiet_for(pid: int, seconds: float) -> bool:
+    before = wakeups(pid)
+    time.sleep(seconds)  # the window measured, not a synchronisation
+    return wakeups(pid) == before
+
+
+def launcher_of(tw, taskid: int) -> int:
+    from taskwatcher.store import open_store
+
+    with open_store(str(tw.db)) as store:
+        return store.task(taskid).launcherpid
+
+
+def test_an_idle_server_with_running_tasks_never_wakes(tw, serve, tasks):
+    running = [tasks.start(f"quiet{i}") for i in range(2)]
+    tw.run("control", "--reserve", "--name", "later", "--ttl", "1h", check=True)
+    server = serve()
+    listed = wait_for(
+        lambda: (t := server.get("/api/v1/tasks").json()) and all(t[str(i)]["pid"] for i in running) and t,
+        15,
+        "the tasks running",
+    )
+    assert len(listed) == 3
+    server.http.close()  # no keep-alive connection left (uvicorn would time it out: a wake-up)
+    # uvicorn's own loop ticks 10 times a second, and the event thread used to look every 5 s
+    # while tasks ran: a whole second without one wake-up of any thread is what is asked.
+    wait_for(lambda: quiet_for(server.proc.pid, 1.0), 20, "a second without a wake-up of the server")
+    date = httpx.get(server.url + "/api/v1/healthz", headers={"Connection": "close"}).headers["date"]
+    assert abs(parsedate_to_datetime(date).timestamp() - time.time()) < 5  # set without uvicorn's tick
+
+
+def test_a_launcher_killed_while_a_client_listens_is_an_end_on_the_stream_at_once(tw, serve, tasks):
+    taskid = tasks.start("victim")
+    server = serve()
+    stream = Events(server)
+    try:
+        wait_for(lambda: [e for e in stream.of("task", taskid) if e["data"]["task"]["pid"]], 15, "the task")
+        launcher = launcher_of(tw, taskid)
+        os.kill(launcher, signal.SIGKILL)
+        killed = time.monotonic()
+        # The event thread looked just now (the task's event): without the launcher's pidfd the
+        # next look, and the reconciliation that finds the launcher lost, was 5 s away.
+        wait_for(lambda: stream.of("ended", taskid), 3.5, "the end of the task on the stream")
+        print(f"launcher killed -> its end on the stream: {(time.monotonic() - killed) * 1000:.0f} ms")
+    finally:
+        stream.close()
+    entry = tw.history_of(taskid)
+    assert entry["termerror"] == "launcher lost"
