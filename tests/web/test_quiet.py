@@ -75,3 +75,17 @@ def test_a_launcher_killed_while_a_client_listens_is_an_end_on_the_stream_at_onc
         stream.close()
     entry = tw.history_of(taskid)
     assert entry["termerror"] == "launcher lost"
+
+
+def test_a_reservation_that_expires_ends_on_the_stream_at_its_expiry(tw, serve):
+    server = serve()
+    stream = Events(server)
+    try:
+        wait_for(lambda: stream.of("reset"), 15, "the stream's start")
+        taskid = int(tw.run("control", "--reserve", "--name", "brief", "--ttl", "1", check=True).stdout)
+        wait_for(lambda: stream.of("task", taskid), 10, "the reservation")
+        # No command runs meanwhile: the server wakes at the expiry, reconciles, and says so.
+        wait_for(lambda: stream.of("ended", taskid), 10, "the expired reservation's end")
+    finally:
+        stream.close()
+    assert tw.history_of(taskid) is None  # an expired reservation leaves no history

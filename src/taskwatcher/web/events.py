@@ -13,8 +13,8 @@ store change, so the hub does not poll for it. What nothing writes is learnt wit
 looking where it can be: a launcher of this host that dies makes its pidfd readable
 (:class:`~taskwatcher.web.launchers.LauncherWatch`), and the hub reconciles then. The
 thread otherwise wakes only at real deadlines: a reservation's expiry, the end of a
-queued task's retry delay, the moment a silent task of this host turns SILENT or
-STALLED. It looks every ``REFRESH`` seconds only while a task runs whose launcher no
+queued task's retry delay (a quiet task turning SILENT or STALLED is its launcher's
+record, a store change). It looks every ``REFRESH`` seconds only while a task runs whose launcher no
 pidfd can watch: a 1.x row, a kernel without pidfds, and on a shared store a task of
 another host (its lease's deadline is the database's, which no read of the rows gives).
 With none of these, an idle server's threads all sleep without a timeout.
@@ -80,12 +80,19 @@ class Hub:
         from ..store import Store
 
         store = None
+        timed_out = False
         while not self._stop.is_set():
             try:
                 if store is None:  # opened before the look: a change made after it is then seen
                     store = Store(self.tw.db, create=False)
+                if timed_out:  # a deadline: what comes due (an expiry, a lease run out) is reconciling's
+                    from ..reconcile import reconcile
+
+                    reconcile(store)  # (its own writes are not notified to its own connection)
+                    self.generation += 1
                 self.look(store)
-                if store.wait_for_change(self._next_look()):
+                timed_out = not store.wait_for_change(self._next_look())
+                if not timed_out:
                     self.generation += 1  # at once, before the look: cached answers are stale now
             except NoDatabase:  # none yet: the first command that writes makes it
                 self._wait_for_database()
@@ -146,7 +153,7 @@ class Hub:
         which launchers to watch and when to look next without a change."""
         current = self._read()
         if store is not None:
-            self._plan(store, current)
+            self._plan(store)
         with self._lock:
             self.looks += 1
             changed = False
@@ -170,11 +177,11 @@ class Hub:
         for loop, ready in waiters:
             loop.call_soon_threadsafe(ready.set)
 
-    def _plan(self, store: Any, current: dict[str, dict[str, Any]]) -> None:
+    def _plan(self, store: Any) -> None:
         """From the rows: the launchers of this host to watch, and the next deadline."""
         from ..liveness import elsewhere, launcher_identity
         from ..process import boot_id
-        from ..status import SILENT_AT, STALLED_AT, TaskStatus
+        from ..status import TaskStatus
 
         now = time.time()
         due: list[float] = []
@@ -197,16 +204,12 @@ class Hub:
                 unwatched = True  # a 1.x row, or one of another boot: reconciliation judges it
                 continue
             watched[(row.id, ident.pid, ident.start)] = ident
-            # A quiet task of this host turns SILENT, then STALLED, with time alone.
-            task = current.get(str(row.id), {}).get("task")
-            if task and task["feedback"] and task["timeout"] and task["timer"] is not None:
-                for fraction in (SILENT_AT, STALLED_AT):
-                    if task["timer"] < fraction * task["timeout"]:
-                        due.append(now + fraction * task["timeout"] - task["timer"])
-                        break
         self.launchers.watch(watched)
-        if unwatched or not self.launchers.available:
+        if unwatched or (watched and not self.launchers.available):
             due.append(now + self.refresh_every)
+        # What is past due was reconciled at its deadline and is still there (a reservation a
+        # launch is claiming, say): looked at again in a while, not at once.
+        due = [d if d > now else now + self.refresh_every for d in due]
         self._deadline = min(due) if due else None
 
     def _read(self) -> dict[str, dict[str, Any]]:

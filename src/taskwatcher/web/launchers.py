@@ -35,7 +35,7 @@ class LauncherWatch:
 
     def __init__(self, on_exit: Callable[[], None]) -> None:
         self.on_exit = on_exit
-        self.available = True  # False once a pidfd could not be had for a live launcher
+        self.available = _pidfds_here()  # False: none to be had (the caller looks now and then)
         self._wanted: dict[Key, Identity] = {}
         self._gone: set[Key] = set()  # reported as exited: not watched again, should a row still name it
         self._lock = threading.Lock()
@@ -118,6 +118,14 @@ class LauncherWatch:
         finally:
             for fd in held.values():
                 os.close(fd)
+
+
+def _pidfds_here() -> bool:
+    fd = pidfd(os.getpid())
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
 
 
 def _drain(fd: int) -> None:
