@@ -89,3 +89,33 @@ def test_a_reservation_that_expires_ends_on_the_stream_at_its_expiry(tw, serve):
     finally:
         stream.close()
     assert tw.history_of(taskid) is None  # an expired reservation leaves no history
+
+
+def test_a_retry_whose_sleeping_launcher_died_starts_at_the_end_of_its_delay(tw, serve):
+    import psutil
+
+    from taskwatcher.store import open_store
+
+    server = serve()
+    stream = Events(server)
+    try:
+        wait_for(lambda: stream.of("reset"), 15, "the stream's start")
+        args = ("--detach", "--name", "flaky", "--retries", "1", "--retry-delay", "6", "sh", "-c", "exit 1")
+        taskid = int(tw.run("launch", *args, check=True).stdout)
+
+        def sleeper():  # the detached `launch --queued ID` sleeping out the retry's delay
+            for p in psutil.process_iter(["cmdline"]):
+                if "--queued" in (p.info["cmdline"] or []) and p.info["cmdline"][-1] == str(taskid):
+                    return p
+            return None
+
+        wait_for(sleeper, 15, "the retry's sleeping launcher").kill()
+        with open_store(str(tw.db)) as store:
+            row = store.task(taskid)
+        # Killed in its delay: only the server's wake-up at the delay's end can start it now.
+        assert row.status == "QUEUED" and row.attempt == 2 and row.notbefore > time.time(), row
+        wait_for(lambda: stream.of("ended", taskid), 20, "the second attempt's end")
+    finally:
+        stream.close()
+    attempts = [e["attempt"] for e in tw.history().values() if e["taskid"] == taskid]
+    assert attempts == [1, 2]
