@@ -119,3 +119,27 @@ def test_a_retry_whose_sleeping_launcher_died_starts_at_the_end_of_its_delay(tw,
         stream.close()
     attempts = [e["attempt"] for e in tw.history().values() if e["taskid"] == taskid]
     assert attempts == [1, 2]
+
+
+def test_a_stopping_server_ends_its_event_streams_instead_of_cutting_them(tw, serve):
+    import threading
+
+    server = serve()
+    seen: dict = {}
+
+    def read() -> None:
+        try:
+            with httpx.stream("GET", server.url + "/api/v1/events", timeout=None) as r:
+                for line in r.iter_lines():
+                    seen.setdefault("first", line)
+            seen["end"] = "clean"  # the response finished: the chunked body's last chunk came
+        except httpx.HTTPError as e:  # cut when the shutdown's time limit ran out
+            seen["end"] = repr(e)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_for(lambda: "first" in seen, 15, "the stream's first line")
+    server.proc.terminate()
+    reader.join(15)
+    assert seen.get("end") == "clean"
+    assert server.proc.wait(15) in (0, -15)

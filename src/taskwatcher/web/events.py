@@ -60,6 +60,7 @@ class Hub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.looks = 0  # how many times the tasks were read
+        self.closing = False  # set when the server stops: the streams end
         self._deadline: float | None = None  # unix time of the next look nothing will announce
         self.launchers = LauncherWatch(self._launcher_exited)
         # Moves on at every change the store notifies (and every change made through the
@@ -243,6 +244,15 @@ class Hub:
             for s, name, data in out
         ], reached
 
+    def close_streams(self) -> None:
+        """The server is stopping: every stream ends now (a browser's EventSource reconnects
+        to whatever serves next), rather than holding the shutdown to its time limit."""
+        with self._lock:
+            self.closing = True
+            waiters = list(self._waiters)
+        for loop, ready in waiters:
+            loop.call_soon_threadsafe(ready.set)
+
     def subscribe(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Event) -> None:
         with self._lock:
             self._waiters.add((loop, ready))
@@ -257,7 +267,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         yield "retry: 2000\n: taskwatcher events\n\n"
         cursor = last_id
-        while True:
+        while not self.closing:
             ready = asyncio.Event()
             self.subscribe(loop, ready)  # before reading: a change in between sets it
             try:

@@ -17,6 +17,10 @@ import signal
 
 import uvicorn
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -25,6 +29,12 @@ class QuietServer(uvicorn.Server):
 
     _wake: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None] | None = None) -> None:
+        """``on_exit``: called at the exit signal, before the shutdown waits for connections to
+        end (the event streams, which would not end by themselves)."""
+        super().__init__(config)
+        self.on_exit = on_exit
 
     async def main_loop(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -47,6 +57,8 @@ class QuietServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: object) -> None:
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        if self.on_exit is not None:
+            self.on_exit()
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 

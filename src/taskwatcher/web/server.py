@@ -130,7 +130,10 @@ def serve(
 
     tw = TaskWatcher(db, reconcile_every=RECONCILE_EVERY)
     sock = _listen(host, port, bind)
-    app = create_app(tw, read_only=read_only, token=token, keepalive=keepalive, loopback=loopback)
+    from .events import Hub
+
+    hub = Hub(tw)
+    app = create_app(tw, read_only=read_only, token=token, keepalive=keepalive, loopback=loopback, hub=hub)
     where = sock.getsockname()
     shown = f"[{where[0]}]" if ":" in where[0] else where[0]
     sys.stderr.write(
@@ -149,7 +152,7 @@ def serve(
     )
     from .quiet import QuietServer
 
-    QuietServer(config).run(sockets=[sock])
+    QuietServer(config, on_exit=hub.close_streams).run(sockets=[sock])
 
 
 def _listen(host: str, port: int, bind: str) -> socket.socket:
