@@ -12,12 +12,13 @@ Everything a running task's launcher learns (its status, heartbeat, latest feedb
 store change, so the hub does not poll for it. What nothing writes is learnt without
 looking where it can be: a launcher of this host that dies makes its pidfd readable
 (:class:`~taskwatcher.web.launchers.LauncherWatch`), and the hub reconciles then. The
-thread otherwise wakes only at real deadlines: a reservation's expiry, the end of a
-queued task's retry delay (a quiet task turning SILENT or STALLED is its launcher's
-record, a store change). It looks every ``REFRESH`` seconds only while a task runs whose launcher no
-pidfd can watch: a 1.x row, a kernel without pidfds, and on a shared store a task of
-another host (its lease's deadline is the database's, which no read of the rows gives).
-With none of these, an idle server's threads all sleep without a timeout.
+thread otherwise wakes only at real deadlines, a reservation's expiry and the end of a
+queued task's retry delay, and reconciles there (a quiet task turning SILENT or STALLED
+is its launcher's record: a store change). It looks every ``REFRESH`` seconds only while
+a task runs whose launcher no pidfd can watch: a 1.x row, a kernel without pidfds, and on
+a shared store a task of another host (its lease's deadline is the database's, which no
+read of the rows gives). With none of these, an idle server's threads all sleep without
+a timeout.
 """
 
 from __future__ import annotations
