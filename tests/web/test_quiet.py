@@ -92,6 +92,8 @@ def test_a_reservation_that_expires_ends_on_the_stream_at_its_expiry(tw, serve):
 
 
 def test_a_retry_whose_sleeping_launcher_died_starts_at_the_end_of_its_delay(tw, serve):
+    import contextlib
+
     import psutil
 
     from taskwatcher.store import open_store
@@ -100,18 +102,28 @@ def test_a_retry_whose_sleeping_launcher_died_starts_at_the_end_of_its_delay(tw,
     stream = Events(server)
     try:
         wait_for(lambda: stream.of("reset"), 15, "the stream's start")
-        args = ("--detach", "--name", "flaky", "--retries", "1", "--retry-delay", "6", "sh", "-c", "exit 1")
+        args = ("--detach", "--name", "flaky", "--retries", "1", "--retry-delay", "8", "sh", "-c", "exit 1")
         taskid = int(tw.run("launch", *args, check=True).stdout)
 
-        def sleeper():  # the detached `launch --queued ID` sleeping out the retry's delay
+        def row():
+            with open_store(str(tw.db)) as store:
+                return store.task(taskid)
+
+        killed = []
+
+        def no_launcher_left() -> bool:  # every `launch --queued ID`: the retry's sleeper (and the
+            found = []  # first attempt's launcher, should it still be on its way out)
             for p in psutil.process_iter(["cmdline"]):
                 if "--queued" in (p.info["cmdline"] or []) and p.info["cmdline"][-1] == str(taskid):
-                    return p
-            return None
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+                        found.append(p.pid)
+            killed.extend(found)
+            return not found
 
-        wait_for(sleeper, 15, "the retry's sleeping launcher").kill()
-        with open_store(str(tw.db)) as store:
-            row = store.task(taskid)
+        wait_for(lambda: (r := row()) and r.status == "QUEUED" and r.attempt == 2, 30, "the retry in line")
+        wait_for(lambda: no_launcher_left() and killed, 15, "the retry's sleeper killed, no launcher left")
+        row = row()
         # Killed in its delay: only the server's wake-up at the delay's end can start it now.
         assert row.status == "QUEUED" and row.attempt == 2 and row.notbefore > time.time(), row
         wait_for(lambda: stream.of("ended", taskid), 20, "the second attempt's end")
