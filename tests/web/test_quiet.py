@@ -69,7 +69,7 @@ def test_a_launcher_killed_while_a_client_listens_is_an_end_on_the_stream_at_onc
         killed = time.monotonic()
         # The event thread looked just now (the task's event): without the launcher's pidfd the
         # next look, and the reconciliation that finds the launcher lost, was 5 s away.
-        wait_for(lambda: stream.of("ended", taskid), 3.5, "the end of the task on the stream")
+        wait_for(lambda: stream.of("ended", taskid), 4.0, "the end of the task on the stream")
         print(f"launcher killed -> its end on the stream: {(time.monotonic() - killed) * 1000:.0f} ms")
     finally:
         stream.close()
