@@ -51,6 +51,12 @@ def hosts_json(tw: TaskWatcher, since: float | str | None = None) -> dict[str, A
         start = float(since)
     tasks = tw.tasks_json()
     history = json.loads(tw.history_json(since=start, last=MOST_ENDS))
+    # Two reads: a task that ended between them is in both. Its end (this attempt's, or a
+    # later one's) wins, so that no task is counted running and ended at once.
+    ended = {}
+    for end in history.values():
+        ended[str(end["taskid"])] = max(ended.get(str(end["taskid"]), 0), end["attempt"] or 1)
+    tasks = {t: task for t, task in tasks.items() if ended.get(t, 0) < (task["attempt"] or 1)}
     hosts: dict[str, dict[str, Any]] = {}
 
     def host(name: str) -> dict[str, Any]:
