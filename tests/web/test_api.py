@@ -241,3 +241,20 @@ def test_the_tasks_answer_follows_every_change_at_once(tw, serve, tasks):
     wait_for(lambda: str(other) in server.get("/api/v1/tasks").json(), 5, "the reservation in GET tasks")
     assert server.post(f"/api/v1/tasks/{taskid}/kill").status_code == 200
     assert str(taskid) not in server.get("/api/v1/tasks").json()
+
+
+def test_hosts_on_sqlite_is_this_host_with_its_tasks_and_ends(tw, serve, tasks):
+    from taskwatcher.process import host_name
+
+    tw.run("launch", "--name", "done", "true", check=True)
+    taskid = tasks.start("busy")
+    tw.run("control", "--reserve", "--name", "later", check=True)  # no host yet: counted nowhere
+    server = serve()
+    got = server.get("/api/v1/hosts").json()
+    assert (got["this"], got["shared"], list(got["hosts"])) == (host_name(), False, [host_name()])
+    here = got["hosts"][host_name()]
+    assert [(t["taskid"], t["name"]) for t in here["running"]] == [(str(taskid), "busy")]
+    assert here["waiting"] == [] and here["heartbeat"] is not None
+    assert (here["ended"], here["lost"], here["recent"][0]["taskname"]) == (1, 0, "done")
+    assert server.get("/api/v1/hosts?since=2099-01-01").json()["hosts"][host_name()]["ended"] == 0
+    assert server.get("/hosts").status_code == 200

@@ -171,3 +171,17 @@ def test_the_login_form_lets_people_in_with_the_token(tw, serve, tasks, page, tm
     expect(page).to_have_url(server.url + "/login")
     page.goto(server.url + "/")
     expect(page).to_have_url(server.url + "/login")
+
+
+def test_a_queued_task_shows_its_place_in_line(tw, serve, tasks, page):
+    first = tasks.start("first", "--group", "builds", "--slots", "1")
+    waiting = tasks.start("second", "--group", "builds", "--slots", "1", "--after", str(first))
+    server = serve()
+    page.goto(server.url + "/")
+    expect(card(page, waiting).locator(".status")).to_have_text("QUEUED", timeout=LIVE)
+    expect(card(page, waiting).locator(".meta")).to_contain_text(
+        f"group builds (1 slot), place 1 · after #{first}"
+    )
+    page.goto(f"{server.url}/tasks/{waiting}")
+    # (--show --json has no slots: the group's size is the list's)
+    expect(page.locator("#facts")).to_contain_text(f"group builds, place 1 · after #{first}", timeout=LIVE)

@@ -26,5 +26,5 @@ def test_no_generated_request_gets_a_server_error(tw, serve, tasks, tmp_path):
            "--header", f"Origin: {server.url}", "--request-timeout", "20"]  # fmt: skip
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240, env=tw.env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "Tested: 7" in done.stdout
+    assert "Tested: 8" in done.stdout
     assert " passed" in done.stdout and "failed" not in done.stdout.split("Test cases:")[-1]

@@ -163,6 +163,11 @@ def create_app(
         body = "".join(tw.iter_history_json(**only)).encode("utf-8", "replace")
         return Response(body, media_type="application/json")
 
+    def hosts(request: Request) -> Response:
+        from .hosts import hosts_json
+
+        return _json(hosts_json(tw, request.query_params.get("since") or None))
+
     def kill(request: Request) -> Response:
         taskid = _taskid(request)
         try:
@@ -187,6 +192,9 @@ def create_app(
 
     def history_page(request: Request) -> Response:
         return HTMLResponse(pages.history(**options))
+
+    def hosts_page(request: Request) -> Response:
+        return HTMLResponse(pages.hosts(**options))
 
     def login_form(request: Request) -> Response:
         if token is None:
@@ -245,10 +253,12 @@ def create_app(
         Route(f"{api}/tasks/{{taskid}}/log", log),
         Route(f"{api}/tasks/{{taskid}}/kill", kill, methods=["POST"]),
         Route(f"{api}/history", history),
+        Route(f"{api}/hosts", hosts),
         Route(f"{api}/events", events),
         Route("/", dashboard),
         Route("/tasks/{taskid}", task_page),
         Route("/history", history_page),
+        Route("/hosts", hosts_page),
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

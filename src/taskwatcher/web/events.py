@@ -9,38 +9,48 @@ from another run of the server (ids are ``RUN.SEQ``), or older than the ends kep
 ``reset`` event and then every current task.
 
 Everything a running task's launcher learns (its status, heartbeat, latest feedback) is a
-store change, so the hub does not poll for it. It looks without a change only for what
-nothing writes: a launcher that died (reconciliation finds it), every ``REFRESH`` seconds
-while tasks run; with none running (reservations only, or nothing), at the next
-reservation's expiry and at least every ``IDLE`` seconds.
+store change, so the hub does not poll for it. What nothing writes is learnt without
+looking where it can be: a launcher of this host that dies makes its pidfd readable
+(:class:`~taskwatcher.web.launchers.LauncherWatch`), and the hub reconciles then. The
+thread otherwise wakes only at real deadlines, a reservation's expiry and the end of a
+queued task's retry delay, and reconciles there (a quiet task turning SILENT or STALLED
+is its launcher's record: a store change). It looks every ``REFRESH`` seconds only while
+a task runs whose launcher no pidfd can watch: a 1.x row, a kernel without pidfds, and on
+a shared store a task of another host (its lease's deadline is the database's, which no
+read of the rows gives). With none of these, an idle server's threads all sleep without
+a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from ..errors import NoDatabase, TaskwatcherError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from typing import Any
 
     from ..api import TaskWatcher
 
 REFRESH = 5.0  # as often as reads reconcile (TaskWatcher(reconcile_every=5)): a lost launcher seen
-IDLE = 60.0
+FOREVER = 86400.0  # the longest wait: nothing is due (poll() takes milliseconds in a C int)
+NO_DATABASE = 1.0  # seconds between looks for a database that does not exist yet (no folder to watch)
 KEEP_ENDED = 1000
 _MOVING = ("duration", "timer")  # what changes with time alone: not a change of the task
 
 
 class Hub:
-    def __init__(self, tw: TaskWatcher, refresh: float = REFRESH, idle: float = IDLE) -> None:
-        self.tw, self.refresh_every, self.idle = tw, refresh, idle
+    def __init__(self, tw: TaskWatcher, refresh: float = REFRESH) -> None:
+        from .launchers import LauncherWatch
+
+        self.tw, self.refresh_every = tw, refresh
         self.run = str(int(time.time() * 1000))
         self.seq = 0
         self._lock = threading.Lock()
@@ -51,31 +61,43 @@ class Hub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.looks = 0  # how many times the tasks were read
+        self.closing = False  # set when the server stops: the streams end
+        self._deadline: float | None = None  # unix time of the next look nothing will announce
+        self.launchers = LauncherWatch(self._launcher_exited)
         # Moves on at every change the store notifies (and every change made through the
         # server): what was cached under an older generation is stale.
         self.generation = 0
 
     # -- the thread ------------------------------------------------------------------------
     def start(self) -> None:
+        self.launchers.start()
         self._thread = threading.Thread(target=self._loop, name="taskwatcher-events", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.launchers.stop()
 
     def _loop(self) -> None:
         from ..store import Store
 
         store = None
+        timed_out = False
         while not self._stop.is_set():
             try:
                 if store is None:  # opened before the look: a change made after it is then seen
                     store = Store(self.tw.db, create=False)
-                self.look()
-                if store.wait_for_change(self._next_look()):
+                if timed_out:  # a deadline: what comes due (an expiry, a lease run out) is reconciling's
+                    from ..reconcile import reconcile
+
+                    reconcile(store)  # (its own writes are not notified to its own connection)
+                    self.generation += 1
+                self.look(store)
+                timed_out = not store.wait_for_change(self._next_look())
+                if not timed_out:
                     self.generation += 1  # at once, before the look: cached answers are stale now
-            except NoDatabase:  # none yet: look again soon (the first command that writes makes it)
-                self._stop.wait(min(self.idle, 1.0))
+            except NoDatabase:  # none yet: the first command that writes makes it
+                self._wait_for_database()
             except Exception as e:  # the database unusable for now (locked, replaced): start over
                 if not isinstance(e, TaskwatcherError):
                     import logging
@@ -88,18 +110,52 @@ class Hub:
         if store is not None:
             store.close()
 
-    def _next_look(self) -> float:
-        """Seconds to the next look without a change: REFRESH while a task runs (for a launcher
-        that died); else at the next reservation's expiry, and at least every IDLE seconds."""
-        tasks = [e[1]["task"] for e in self._tasks.values()]
-        if any(t["status"] != "RESERVED" for t in tasks):
-            return self.refresh_every
-        expiries = [t["expiretime"] for t in tasks if t.get("expiretime") is not None]
-        return min([self.idle, *(max(0.0, e - time.time()) + 0.01 for e in expiries)])
+    def _wait_for_database(self) -> None:
+        """Until a database may exist: an inotify watch of its name in its folder (a file that
+        does not exist yet), or a look every second (PostgreSQL, a folder not there yet)."""
+        import select
 
-    def look(self) -> None:
-        """Read the tasks once and publish what changed."""
+        from ..store import is_url
+
+        path = self.tw.path
+        watch = None
+        if not is_url(path) and os.path.isdir(os.path.dirname(path) or "."):
+            from ..filewatch import FileWatch
+
+            watch = FileWatch(path, f"{path}-wal")
+        try:
+            if watch is None or watch.fd is None or os.path.exists(path):  # (made before the watch)
+                self._stop.wait(NO_DATABASE)
+                return
+            poller = select.poll()
+            poller.register(watch.fd, select.POLLIN)
+            poller.poll(int(FOREVER * 1000))
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _next_look(self) -> float:
+        """Seconds to the next look no store change will announce (FOREVER: none is due)."""
+        due = [FOREVER]
+        if self._deadline is not None:
+            due.append(max(0.0, self._deadline - time.time()) + 0.01)
+        return min(due)
+
+    def _launcher_exited(self) -> None:
+        """A watched launcher exited: reconcile now (the store change it makes, an archived
+        task, wakes the thread); one that archived its task itself changed the store already."""
+        from ..reconcile import reconcile
+        from ..store import Store
+
+        with Store(self.tw.db, create=False) as store:
+            reconcile(store)
+
+    def look(self, store: Any = None) -> None:
+        """Read the tasks once and publish what changed; with the thread's ``store``, also see
+        which launchers to watch and when to look next without a change."""
         current = self._read()
+        if store is not None:
+            self._plan(store)
         with self._lock:
             self.looks += 1
             changed = False
@@ -122,6 +178,41 @@ class Hub:
             waiters = list(self._waiters) if changed else []
         for loop, ready in waiters:
             loop.call_soon_threadsafe(ready.set)
+
+    def _plan(self, store: Any) -> None:
+        """From the rows: the launchers of this host to watch, and the next deadline."""
+        from ..liveness import elsewhere, launcher_identity
+        from ..process import boot_id
+        from ..status import TaskStatus
+
+        now = time.time()
+        due: list[float] = []
+        watched: dict[tuple, Any] = {}
+        unwatched = False
+        for row in store.tasks():
+            if row.status == TaskStatus.RESERVED:
+                if row.expiretime is not None:
+                    due.append(row.expiretime)
+                continue
+            if row.status == TaskStatus.QUEUED and row.notbefore is not None:
+                due.append(row.notbefore)  # its retry's delay ends: its turn, should its sleeper die
+            if row.status == TaskStatus.QUEUED and row.launcherpid is None:
+                continue  # no launcher: started by whoever frees its slot (a store change)
+            if elsewhere(row) is not None:
+                unwatched = unwatched or store.shared  # a lease, whose deadline the rows do not show
+                continue
+            ident = launcher_identity(row)
+            if ident is None or row.bootid != boot_id():
+                unwatched = True  # a 1.x row, or one of another boot: reconciliation judges it
+                continue
+            watched[(row.id, ident.pid, ident.start)] = ident
+        self.launchers.watch(watched)
+        if unwatched or (watched and not self.launchers.available):
+            due.append(now + self.refresh_every)
+        # What is past due was reconciled at its deadline and is still there (a reservation a
+        # launch is claiming, say): looked at again in a while, not at once.
+        due = [d if d > now else now + self.refresh_every for d in due]
+        self._deadline = min(due) if due else None
 
     def _read(self) -> dict[str, dict[str, Any]]:
         listed = self.tw.tasks_feedback_json()  # one store session for every task
@@ -154,6 +245,15 @@ class Hub:
             for s, name, data in out
         ], reached
 
+    def close_streams(self) -> None:
+        """The server is stopping: every stream ends now (a browser's EventSource reconnects
+        to whatever serves next), rather than holding the shutdown to its time limit."""
+        with self._lock:
+            self.closing = True
+            waiters = list(self._waiters)
+        for loop, ready in waiters:
+            loop.call_soon_threadsafe(ready.set)
+
     def subscribe(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Event) -> None:
         with self._lock:
             self._waiters.add((loop, ready))
@@ -168,7 +268,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         yield "retry: 2000\n: taskwatcher events\n\n"
         cursor = last_id
-        while True:
+        while not self.closing:
             ready = asyncio.Event()
             self.subscribe(loop, ready)  # before reading: a change in between sets it
             try:

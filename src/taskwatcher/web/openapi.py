@@ -121,6 +121,21 @@ def openapi_document(version: str) -> dict[str, Any]:
                     errors=(400, 401, 403),
                 )
             },
+            "/api/v1/hosts": {
+                "get": _op(
+                    "each host the tasks and the recent history name: its running tasks, newest "
+                    "heartbeat, recent ends (host lost among them)",
+                    _ok("this, shared, since, and the hosts keyed by name (this host first)"),
+                    params=[
+                        q(
+                            "since",
+                            {"type": "string"},
+                            "ends since: unix time, ISO date, or an age (default 24h)",
+                        )
+                    ],
+                    errors=(400, 401, 403),
+                )
+            },
             "/api/v1/events": {
                 "get": {
                     "summary": "server-sent events: one per task change (event: task, ended, reset)",

@@ -33,7 +33,7 @@ def _page(title: str, main: str, script: str | None, *, read_only: bool, login: 
 <body data-read-only="{int(read_only)}"{attrs}>
 <header class="top">
   <a class="brand" href="/">taskwatcher</a>
-  <nav><a href="/">Tasks</a><a href="/history">History</a></nav>
+  <nav><a href="/">Tasks</a><a href="/history">History</a><a href="/hosts">Hosts</a></nav>
   {badge}<span id="live" class="live" title="live updates" hidden>● live</span>{logout}
 </header>
 <main>
@@ -97,6 +97,16 @@ def history(*, read_only: bool, login: bool) -> str:
   <nav class="pager"><a id="newer" href="#" hidden>← newest</a><a id="older" href="#" hidden>older →</a></nav>
 </section>"""
     return _page("History", main, "history.js", read_only=read_only, login=login)
+
+
+def hosts(*, read_only: bool, login: bool) -> str:
+    main = """<section>
+  <h1>Hosts <span id="count" class="count"></span></h1>
+  <p id="where" class="muted"></p>
+  <p id="error" class="message" hidden></p>
+  <div id="hosts" class="cards hosts"></div>
+</section>"""
+    return _page("Hosts", main, "hosts.js", read_only=read_only, login=login)
 
 
 def login(message: str = "") -> str:

@@ -130,7 +130,10 @@ def serve(
 
     tw = TaskWatcher(db, reconcile_every=RECONCILE_EVERY)
     sock = _listen(host, port, bind)
-    app = create_app(tw, read_only=read_only, token=token, keepalive=keepalive, loopback=loopback)
+    from .events import Hub
+
+    hub = Hub(tw)
+    app = create_app(tw, read_only=read_only, token=token, keepalive=keepalive, loopback=loopback, hub=hub)
     where = sock.getsockname()
     shown = f"[{where[0]}]" if ":" in where[0] else where[0]
     sys.stderr.write(
@@ -145,8 +148,11 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=2,
         server_header=False,
+        date_header=False,  # set per response by the Guard (uvicorn's is refreshed by its tick)
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    from .quiet import QuietServer
+
+    QuietServer(config, on_exit=hub.close_streams).run(sockets=[sock])
 
 
 def _listen(host: str, port: int, bind: str) -> socket.socket:

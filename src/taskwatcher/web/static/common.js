@@ -84,6 +84,20 @@ const TW = (() => {
     return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : "'" + String(w).replace(/'/g, "'\\''") + "'")).join(" ");
   }
 
+  // Where a task stands in the line, and which attempt it is: "group g (2 slots), place 3 ·
+  // after #4, #5 · attempt 2", empty for a task of no group, no dependency, a first attempt.
+  function lineText(t) {
+    const parts = [];
+    if (t.group) {
+      let g = "group " + t.group + (t.slots ? " (" + t.slots + (t.slots === 1 ? " slot)" : " slots)") : "");
+      if (t.place) g += ", place " + t.place;
+      parts.push(g);
+    }
+    if (Array.isArray(t.after) && t.after.length) parts.push("after " + t.after.map((a) => "#" + a).join(", "));
+    if (t.attempt && t.attempt > 1) parts.push("attempt " + t.attempt);
+    return parts.join(" · ");
+  }
+
   // Finished tasks (the API's history object), newest first, as table rows.
   function historyRows(tbody, entries) {
     tbody.replaceChildren();
@@ -118,5 +132,5 @@ const TW = (() => {
   }
 
   return { el, api, duration, when, status, progressOf, feedbackText, outcome, commandText, historyRows,
-           newestFirst, live };
+           newestFirst, live, lineText };
 })();

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { el, api, duration, status, progressOf, feedbackText, historyRows, newestFirst, live } = TW;
+  const { el, api, duration, status, progressOf, feedbackText, historyRows, newestFirst, live, lineText } = TW;
   const cards = document.getElementById("tasks");
   const known = new Map(); // taskid -> {data, seen (ms), card}
 
@@ -50,6 +50,8 @@
       if (t.timeout) parts.push("timeout " + duration(t.timeout));
       if (t.pid) parts.push("pid " + t.pid);
     }
+    const line = lineText(t);
+    if (line) parts.push(line);
     for (const info of [t.info1, t.info2, t.info3]) if (info) parts.push(info);
     c.querySelector(".meta").textContent = parts.join(" · ");
   }

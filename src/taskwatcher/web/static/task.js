@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { el, api, duration, when, status, progressOf, commandText, live } = TW;
+  const { el, api, duration, when, status, progressOf, commandText, live, lineText } = TW;
   const taskid = document.body.dataset.taskid;
   const readOnly = document.body.dataset.readOnly === "1";
   const logBox = document.getElementById("log");
@@ -53,6 +53,7 @@
     fact(dl, "duration", duration(d.duration));
     fact(dl, "heartbeat", d.timer === null || d.timer === undefined ? "" : duration(d.timer) + " ago");
     fact(dl, "timeout", d.timeout ? duration(d.timeout) : "");
+    fact(dl, "line", lineText(d));
     if (d.finished) {
       fact(dl, "exit code", d.exitcode === null ? "none" : String(d.exitcode));
       fact(dl, "signal", d.termsignal);
