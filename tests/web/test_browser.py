@@ -126,6 +126,8 @@ def test_what_a_task_wrote_is_shown_as_text(tw, serve, tasks, page):
     expect(card(page, taskid).locator(".name")).to_have_text(XSS_NAME, timeout=LIVE)
     expect(card(page, taskid).locator(".fb")).to_contain_text(XSS_VALUE, timeout=LIVE)
     expect(card(page, taskid).locator(".meta")).to_contain_text("<b>bold</b>")
+    host = tw.tasks()[str(taskid)]["host"]
+    expect(card(page, taskid).locator(".meta")).to_contain_text(f" on {host}")  # which host runs it
     page.goto(f"{server.url}/tasks/{taskid}")
     expect(page.locator("#name")).to_have_text(XSS_NAME, timeout=LIVE)
     expect(page.locator("#feedback")).to_contain_text(XSS_VALUE, timeout=LIVE)

@@ -48,7 +48,7 @@
       if (t.duration !== null) parts.push("running " + duration(t.duration + gone));
       if (t.timer !== null && t.feedback) parts.push("heartbeat " + duration(t.timer + gone) + " ago");
       if (t.timeout) parts.push("timeout " + duration(t.timeout));
-      if (t.pid) parts.push("pid " + t.pid);
+      if (t.pid) parts.push("pid " + t.pid + (t.host ? " on " + t.host : ""));  // many hosts: which one
     }
     const line = lineText(t);
     if (line) parts.push(line);
