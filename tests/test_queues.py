@@ -513,4 +513,4 @@ def test_a_schema_3_database_gets_the_queue_columns_in_place(tmp_path):
         taskid = s.enqueue("new", (None, None, None), False, queue="g", slots=2, spec="{}")
         assert s.task(taskid).status == "QUEUED"
     with sqlite3.connect(db) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 5

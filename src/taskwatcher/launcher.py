@@ -453,7 +453,7 @@ def _launch_queued(
     taskid = enqueue(store, req, waiter)
     req = req._replace(taskid=taskid)
     while True:
-        row = wait_turn(store, taskid, flags)
+        row = wait_turn(store, taskid, flags, req.lease)
         if row is None:
             return _ending_of(store, taskid, flags)
         task = claim(store, req)
@@ -481,8 +481,10 @@ def start_queued(db: str, taskid: int) -> None:
     it out, then start what is ready. Anything else (killed, claimed by another
     launcher): nothing to do.
     """
+    from . import queueing
     from .queueing import environment_of, request_of, wait_delay_then_start
 
+    queueing.forking = True  # a launcher: the next in line is started by a fork of this one
     closed = claim_standard_fds()
     with Store(db) as store:
         row = store.task(taskid)
@@ -499,6 +501,8 @@ def start_queued(db: str, taskid: int) -> None:
         req = request_of(row)
         os.environ.clear()
         os.environ.update(environment_of(store, taskid))
+        if isinstance(spec.get("umask"), int):
+            os.umask(spec["umask"])
         try:
             os.chdir(spec.get("cwd") or "/")
         except OSError as e:
@@ -539,6 +543,9 @@ def _detach(db: str, task: TaskRow, req: LaunchRequest, relay: Relay | None, ign
         raise StartFailed(int(code or EXIT_CANNOT_START), message or "the supervisor died")
     # The supervisor: its own session, so that a closing terminal does not stop it.
     os.close(report_r)
+    from . import queueing
+
+    queueing.forking = True  # a launcher: the next in line is started by a fork of this one
     report = _Report(report_w)
     try:
         os.setsid()
