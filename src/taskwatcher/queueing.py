@@ -98,6 +98,7 @@ def spec_text(req: LaunchRequest, foreground: bool) -> str:
             "retry_backoff": req.retry_backoff or 1.0,
             "retry_on": list(req.retry_on or DEFAULT_RETRY_ON),
             "on_end": req.on_end,
+            "lease": req.lease,
             "foreground": foreground,
         }
     )
@@ -151,6 +152,7 @@ def request_of(row: TaskRow) -> LaunchRequest:
         retry_backoff=spec.get("retry_backoff"),
         retry_on=spec.get("retry_on"),
         on_end=spec.get("on_end"),
+        lease=spec.get("lease"),
     )
 
 
