@@ -145,7 +145,7 @@ def spawn_runner(store: TaskStore, historyid: int) -> None:
         if queueing.forking:  # a launcher: a fork of it runs them (it claims them sooner)
             store.release_for_fork()
             try:
-                queueing.fork_detached(run_hooks, store.key, historyid)
+                queueing.fork_detached(run_hooks, store.target, historyid)
             finally:
                 store.resume_after_fork()
         else:

@@ -302,7 +302,7 @@ def spawn_launcher(store: TaskStore, taskid: int) -> None:
 
         store.release_for_fork()
         try:
-            fork_detached(start_queued, store.key, taskid)
+            fork_detached(start_queued, store.target, taskid)  # (in memory: the URL with its password)
         finally:
             store.resume_after_fork()
         return
