@@ -61,8 +61,8 @@ def main() -> None:
                 subprocess.run([*tw, "control", "--db", db, *args], check=True, capture_output=True)
                 times.append(time.perf_counter() - t)
             print(f"control {' '.join(args)} with {count} queued: {min(times):.3f} s (best of 3)")
-        open(gate, "w").close()
-        freed = time.time()
+        freed = time.time()  # before the gate opens: a pause of this process between the two
+        open(gate, "w").close()  # (a loaded machine) must not make the figure smaller, or negative
         first = started + str(ids[0])
         while not (os.path.exists(first) and os.path.getsize(first)):
             time.sleep(0.001)  # a benchmark's own poll
