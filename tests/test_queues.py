@@ -551,3 +551,26 @@ def test_the_next_in_line_is_a_fork_of_the_launcher_in_its_own_folder_environmen
     assert ["--queued", str(second)] != forked[-2:]
     paced.open()
     assert tw.run("control", "--wait", str(second), timeout=60).returncode == 0
+
+
+# -- finish hooks' orders in the store ------------------------------------------------------------------
+@both_backends
+def test_hook_orders_are_kept_with_the_end_taken_by_one_and_recorded_only_by_their_holder(db):
+    from taskwatcher.model import PendingHook, Waiter
+    from taskwatcher.store import Store
+
+    archiver, command = Waiter(11, 1, "boot", "h", 1), Waiter(12, 2, "boot", "h", 1)
+    with Store(db) as s:
+        row = s.claim(None, support.a_claim("h"))
+        end = dict(termsignal="", termerror="", exitcode=0, feedback={})
+        hid = s.finish(row.id, row.token, **end, hook="pending", hook_orders='{"hooks": []}', holder=archiver)
+        assert s.pending_hooks() == [PendingHook(hid, False, archiver)]  # in the end's own step
+        assert s.take_hook(hid, command, run=False, was=command) is None  # not held by that one
+        assert s.take_hook(hid, command, run=False, was=archiver) == '{"hooks": []}'  # taken over
+        assert s.take_hook(hid, archiver, run=False, was=archiver) is None  # of two, one
+        assert s.take_hook(hid, archiver, run=True) == '{"hooks": []}'  # a runner claims them
+        assert s.take_hook(hid, command, run=True) is None  # and no second runner
+        assert s.pending_hooks() == [PendingHook(hid, True, archiver)]
+        assert not s.record_hook(hid, "hook runner lost", holder=command)  # not the holder: nothing
+        assert s.record_hook(hid, "--on-end: exit 0", holder=archiver)
+        assert s.pending_hooks() == [] and s.finished(row.id).hook == "--on-end: exit 0"
