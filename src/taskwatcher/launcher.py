@@ -214,7 +214,7 @@ def claim_feedback_name(store: TaskStore, task: TaskRow, feedfile: str) -> Feedb
     """
     name = FeedbackName(feedfile)
     try:
-        if not name.acquire(feedback_holder(store, int(task["id"]))):  # type: ignore[call-overload]
+        if not _acquire(name, feedback_holder(store, int(task["id"]))):  # type: ignore[call-overload]
             raise StartFailed(
                 EXIT_CANNOT_START,
                 f"feedback file {feedfile} is in use by a running task (of another database sharing"
@@ -226,6 +226,24 @@ def claim_feedback_name(store: TaskStore, task: TaskRow, feedfile: str) -> Feedb
         archive_task(store, task, termerror=str(e), exitcode=EXIT_CANNOT_START, feedback={})
         raise StartFailed(EXIT_CANNOT_START, str(e)) from None
     return name
+
+
+RELEASE_WAIT = 5.0  # seconds a retry waits for its last attempt's launcher to let go of the file's name
+
+
+def _acquire(name: FeedbackName, holder: str) -> bool:
+    """Take the feedback file's name. One held under this very holder (this database, this
+    task id) is the task's last attempt's launcher finishing: its retry may be started by a
+    fork of it before it lets go of the name (just after the archive). That one is waited
+    for, a few seconds at most, looking every 10 ms (a lock's release has no event to wait on)."""
+    import time
+
+    deadline = time.monotonic() + RELEASE_WAIT
+    while not name.acquire(holder):
+        if name.holder() != holder or time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _run_owning(
