@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import support
-from conftest import wait_for
+from conftest import Taskwatcher, wait_for
 from support import own_processes, reaper  # noqa: F401
 from taskwatcher import TaskWatcher
 from taskwatcher.errors import StartFailed
@@ -513,4 +513,64 @@ def test_a_schema_3_database_gets_the_queue_columns_in_place(tmp_path):
         taskid = s.enqueue("new", (None, None, None), False, queue="g", slots=2, spec="{}")
         assert s.task(taskid).status == "QUEUED"
     with sqlite3.connect(db) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 5
+
+
+# -- the next in line, started by a fork of the launcher ---------------------------------------------
+@both_backends
+def test_the_next_in_line_is_a_fork_of_the_launcher_in_its_own_folder_environment_and_umask(
+    db, env, paced, tmp_path
+):
+    tw = Taskwatcher(db, env)
+    first = detach(tw, "--group", "f", *paced.task())
+    wait_for(lambda: paced.started() == [first], what="the first task")
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "second.out"
+    elsewhere.mkdir()
+    script = f'pwd > "{out}.tmp"; umask >> "{out}.tmp"; echo "$MARK" >> "{out}.tmp"; mv "{out}.tmp" "{out}"; '
+    second = int(
+        tw.run("launch", "--detach", "--group", "f", "sh", "-c", script + " ".join(paced.task()[2:]),
+               cwd=elsewhere, umask=0o027, env={"MARK": "second's own"}, check=True).stdout
+    )  # fmt: skip
+    paced.open(first)  # its launcher archives it and starts the next in line
+    wait_for(out.exists, 30, "the second task")
+    assert out.read_text().splitlines() == [str(elsewhere), "0027", "second's own"]
+
+    def launcher_of(taskid: int) -> list[str] | None:
+        for p in own_processes(tmp_path / "home"):
+            try:
+                if p.environ().get("TASKWATCHER_TASKID") == str(taskid) and p.name() == "sh":
+                    return cmdline(p.parent())
+            except psutil.Error:
+                continue
+        return None
+
+    # Not a fresh interpreter (``launch --queued SECOND``): the first task's launcher, forked
+    # (its command line is the first one's).
+    forked = wait_for(lambda: launcher_of(second), 30, "the second task's launcher")
+    assert forked == launcher_of(first) or forked[-2:] == ["--queued", str(first)], forked
+    assert ["--queued", str(second)] != forked[-2:]
+    paced.open()
+    assert tw.run("control", "--wait", str(second), timeout=60).returncode == 0
+
+
+# -- finish hooks' orders in the store ------------------------------------------------------------------
+@both_backends
+def test_hook_orders_are_kept_with_the_end_taken_by_one_and_recorded_only_by_their_holder(db):
+    from taskwatcher.model import PendingHook, Waiter
+    from taskwatcher.store import Store
+
+    archiver, command = Waiter(11, 1, "boot", "h", 1), Waiter(12, 2, "boot", "h", 1)
+    with Store(db) as s:
+        row = s.claim(None, support.a_claim("h"))
+        end = dict(termsignal="", termerror="", exitcode=0, feedback={})
+        hid = s.finish(row.id, row.token, **end, hook="pending", hook_orders='{"hooks": []}', holder=archiver)
+        assert s.pending_hooks() == [PendingHook(hid, False, archiver)]  # in the end's own step
+        assert s.take_hook(hid, command, run=False, was=command) is None  # not held by that one
+        assert s.take_hook(hid, command, run=False, was=archiver) == '{"hooks": []}'  # taken over
+        assert s.take_hook(hid, archiver, run=False, was=archiver) is None  # of two, one
+        assert s.take_hook(hid, archiver, run=True) == '{"hooks": []}'  # a runner claims them
+        assert s.take_hook(hid, command, run=True) is None  # and no second runner
+        assert s.pending_hooks() == [PendingHook(hid, True, archiver)]
+        assert not s.record_hook(hid, "hook runner lost", holder=command)  # not the holder: nothing
+        assert s.record_hook(hid, "--on-end: exit 0", holder=archiver)
+        assert s.pending_hooks() == [] and s.finished(row.id).hook == "--on-end: exit 0"

@@ -447,7 +447,7 @@ def test_a_schema_2_database_is_upgraded_in_place_its_saved_places_read_again(tm
     from taskwatcher import feedstate
 
     with Store(db) as s:
-        assert pragma(db, "user_version") == store_mod.SCHEMA_VERSION == 4
+        assert pragma(db, "user_version") == store_mod.SCHEMA_VERSION == 5
         assert s.feedback_row(taskid)["fingerprint"] is None and s.task(taskid)["name"] == "x"
         assert feedstate.task_feedback(s, taskid) == {"a": "2", "b": "3"}
 

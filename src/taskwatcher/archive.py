@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
+from .crash import crash_point
 from .errors import TaskwatcherError
 from .feedback import FeedbackName
 from .feedstate import feedback_holder, final_feedback, load_feedback_state, row_feedpath
@@ -40,6 +41,7 @@ def archive_task(
     feedback: dict[str, str] | None = None,
     retry_kind: str | None = None,
     start_next: bool = True,
+    lapsed: bool = False,
 ) -> bool:
     """Move one task to history with its final feedback, then delete its feedback file.
 
@@ -57,7 +59,11 @@ def archive_task(
     is for the task's ``--retry-on``: an end to retry goes back to the line in the same
     step as its history row. Then, the history row written, the end's finish hooks are
     started (detached: :mod:`taskwatcher.hooks`) and, with ``start_next``, the next
-    tasks in line (:func:`taskwatcher.queueing.start_ready`).
+    tasks in line (:func:`taskwatcher.queueing.start_ready`). The hooks' orders are kept
+    with the end in the history row's own transaction (:mod:`taskwatcher.hooks`).
+
+    ``lapsed``: a task whose lease ran out (a store many hosts share): archived only if it
+    still has (``host lost``); its ``feedback`` is then the one last saved.
     """
     if kill_remains:
         current = _same_task(store, row, unless)
@@ -77,22 +83,30 @@ def archive_task(
     hid = current = None
     hooks: list[tuple[str, str]] = []
     retry_at = None
-    queued_with: dict[str, str] = {}
+    end = dict(termsignal=termsignal, termerror=termerror, exitcode=exitcode)
     try:
         current = _same_task(store, row, unless)
         gone = current is None and _not_this_task(store, row)
         if current is not None:
             from .hooks import PENDING, due_hooks
 
-            hooks = due_hooks(current, exitcode)
-            if hooks and current["spec"]:  # read while the row is there: the hooks run in it
-                from .queueing import environment_of
+            hooks, limit = due_hooks(current, exitcode)
+            orders = holder = None
+            if hooks:  # kept with the end, in its transaction: a crash after it loses no hook
+                from .hooks import hook_environment, me
+                from .hooks import orders as hook_orders
 
-                queued_with = environment_of(store, row["id"])
+                queued_with = {}
+                if current["spec"]:  # read while the row is there: the hooks run in it
+                    from .queueing import environment_of
+
+                    queued_with = environment_of(store, row["id"])
+                orders = hook_orders(hooks, limit, hook_environment(current, end, feedback, queued_with))
+                holder = me()
             retry_at, keep_waiter = _retry(current, retry_kind)
-            hid = store.finish(row["id"], row["token"], termsignal=termsignal, termerror=termerror,
-                               exitcode=exitcode, feedback=feedback, hook=PENDING if hooks else None,
-                               retry_at=retry_at, keep_waiter=keep_waiter)  # fmt: skip
+            hid = store.finish(row["id"], row["token"], **end, feedback=feedback,
+                               hook=PENDING if hooks else None, retry_at=retry_at, keep_waiter=keep_waiter,
+                               hook_orders=orders, holder=holder, lapsed=lapsed)  # fmt: skip
             archived = hid is not None
             gone = not archived
     finally:
@@ -100,8 +114,7 @@ def archive_task(
             name.release(remove_file=(archived or gone) and _is_own_file(name.path))
     if archived:
         assert current is not None and hid is not None
-        end = dict(termsignal=termsignal, termerror=termerror, exitcode=exitcode)
-        _after_end(store, current, hid, hooks, end, feedback, queued_with, retry_at is not None, start_next)
+        _after_end(store, current, hid, bool(hooks), retry_at is not None, start_next)
     return archived
 
 
@@ -119,15 +132,15 @@ def _retry(row: TaskRow, kind: str | None) -> tuple[float | None, bool]:
 
 
 def _after_end(
-    store: TaskStore, row: TaskRow, hid: int, hooks: list[tuple[str, str]], end: dict[str, object],
-    feedback: dict[str, str], queued_with: dict[str, str], retried: bool, start_next: bool,
-) -> None:  # fmt: skip
-    """Outside every transaction, the history row written: the hooks, then the line."""
+    store: TaskStore, row: TaskRow, hid: int, hooks: bool, retried: bool, start_next: bool
+) -> None:
+    """Outside every transaction, the history row written: the hooks' runner, then the line."""
     try:
         if hooks:
-            from .hooks import hook_environment, spawn_runner
+            from .hooks import spawn_runner
 
-            spawn_runner(store, hid, hooks, hook_environment(row, end, feedback, queued_with))
+            crash_point("hooks-kept")  # the end and its hooks' orders committed, no runner yet
+            spawn_runner(store, hid)
         from .queueing import after_end
 
         after_end(store, row, retried, start_next)

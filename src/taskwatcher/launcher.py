@@ -214,7 +214,7 @@ def claim_feedback_name(store: TaskStore, task: TaskRow, feedfile: str) -> Feedb
     """
     name = FeedbackName(feedfile)
     try:
-        if not name.acquire(feedback_holder(store, int(task["id"]))):  # type: ignore[call-overload]
+        if not _acquire(name, feedback_holder(store, int(task["id"]))):  # type: ignore[call-overload]
             raise StartFailed(
                 EXIT_CANNOT_START,
                 f"feedback file {feedfile} is in use by a running task (of another database sharing"
@@ -226,6 +226,24 @@ def claim_feedback_name(store: TaskStore, task: TaskRow, feedfile: str) -> Feedb
         archive_task(store, task, termerror=str(e), exitcode=EXIT_CANNOT_START, feedback={})
         raise StartFailed(EXIT_CANNOT_START, str(e)) from None
     return name
+
+
+RELEASE_WAIT = 5.0  # seconds a retry waits for its last attempt's launcher to let go of the file's name
+
+
+def _acquire(name: FeedbackName, holder: str) -> bool:
+    """Take the feedback file's name. One held under this very holder (this database, this
+    task id) is the task's last attempt's launcher finishing: its retry may be started by a
+    fork of it before it lets go of the name (just after the archive). That one is waited
+    for, a few seconds at most, looking every 10 ms (a lock's release has no event to wait on)."""
+    import time
+
+    deadline = time.monotonic() + RELEASE_WAIT
+    while not name.acquire(holder):
+        if name.holder() != holder or time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _run_owning(
@@ -453,7 +471,7 @@ def _launch_queued(
     taskid = enqueue(store, req, waiter)
     req = req._replace(taskid=taskid)
     while True:
-        row = wait_turn(store, taskid, flags)
+        row = wait_turn(store, taskid, flags, req.lease)
         if row is None:
             return _ending_of(store, taskid, flags)
         task = claim(store, req)
@@ -481,8 +499,10 @@ def start_queued(db: str, taskid: int) -> None:
     it out, then start what is ready. Anything else (killed, claimed by another
     launcher): nothing to do.
     """
+    from . import queueing
     from .queueing import environment_of, request_of, wait_delay_then_start
 
+    queueing.forking = True  # a launcher: the next in line is started by a fork of this one
     closed = claim_standard_fds()
     with Store(db) as store:
         row = store.task(taskid)
@@ -499,6 +519,8 @@ def start_queued(db: str, taskid: int) -> None:
         req = request_of(row)
         os.environ.clear()
         os.environ.update(environment_of(store, taskid))
+        if isinstance(spec.get("umask"), int):
+            os.umask(spec["umask"])
         try:
             os.chdir(spec.get("cwd") or "/")
         except OSError as e:
@@ -539,6 +561,9 @@ def _detach(db: str, task: TaskRow, req: LaunchRequest, relay: Relay | None, ign
         raise StartFailed(int(code or EXIT_CANNOT_START), message or "the supervisor died")
     # The supervisor: its own session, so that a closing terminal does not stop it.
     os.close(report_r)
+    from . import queueing
+
+    queueing.forking = True  # a launcher: the next in line is started by a fork of this one
     report = _Report(report_w)
     try:
         os.setsid()

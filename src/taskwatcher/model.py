@@ -104,6 +104,15 @@ class Waiter(namedtuple("Waiter", "launcherpid launcherstart bootid host pidns")
     __slots__ = ()
 
 
+class PendingHook(namedtuple("PendingHook", "historyid running holder")):
+    """Finish hooks not yet recorded: the history row they are for, whether a runner has
+    claimed them (``running``) or they wait for one, and who holds them (a
+    :class:`Waiter`-shaped identity: the archiver that wrote them, a command that took them
+    over to start a runner, or their runner)."""
+
+    __slots__ = ()
+
+
 class HistoryFilter:
     """Which finished tasks to show: of one name, ended since a time, with a history id
     below ``before`` (a page of a long history: the next page's ``before`` is this one's

@@ -54,11 +54,7 @@ def _reconcile(store: TaskStore) -> tuple[list[int], list[TaskRow] | None]:
             log.debug("reservation %d expired", taskid)
     lost = []
     if store.shared:  # leases, on the database's clock: any host archives one that ran out
-        from .model import HOST_LOST
-
-        for taskid in store.expire_leases(HOST_LOST):
-            log.debug("task %d: its lease ran out (%s)", taskid, HOST_LOST)
-            lost.append(taskid)
+        lost = _archive_lapsed(store)
         if lost:
             changed, rows = True, store.tasks()
     for row in rows:
@@ -81,6 +77,11 @@ def _reconcile(store: TaskStore) -> tuple[list[int], list[TaskRow] | None]:
         ):
             log.debug("task %d lost its launcher", current["id"])
             lost.append(current["id"])
+    pending = store.pending_hooks()
+    if pending:  # hooks whose archiver or runner died: started again, or recorded as lost
+        from .hooks import resume_hooks
+
+        resume_hooks(store, pending)
     if any(r.spec for r in rows):  # a queued task whose turn has come, should its starter have died
         from .queueing import start_ready
 
@@ -89,6 +90,27 @@ def _reconcile(store: TaskStore) -> tuple[list[int], list[TaskRow] | None]:
         # a queued task may have started: a listing then reads the table again
         changed = changed or any(r.status == TaskStatus.QUEUED for r in rows)
     return lost, None if changed else rows
+
+
+def _archive_lapsed(store: TaskStore) -> list[int]:
+    """Archive the tasks whose lease ran out (by the database's clock) as ``host lost``, as a
+    lost launcher's task is on one host: retried per ``--retry-on lost``, its hooks run. A
+    foreground launcher's row waiting in line leaves the line (its slot is not held)."""
+    from .archive import archive_task
+    from .feedstate import load_feedback_state
+    from .model import HOST_LOST
+
+    lost = []
+    for row in store.lapsed_leases():
+        waiting = row.status == TaskStatus.QUEUED
+        why = f"{HOST_LOST} (its launcher, waiting in line)" if waiting else HOST_LOST
+        # Its feedback file is on its host: the feedback last saved is its final feedback.
+        feedback = {} if waiting else load_feedback_state(store, row.id).data
+        if archive_task(store, row, termerror=why, feedback=feedback, retry_kind=None if waiting else "lost",
+                        lapsed=True):  # fmt: skip
+            log.debug("task %d: its lease ran out (%s)", row.id, why)
+            lost.append(row.id)
+    return lost
 
 
 def _expired(row: TaskRow, t: float) -> bool:

@@ -1,6 +1,9 @@
 """The line under faults: launchers SIGKILLed while a batch drains, commands racing to
 start the next in line. Every task runs exactly once (or is retried exactly as asked),
-none twice, and no slot is leaked (a leaked slot would stall the line: it drains)."""
+none twice, and no slot is leaked (a leaked slot would stall the line: it drains).
+Finish hooks under crashes (``TASKWATCHER_CRASH_AT``): an archiver killed between the
+history row and its hooks' runner loses no hook, and a runner killed mid-hook is
+recorded, never run again (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import Taskwatcher, wait_for
 from support import reaper  # noqa: F401
 from taskwatcher.launcher import LaunchRequest
 from taskwatcher.queueing import enqueue
@@ -130,3 +133,59 @@ def test_commands_racing_to_start_the_next_in_line_start_it_once(tw, db, tmp_pat
     assert Counter(log.read_text().split()) == {str(first): 1, str(second): 1}
     assert [r[0] for r in rows(db, "SELECT taskid FROM history ORDER BY id")] == [first, second]
     assert rows(db, f"SELECT termerror FROM history WHERE taskid = {first}")[0][0] == "launcher lost"
+
+
+# -- finish hooks under crashes -----------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_tw(request, tmp_path: Path, env: dict[str, str]) -> Taskwatcher:
+    """The CLI on a database file, or on a database of the private PostgreSQL cluster."""
+    db = request.getfixturevalue("pg_url") if request.param == "postgres" else tmp_path / "tw.db"
+    return Taskwatcher(db, env)  # type: ignore[arg-type]
+
+
+def hook_outcome(tw: Taskwatcher, taskid: int) -> str:
+    """The hooks' outcome in the task's history row, once recorded; each look is a command
+    (whose reconciliation is what starts a lost hook's runner)."""
+
+    def recorded():
+        entry = tw.history_of(taskid)
+        return entry and entry["hook"] not in (None, "pending") and entry["hook"]
+
+    return wait_for(recorded, 60, f"the hooks of task {taskid} recorded")
+
+
+@pytest.mark.timeout(120)
+def test_a_hook_whose_archiver_died_before_starting_it_runs_once_started_by_the_next_commands(
+    any_tw, tmp_path
+):
+    tw, out = any_tw, tmp_path / "hook.log"
+    hook = f'echo "$TASKWATCHER_TASKID $TASKWATCHER_EXITCODE $TASKWATCHER_ATTEMPT" >> "{out}"'
+    # The launcher is SIGKILLed right after the end and its hooks' orders are committed.
+    crash = {"TASKWATCHER_CRASH_AT": "hooks-kept"}
+    taskid = int(
+        tw.run("launch", "--detach", "--on-end", hook, "sh", "-c", "exit 3", env=crash, check=True).stdout
+    )
+    entry = wait_for(lambda: tw.history_of(taskid), 60, "the end in history")
+    assert entry["exitcode"] == 3
+    # Commands racing: every one reconciles, one takes the orders over, one runner runs them.
+    racers = [tw.popen("control", "--list") for _ in range(6)]
+    for p in racers:
+        p.communicate(timeout=60)
+    assert hook_outcome(tw, taskid) == "--on-end: exit 0"
+    for _ in range(3):  # and nobody runs them again
+        tw.run("control", "--list", check=True)
+    assert out.read_text().splitlines() == [f"{taskid} 3 1"]
+
+
+@pytest.mark.timeout(120)
+def test_a_hook_runner_killed_mid_hook_is_recorded_and_the_hook_never_run_again(any_tw, tmp_path):
+    tw, out = any_tw, tmp_path / "hook.log"
+    # The runner (started by the launcher, with its environment) SIGKILLs itself once the hook runs.
+    crash = {"TASKWATCHER_CRASH_AT": "hook-running"}
+    hook = f'echo ran >> "{out}"'
+    taskid = int(tw.run("launch", "--detach", "--on-end", hook, "true", env=crash, check=True).stdout)
+    assert hook_outcome(tw, taskid) == "hook runner lost"
+    wait_for(lambda: out.exists() and out.read_text(), 30, "the hook's own run")
+    for _ in range(3):
+        tw.run("control", "--list", check=True)
+    assert out.read_text().splitlines() == ["ran"]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from ..feedback import FeedbackState
-    from ..model import Claim, HistoryFilter, HistoryRow, TaskRow, Waiter
+    from ..model import Claim, HistoryFilter, HistoryRow, PendingHook, TaskRow, Waiter
 
 
 class TaskStore:
@@ -124,17 +124,22 @@ class TaskStore:
     def finish(
         self, taskid: int, token: str, *, termsignal: str, termerror: str, exitcode: int | None,
         feedback: dict[str, str], endtime: float | None = None, hook: str | None = None,
-        retry_at: float | None = None, keep_waiter: bool = False,
+        retry_at: float | None = None, keep_waiter: bool = False, hook_orders: str | None = None,
+        holder: Waiter | None = None, lapsed: bool = False,
     ) -> int | None:  # fmt: skip
         """End a task: write its history row and remove the task (and the feedback
         reader's place) in one step; the history id.
 
         The history row carries the task's ``attempt`` and ``hook`` (``"pending"`` when
-        finish hooks are to run). With ``retry_at`` the task is not removed: in the same
-        step it goes back to QUEUED for its next attempt (attempt + 1, not started
-        before ``retry_at``, a fresh token so that the last attempt's writers are
-        refused, no process; its launcher's identity kept only with ``keep_waiter``,
-        a foreground launcher that starts the next attempt itself).
+        finish hooks are to run). ``hook_orders`` (JSON text: the hooks, their limit, their
+        environment) are kept with the end in that same step, held by ``holder`` (the
+        archiver: :meth:`pending_hooks`), so that hooks are never lost to a crash between
+        the history row and their runner's start. ``lapsed``: only if the task's lease ran
+        out by the database's clock (a shared store's ``host lost``; nothing replaced then).
+        With ``retry_at`` the task is not removed: in the same step it goes back to QUEUED
+        for its next attempt (attempt + 1, not started before ``retry_at``, a fresh token
+        so that the last attempt's writers are refused, no process; its launcher's
+        identity kept only with ``keep_waiter``, a foreground launcher that starts the next attempt itself).
 
         Compare-and-set on ``token``: if the row is gone or is another task's
         (archived meanwhile, or the id reused by a recreated database), nothing is
@@ -174,8 +179,23 @@ class TaskStore:
         kept through its retries, gone with the row."""
         raise NotImplementedError
 
-    def record_hook(self, historyid: int, outcome: str) -> bool:
-        """Write the finish hooks' outcome into a history row (``hook``); False if the row is gone."""
+    def record_hook(self, historyid: int, outcome: str, holder: Waiter | None = None) -> bool:
+        """Write the finish hooks' outcome into a history row (``hook``) and drop their orders, in
+        one step; False if the row is gone. With ``holder``: only if the orders are still
+        held by it (else nothing is written: False)."""
+        raise NotImplementedError
+
+    def pending_hooks(self) -> list[PendingHook]:
+        """The finish hooks whose outcome is not recorded yet (their orders kept), oldest first."""
+        raise NotImplementedError
+
+    def take_hook(
+        self, historyid: int, holder: Waiter, *, run: bool, was: Waiter | None = None
+    ) -> str | None:
+        """Take hooks waiting for a runner, in one step; their orders, or None if not taken.
+        ``run``: a runner claims them (then they are ``running``, held by it: of two runners
+        one gets them); else a command takes over hooks still held by ``was`` (their holder,
+        gone) to start a runner for them."""
         raise NotImplementedError
 
     # -- the task's latest feedback ----------------------------------------------------
@@ -234,6 +254,15 @@ class TaskStore:
         nothing dropped, while a task runs (the check and the drop are one step)."""
         raise NotImplementedError
 
+    # -- forking ------------------------------------------------------------------------
+    def release_for_fork(self) -> None:
+        """Before a fork whose child opens a store of its own: let go of what the child must
+        not inherit (SQLite's connection: the library's file locks and shared memory are the
+        process's, never to be used across fork). :meth:`resume_after_fork` takes it again."""
+
+    def resume_after_fork(self) -> None:
+        """After :meth:`release_for_fork`, in the parent: usable again."""
+
     # -- many hosts (a shared store only) -----------------------------------------------
     def renew_lease(self, taskid: int, token: str, lease: float) -> TaskRow | None:
         """Extend a running task's lease to ``lease`` seconds from now by the database's clock;
@@ -244,6 +273,12 @@ class TaskStore:
         """From now on, an operation taking longer than ``seconds`` fails with StoreError (its
         connection is cut) rather than wait on a stalled link; None: no bound. A backend
         without a link to stall ignores it."""
+
+    def lapsed_leases(self) -> list[TaskRow]:
+        """The tasks whose lease ran out by the database's clock: running ones, and queued ones
+        whose foreground launcher waits in line (it renews a lease too). Archive them with
+        ``finish(..., lapsed=True)``."""
+        return []
 
     def expire_leases(self, termerror: str) -> list[int]:
         """Archive, each in one step, the running tasks whose lease ran out by the database's

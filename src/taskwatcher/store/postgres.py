@@ -44,12 +44,12 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..feedback import FeedbackState
-    from ..model import Claim, HistoryFilter, Waiter
+    from ..model import Claim, HistoryFilter, PendingHook, Waiter
 
 log = Logger(__name__)
 
 SCHEMA = "taskwatcher"
-SCHEMA_VERSION = 2  # of the PostgreSQL tables (SQLite's versions are its own); 2: the line
+SCHEMA_VERSION = 3  # of the PostgreSQL tables (SQLite's versions are its own); 2: the line; 3: hookruns
 CHANNEL = "taskwatcher"  # every change of the tasks table
 LEASE = 60.0  # seconds a launcher's lease lasts, by default
 RENEW = 10.0  # seconds between two renewals, by default
@@ -59,6 +59,12 @@ _SCHEMA_LOCK = 0x54574348  # "TWCH": the advisory lock held while the schema is 
 # are a key space of their own: a group's lock never meets a name's or the schema's).
 _GROUP_LOCK = 0x5457
 
+_HOOKRUNS = """CREATE TABLE IF NOT EXISTS {schema}hookruns (
+        historyid BIGINT PRIMARY KEY,     -- the history row whose finish hooks these are
+        orders TEXT NOT NULL,             -- JSON: the hooks, their time limit, their environment
+        running INTEGER NOT NULL DEFAULT 0, -- 1 once a runner has claimed them
+        pid BIGINT, start BIGINT, bootid TEXT, host TEXT, pidns BIGINT  -- who holds them
+    )"""
 _DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
     """CREATE TABLE tasks (
@@ -109,6 +115,7 @@ _DDL = (
         BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$""",
     """CREATE TRIGGER tasks_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tasks
         FOR EACH STATEMENT EXECUTE FUNCTION notify_change()""",
+    _HOOKRUNS.format(schema=""),
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
     f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION})",
 )
@@ -124,7 +131,14 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
         " ADD COLUMN IF NOT EXISTS hook TEXT",
         f"CREATE INDEX IF NOT EXISTS tasks_queue ON {SCHEMA}.tasks(queue)",
     ),
+    # 2 -> 3, finish hooks' orders kept with their end (a crash before their runner starts loses none)
+    2: (_HOOKRUNS.format(schema=f"{SCHEMA}."),),
 }
+# Finish hooks' orders still held by one identity (pid, start, bootid, host, pidns).
+_HELD_BY = (
+    "pid IS NOT DISTINCT FROM %s AND start IS NOT DISTINCT FROM %s AND bootid IS NOT DISTINCT FROM %s"
+    " AND host IS NOT DISTINCT FROM %s AND pidns IS NOT DISTINCT FROM %s"
+)
 
 _TASK_COLUMNS = ", ".join(TASK_FIELDS.split())
 _HISTORY_COLUMNS = ", ".join(HISTORY_FIELDS.split())
@@ -490,32 +504,45 @@ class PostgresStore(TaskStore):
     def finish(
         self, taskid: int, token: str, *, termsignal: str, termerror: str, exitcode: int | None,
         feedback: dict[str, str], endtime: float | None = None, hook: str | None = None,
-        retry_at: float | None = None, keep_waiter: bool = False,
+        retry_at: float | None = None, keep_waiter: bool = False, hook_orders: str | None = None,
+        holder: Waiter | None = None, lapsed: bool = False,
     ) -> int | None:  # fmt: skip
         from ..crash import crash_point
 
         text = json.dumps(feedback, ensure_ascii=False)
+        # A lost task's archive holds only while its lease is still run out (its launcher may renew).
+        only = " AND leaseuntil < now()" if lapsed else ""
         with self.transaction() as conn:
             if retry_at is None:
                 # The delete is the compare-and-set: of two finishes, one deletes the row.
                 rows = conn.execute(
-                    f"DELETE FROM tasks WHERE id = %s AND token = %s RETURNING {_TASK_COLUMNS}",
+                    f"DELETE FROM tasks WHERE id = %s AND token = %s{only} RETURNING {_TASK_COLUMNS}",
                     (taskid, token),
                 ).fetchall()
                 task = TaskRow._make(rows[0]) if rows else None
             else:
                 # The row stays (back in line): locked, so that of two finishes one changes it
                 # (the other then finds a fresh token).
-                task = self._task(conn, taskid, lock=True)
-                if task is not None and task.token != token:
-                    task = None
+                rows = conn.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s AND token = %s{only} FOR UPDATE",
+                    (taskid, token),
+                ).fetchall()
+                task = TaskRow._make(rows[0]) if rows else None
             if task is None:
+                if lapsed:
+                    return None  # renewed meanwhile, or archived by another: nothing to replace
                 return self._replace_lost(
-                    conn, taskid, token, termsignal, termerror, exitcode, feedback, endtime, hook
+                    conn, taskid, token, termsignal, termerror, exitcode, feedback, endtime
                 )
             hid = self._archive(conn, task, termsignal, termerror, exitcode, text, endtime, hook)
             if retry_at is not None:
                 self._requeue(conn, task, retry_at, keep_waiter)
+            if hook_orders is not None:
+                conn.execute(
+                    "INSERT INTO hookruns (historyid, orders, pid, start, bootid, host, pidns)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (hid, hook_orders, *(holder or (None,) * 5)),
+                )
             crash_point("archiving")  # inside the transaction: the history row is not committed
             return int(hid)
 
@@ -536,20 +563,25 @@ class PostgresStore(TaskStore):
             fields.update(dict.fromkeys(("launcherpid", "launcherstart", "bootid", "host", "pidns")))
         sets = ", ".join(f"{k} = %s" for k in fields)
         conn.execute(f"UPDATE tasks SET {sets} WHERE id = %s", (*fields.values(), task.id))
+        if keep_waiter:  # its launcher waits in line for the next attempt: a lease, as at enqueue
+            conn.execute("UPDATE tasks SET leaseuntil = now() + make_interval(secs => %s) WHERE id = %s",
+                         (LEASE, task.id))  # fmt: skip
 
     def _replace_lost(
         self, conn: psycopg.Connection[Any], taskid: int, token: str, termsignal: str, termerror: str,
-        exitcode: int | None, feedback: dict[str, str], endtime: float | None, hook: str | None = None,
+        exitcode: int | None, feedback: dict[str, str], endtime: float | None,
     ) -> int | None:  # fmt: skip
         """The real end of a task another host archived as lost (its lease ran out while
-        the link was cut) takes the place of that guess: one history row, never two."""
+        the link was cut) takes the place of that guess: one history row, never two. What
+        that archive started stays as it is: its finish hooks ran (or run) once, for that
+        end (``hook`` is kept), and a retry it put in line is the task's next attempt."""
         end = time.time() if endtime is None else endtime
         row = conn.execute(
             "UPDATE history SET termsignal = %s, termerror = %s, exitcode = %s, feedback = %s,"
-            " endtime = %s, duration = CASE WHEN starttime IS NULL THEN NULL ELSE round(%s - starttime) END,"
-            " hook = %s WHERE taskid = %s AND token = %s AND termerror = %s RETURNING id",
+            " endtime = %s, duration = CASE WHEN starttime IS NULL THEN NULL ELSE round(%s - starttime) END"
+            " WHERE taskid = %s AND token = %s AND termerror = %s RETURNING id",
             (_text(termsignal), _text(termerror), exitcode, json.dumps(feedback, ensure_ascii=False),
-             int(end), end, _text(hook), taskid, token, HOST_LOST),
+             int(end), end, taskid, token, HOST_LOST),
         ).fetchone()  # fmt: skip
         return None if row is None else int(row[0])
 
@@ -593,12 +625,15 @@ class PostgresStore(TaskStore):
                     if holder is not None:
                         raise NameTaken(name, holder)
             w = waiter or (None,) * 5
+            # A foreground launcher waiting in line holds a lease on its row, as a running one
+            # does (the default's until its first renewal): if its host dies, the row leaves the line.
+            lease = None if waiter is None else LEASE
             row = conn.execute(
                 "INSERT INTO tasks (name, info1, info2, info3, status, reservetime, uniq, queue, slots,"
-                " spec, environ, command, token, launcherpid, launcherstart, bootid, host, pidns)"
-                f" VALUES ({', '.join(['%s'] * 18)}) RETURNING id",
+                " spec, environ, command, token, launcherpid, launcherstart, bootid, host, pidns, leaseuntil)"
+                f" VALUES ({', '.join(['%s'] * 18)}, now() + make_interval(secs => %s)) RETURNING id",
                 (name, *map(_text, infos), str(TaskStatus.QUEUED), int(time.time()), int(unique),
-                 _text(queue), slots, spec, environ, _text(command), os.urandom(8).hex(), *w),
+                 _text(queue), slots, spec, environ, _text(command), os.urandom(8).hex(), *w, lease),
             ).fetchone()  # fmt: skip
             return int(row[0])
 
@@ -637,10 +672,40 @@ class PostgresStore(TaskStore):
         rows = self._query("SELECT environ FROM tasks WHERE id = %s", (taskid,))
         return rows[0][0] if rows else None
 
-    def record_hook(self, historyid: int, outcome: str) -> bool:
+    def record_hook(self, historyid: int, outcome: str, holder: Waiter | None = None) -> bool:
         with self.transaction() as conn:
+            if holder is not None:
+                cur = conn.execute(
+                    f"DELETE FROM hookruns WHERE historyid = %s AND {_HELD_BY}", (historyid, *holder)
+                )
+                if not cur.rowcount:
+                    return False
+            else:
+                conn.execute("DELETE FROM hookruns WHERE historyid = %s", (historyid,))
             cur = conn.execute("UPDATE history SET hook = %s WHERE id = %s", (_text(outcome), historyid))
             return cur.rowcount == 1
+
+    def pending_hooks(self) -> list[PendingHook]:
+        from ..model import PendingHook, Waiter
+
+        rows = self._query(
+            "SELECT historyid, running, pid, start, bootid, host, pidns FROM hookruns ORDER BY 1"
+        )
+        return [PendingHook(int(r[0]), bool(r[1]), Waiter(*r[2:])) for r in rows]
+
+    def take_hook(
+        self, historyid: int, holder: Waiter, *, run: bool, was: Waiter | None = None
+    ) -> str | None:
+        held = "" if run else f" AND {_HELD_BY}"
+        params = (historyid,) if run else (historyid, *(was or (None,) * 5))
+        with self.transaction() as conn:
+            # The update is the compare-and-set: of two takers, one changes the row.
+            row = conn.execute(
+                "UPDATE hookruns SET running = %s, pid = %s, start = %s, bootid = %s, host = %s, pidns = %s"
+                f" WHERE historyid = %s AND running = 0{held} RETURNING orders",
+                (int(run), *holder, *params),
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     # -- the task's latest feedback ----------------------------------------------------
     def feedback_state(self, taskid: int) -> FeedbackState | None:
@@ -772,7 +837,7 @@ class PostgresStore(TaskStore):
                     for r in conn.execute("SELECT logfile FROM history WHERE logplaced != 0")
                     if isinstance(r[0], str) and r[0]
                 ]
-                conn.execute("TRUNCATE tasks, feedbacks, history RESTART IDENTITY")
+                conn.execute("TRUNCATE tasks, feedbacks, history, hookruns RESTART IDENTITY")
         if refusal is not None:
             raise TasksRunning(refusal)
         return logs
@@ -789,6 +854,14 @@ class PostgresStore(TaskStore):
                 (lease, taskid, token),
             ).fetchall()
         return TaskRow._make(rows[0]) if rows else None
+
+    def lapsed_leases(self) -> list[TaskRow]:
+        # A running task's, or a queued one's whose foreground launcher waits in line (it renews too).
+        lapsed = f"({_RUNNING} OR (status = 'QUEUED' AND launcherpid IS NOT NULL)) AND leaseuntil < now()"
+        return [
+            TaskRow._make(r)
+            for r in self._query(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {lapsed} ORDER BY id")
+        ]
 
     def expire_leases(self, termerror: str) -> list[int]:
         if not self._query(f"SELECT 1 FROM tasks WHERE {_RUNNING} AND leaseuntil < now() LIMIT 1"):

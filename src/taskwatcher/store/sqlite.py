@@ -30,17 +30,19 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..feedback import FeedbackState
-    from ..model import Claim, HistoryFilter, Waiter
+    from ..model import Claim, HistoryFilter, PendingHook, Waiter
 
 log = Logger(__name__)
 
-SCHEMA_VERSION = 4  # 1 is taskwatcher 1.x (it kept no version: user_version 0); 4: the line, history_endtime
+SCHEMA_VERSION = 5  # 1 is taskwatcher 1.x (it kept no version: user_version 0); 4: the line; 5: hookruns
 APPLICATION_ID = 0x54574348  # "TWCH": marks the file as a taskwatcher database
 # How long a write waits for another's lock, in seconds; TASKWATCHER_BUSY_TIMEOUT changes it.
 BUSY_TIMEOUT = 30.0
 RESERVATION_TTL = 60.0  # seconds a reservation is held for a launch, by default
 
 Row = sqlite3.Row
+# Finish hooks' orders still held by one identity (pid, start, bootid, host, pidns): ``IS`` matches NULLs.
+_HELD_BY = "pid IS ? AND start IS ? AND bootid IS ? AND host IS ? AND pidns IS ?"
 
 _TASKS = """
 CREATE TABLE tasks (
@@ -85,6 +87,13 @@ CREATE TABLE history (
     logplaced INTEGER NOT NULL DEFAULT 0, -- the log is taskwatcher's to delete with the row
     attempt INTEGER NOT NULL DEFAULT 1,
     hook TEXT                          -- the finish hooks' outcome ('pending' until they have run)
+)"""
+_HOOKRUNS = """
+CREATE TABLE IF NOT EXISTS hookruns (
+    historyid INTEGER PRIMARY KEY,     -- the history row whose finish hooks these are
+    orders TEXT NOT NULL,              -- JSON: the hooks, their time limit, their environment
+    running INTEGER NOT NULL DEFAULT 0, -- 1 once a runner has claimed them
+    pid INTEGER, start INTEGER, bootid TEXT, host TEXT, pidns INTEGER  -- who holds them
 )"""
 # Columns added since schema 2, by table: an older file gets them with ALTER TABLE.
 # (Schema 4, queues: tasks queue, slots, notbefore, attempt, spec, environ; history attempt, hook.)
@@ -496,7 +505,7 @@ class SQLiteStore(TaskStore):
             )
 
     def _create(self) -> None:
-        for ddl in (_TASKS, _FEEDBACKS, _HISTORY, *_INDEXES, *_1X_WRITER_TRIGGERS):
+        for ddl in (_TASKS, _FEEDBACKS, _HISTORY, _HOOKRUNS, *_INDEXES, *_1X_WRITER_TRIGGERS):
             self.conn.execute(ddl)
         self._stamp()
 
@@ -523,7 +532,7 @@ class SQLiteStore(TaskStore):
             columns, values = ", ".join(exprs), ", ".join(exprs.values())
             self.conn.execute(f"INSERT INTO {table} ({columns}) SELECT {values} FROM old_{table}")
             self.conn.execute(f"DROP TABLE old_{table}")
-        for ddl in (*_INDEXES, *_1X_WRITER_TRIGGERS):
+        for ddl in (_HOOKRUNS, *_INDEXES, *_1X_WRITER_TRIGGERS):
             self.conn.execute(ddl)
         # 1.x reused ids; from here on no task id already seen (even in history) is handed out.
         top = self.conn.execute(
@@ -547,9 +556,16 @@ class SQLiteStore(TaskStore):
             self.conn.execute(
                 f"UPDATE {table} SET logplaced = 1 WHERE logfile = ? || 'task_' || {key} || '.log'", (logs,)
             )
-        for ddl in (*_INDEXES, *_1X_WRITER_TRIGGERS):  # a 1.7 launcher may write to any file of ours
+        for ddl in (_HOOKRUNS, *_INDEXES, *_1X_WRITER_TRIGGERS):  # a 1.7 launcher may write to any file
             self.conn.execute(ddl)
         self._stamp()
+
+    def release_for_fork(self) -> None:
+        self.conn.close()  # the last connection to the file in this process: SQLite drops its locks
+
+    def resume_after_fork(self) -> None:
+        self.conn = self._connect()
+        self._seen_version = -1  # another connection's count: the next wait_for_change looks again
 
     def close(self) -> None:
         if self._watch is not None:
@@ -865,15 +881,24 @@ class SQLiteStore(TaskStore):
     def finish(
         self, taskid: int, token: str, *, termsignal: str, termerror: str, exitcode: int | None,
         feedback: dict[str, str], endtime: float | None = None, hook: str | None = None,
-        retry_at: float | None = None, keep_waiter: bool = False,
+        retry_at: float | None = None, keep_waiter: bool = False, hook_orders: str | None = None,
+        holder: Waiter | None = None, lapsed: bool = False,
     ) -> int | None:  # fmt: skip
+        # (``lapsed``: a file on one host has no leases; nothing here is ever lapsed)
         with self.transaction() as conn:
             current = self.task(taskid)
-            if current is None or current.token != token:
+            if current is None or current.token != token or lapsed:
                 return None
             hid = self.archive(conn, current, termsignal=termsignal, termerror=termerror,
                                exitcode=exitcode, feedback=feedback, endtime=endtime, hook=hook,
                                retry_at=retry_at, keep_waiter=keep_waiter)  # fmt: skip
+            if hook_orders is not None:
+                h = holder or (None,) * 5
+                conn.execute(
+                    "INSERT INTO hookruns (historyid, orders, pid, start, bootid, host, pidns)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (hid, hook_orders, *h),
+                )
             crash_point("archiving")  # inside the transaction: the history row is not committed
             return hid
 
@@ -926,12 +951,49 @@ class SQLiteStore(TaskStore):
         rows = self.query("SELECT environ FROM tasks WHERE id = ?", (taskid,))
         return rows[0][0] if rows else None
 
-    def record_hook(self, historyid: int, outcome: str) -> bool:
+    def record_hook(self, historyid: int, outcome: str, holder: Waiter | None = None) -> bool:
         with self.transaction() as conn:
+            if holder is not None:
+                held = conn.execute(
+                    f"DELETE FROM hookruns WHERE historyid = ? AND {_HELD_BY}", (historyid, *holder)
+                ).rowcount
+                if not held:
+                    return False
+            else:
+                conn.execute("DELETE FROM hookruns WHERE historyid = ?", (historyid,))
             return (
                 conn.execute("UPDATE history SET hook = ? WHERE id = ?", (_text(outcome), historyid)).rowcount
                 == 1
             )
+
+    def pending_hooks(self) -> list[PendingHook]:
+        from ..model import PendingHook, Waiter
+
+        rows = self.query(
+            "SELECT historyid, running, pid, start, bootid, host, pidns FROM hookruns ORDER BY 1"
+        )
+        return [PendingHook(r[0], bool(r[1]), Waiter(*r[2:])) for r in rows]
+
+    def take_hook(
+        self, historyid: int, holder: Waiter, *, run: bool, was: Waiter | None = None
+    ) -> str | None:
+        with self.transaction() as conn:
+            if run:
+                where, params = "historyid = ? AND running = 0", (historyid,)
+            else:
+                where, params = (
+                    f"historyid = ? AND running = 0 AND {_HELD_BY}",
+                    (historyid, *(was or (None,) * 5)),
+                )
+            row = conn.execute(f"SELECT orders FROM hookruns WHERE {where}", params).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE hookruns SET running = ?, pid = ?, start = ?, bootid = ?, host = ?, pidns = ?"
+                " WHERE historyid = ?",
+                (int(run), *holder, historyid),
+            )
+            return str(row[0])
 
     # -- the task's latest feedback ----------------------------------------------------
     def feedback_state(self, taskid: int) -> FeedbackState | None:
@@ -1099,7 +1161,7 @@ class SQLiteStore(TaskStore):
             if running:
                 raise TasksRunning(f"tasks are running ({', '.join(map(str, running))})")
             logs = self._placed_logs("SELECT logfile FROM history WHERE logplaced")
-            for table in ("tasks", "feedbacks", "history"):
+            for table in ("tasks", "feedbacks", "history", "hookruns"):
                 self.conn.execute(f"DROP TABLE IF EXISTS {table}")
             self._create()
         return logs
