@@ -269,14 +269,30 @@ def test_retries_run_the_same_task_again_up_to_n_times(tw, tmp_path):
     assert counter.read_text() == "x\n" * 3
 
 
+@both_backends
 def test_a_retry_that_succeeds_ends_the_retries_and_wait_has_the_last_status(tw, tmp_path):
     counter = tmp_path / "count"
     script = f'echo x >> "{counter}"; [ "$(wc -l < "{counter}")" -ge 2 ]'
+    tw.run("launch", "--name", "other", "false")  # another task's history is not its attempts
     proc = tw.run("launch", "--retries", "5", "--retry-delay", "0", "sh", "-c", script)
     assert proc.returncode == 0  # the foreground launcher ran both attempts itself
-    (taskid,) = {e["taskid"] for e in tw.history().values()}
-    assert [(e["attempt"], e["exitcode"]) for e in tw.history().values()] == [(1, 1), (2, 0)]
+    (taskid,) = {e["taskid"] for e in tw.history().values() if e["taskname"] != "other"}
+    mine = [e for e in tw.history().values() if e["taskid"] == taskid]
+    assert [(e["attempt"], e["exitcode"]) for e in mine] == [(1, 1), (2, 0)]
     assert tw.run("control", "--wait", str(taskid)).returncode == 0
+    # --show tells every attempt, in JSON and in its table
+    shown = tw.json("control", "--show", str(taskid), "--json")
+    assert [(a["attempt"], a["exitcode"], a["termsignal"]) for a in shown["attempts"]] == [
+        (1, 1, ""),
+        (2, 0, ""),
+    ]
+    assert shown["attempts"][-1]["historyid"] == shown["historyid"]
+    table = tw.run("control", "--show", str(taskid), check=True).stdout
+    assert "1: exit code 1, 2: exit 0" in table
+    once = tw.json("control", "--show", str(taskid - 1), "--json")  # a task run once: one attempt
+    assert [a["attempt"] for a in once["attempts"]] == [1] and "attempts" not in tw.run(
+        "control", "--show", str(taskid - 1), check=True
+    ).stdout
 
 
 def test_the_retry_delay_grows_by_the_backoff(tw, tmp_path):

@@ -28,17 +28,39 @@ _TAIL_BYTES = 64 * 1024  # read from the end of the log: enough for ten lines of
 
 
 def task_detail(store: TaskStore, taskid: int) -> dict[str, Any]:
-    """One task by id: reserved or running (latest feedback), else finished (from history)."""
+    """One task by id: reserved or running (latest feedback), else finished (from history);
+    with every attempt that has ended (its history rows)."""
     row = store.task(taskid)
+    detail = None
     if row is not None:
         try:
-            return _live(store, row)
+            detail = _live(store, row)
         except NoSuchTask:  # it ended between the two reads: history has it now
             pass
-    entry = store.finished(taskid)
-    if entry is None:
-        raise NoSuchTask(f"no task {taskid}")
-    return _finished(entry)
+    if detail is None:
+        entry = store.finished(taskid)
+        if entry is None:
+            raise NoSuchTask(f"no task {taskid}")
+        detail = _finished(entry)
+    detail["attempts"] = attempts(store, taskid)
+    return detail
+
+
+_ATTEMPT_KEYS = ("attempt", "historyid", "starttime", "endtime", "duration", "exitcode", "termsignal",
+                 "termerror", "hook")  # fmt: skip
+
+
+def attempts(store: TaskStore, taskid: int) -> list[dict[str, Any]]:
+    """The ended attempts of a task, oldest first: one per history row of its id (a task run
+    again by ``--retries`` keeps its id)."""
+    from .model import HistoryFilter
+
+    found = []
+    for entry in store.iter_history(HistoryFilter(taskid=taskid)):
+        fields = describe_entry(entry)
+        fields["historyid"] = entry["id"]
+        found.append({key: fields.get(key) for key in _ATTEMPT_KEYS})
+    return found
 
 
 def _live(store: TaskStore, row: TaskRow) -> dict[str, Any]:

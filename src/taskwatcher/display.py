@@ -430,12 +430,24 @@ def show_rows(detail: dict[str, Any], now: float | None = None) -> list[tuple[st
         else:
             text = str(value)
         rows.append((_SHOW_LABELS.get(key, key), escape_control(text)))
+    tried = detail.get("attempts") or []
+    if len(tried) > 1 or (tried and not detail.get("finished")):  # retried: how each attempt ended
+        rows.append(("attempts", escape_control(", ".join(map(_attempt_text, tried)))))
     feedback = detail.get("feedback")
     if isinstance(feedback, dict):
         rows += [(f"[{escape_control(k)}]", escape_control(str(v))) for k, v in feedback.items()]
     elif feedback:  # a 1.x row may hold any text
         rows.append(("feedback", escape_control(str(feedback))))
     return rows
+
+
+def _attempt_text(attempt: dict[str, Any]) -> str:
+    """``1: exit code 1``, ``2: timeout ...``, ``3: exit 0``: how one attempt ended, for --show."""
+    if attempt["exitcode"] == 0 and not attempt["termsignal"]:
+        how = "exit 0"
+    else:
+        how = attempt["termerror"] or attempt["termsignal"] or f"exit {attempt['exitcode']}"
+    return f"{attempt['attempt']}: {how}"
 
 
 def _fit(text: str, width: int | None) -> str:

@@ -116,9 +116,9 @@ class PendingHook(namedtuple("PendingHook", "historyid running holder")):
 class HistoryFilter:
     """Which finished tasks to show: of one name, ended since a time, with a history id
     below ``before`` (a page of a long history: the next page's ``before`` is this one's
-    lowest id), the last N of them."""
+    lowest id), the last N of them; of one task id (its attempts)."""
 
-    __slots__ = ("before", "last", "name", "since")
+    __slots__ = ("before", "last", "name", "since", "taskid")
 
     def __init__(
         self,
@@ -126,8 +126,10 @@ class HistoryFilter:
         since: float | None = None,
         last: int | None = None,
         before: int | None = None,
+        taskid: int | None = None,
     ) -> None:
         self.name, self.since, self.last, self.before = name, since, last, before
+        self.taskid = taskid
 
 
 if __name__ == "__main__":

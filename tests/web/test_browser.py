@@ -187,3 +187,24 @@ def test_a_queued_task_shows_its_place_in_line(tw, serve, tasks, page):
     page.goto(f"{server.url}/tasks/{waiting}")
     # (--show --json has no slots: the group's size is the list's)
     expect(page.locator("#facts")).to_contain_text(f"group builds, place 1 · after #{first}", timeout=LIVE)
+
+
+def test_a_retried_tasks_page_shows_each_attempt(tw, serve, page, tmp_path):
+    counter = tmp_path / "count"
+    script = f'echo x >> "{counter}"; [ "$(wc -l < "{counter}")" -ge 3 ] || exit 7'
+    tw.run(
+        "launch", "--name", "flaky", "--retries", "3", "--retry-delay", "0", "sh", "-c", script, check=True
+    )
+    (taskid,) = {e["taskid"] for e in tw.history().values()}
+    server = serve()
+    page.goto(f"{server.url}/tasks/{taskid}")
+    rows = page.locator("#attempts tbody tr")
+    expect(rows).to_have_count(3, timeout=LIVE)
+    expect(rows.locator("td:first-child")).to_have_text(["1", "2", "3"])
+    expect(rows.locator(".outcome")).to_have_text(["exit code 7", "exit code 7", "exit 0"])
+    screenshot(page, "attempts")
+    once = tw.run("launch", "--name", "once", "true", check=True)  # a task run once has no such table
+    assert once.returncode == 0
+    page.goto(f"{server.url}/tasks/{taskid + 1}")
+    expect(page.locator("#name")).to_have_text("once", timeout=LIVE)
+    expect(page.locator("#attempts-part")).to_be_hidden()

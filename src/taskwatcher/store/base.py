@@ -219,8 +219,8 @@ class TaskStore:
         raise NotImplementedError
 
     def iter_history(self, only: HistoryFilter | None = None, chunk: int = 1000) -> Iterator[HistoryRow]:
-        """Finished tasks, oldest first, as ``only`` filters them (name; ended at or
-        after ``since``; history id below ``before``; the newest ``last`` of those), read
+        """Finished tasks, oldest first, as ``only`` filters them (name; task id; ended at
+        or after ``since``; history id below ``before``; the newest ``last`` of those), read
         ``chunk`` rows at a time."""
         raise NotImplementedError
 

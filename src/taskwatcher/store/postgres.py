@@ -977,6 +977,9 @@ def _history_where(only: HistoryFilter | None) -> tuple[str, list[Any]]:
     if only is not None and only.name is not None:
         terms.append("taskname = %s")
         params.append(storable(only.name))
+    if only is not None and only.taskid is not None:
+        terms.append("taskid = %s")
+        params.append(only.taskid)
     if only is not None and only.since is not None:
         terms.append("endtime >= %s")
         params.append(only.since)

@@ -1091,6 +1091,9 @@ class SQLiteStore(TaskStore):
         if only is not None and only.name is not None:
             terms.append("taskname = ?")
             params.append(storable(only.name))
+        if only is not None and only.taskid is not None:  # through the index on taskid
+            terms.append("taskid = ?")
+            params.append(only.taskid)
         if only is not None and only.since is not None:
             ((first,),) = self.query(
                 "SELECT min(id) FROM history INDEXED BY history_endtime WHERE endtime >= ?", (only.since,)

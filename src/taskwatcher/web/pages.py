@@ -73,6 +73,12 @@ def task(taskid: int, *, read_only: bool, login: bool) -> str:
   <h2>Feedback</h2>
   <p id="no-feedback" class="empty" hidden>No feedback.</p>
   <table id="feedback" class="kv"><tbody></tbody></table>
+  <div id="attempts-part" hidden>
+    <h2>Attempts</h2>
+    <div class="scroll"><table id="attempts" class="history"><thead><tr>
+      <th>attempt</th><th>outcome</th><th>started</th><th>ended</th><th>took</th><th>hook</th>
+    </tr></thead><tbody></tbody></table></div>
+  </div>
   <h2>Log <span id="log-state" class="muted"></span></h2>
   <pre id="log" class="log"></pre>
 </section>"""

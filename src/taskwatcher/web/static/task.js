@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const { el, api, duration, when, status, progressOf, commandText, live, lineText } = TW;
+  const { el, api, duration, when, status, progressOf, commandText, live, lineText, outcome } = TW;
   const taskid = document.body.dataset.taskid;
   const readOnly = document.body.dataset.readOnly === "1";
   const logBox = document.getElementById("log");
@@ -35,6 +35,24 @@
     }
   }
 
+  // A task run again (--retries) keeps its id: each ended attempt is a history row of it.
+  function showAttempts(attempts, ended) {
+    const part = document.getElementById("attempts-part");
+    part.hidden = attempts.length === 0 || (attempts.length === 1 && ended);
+    const tbody = document.querySelector("#attempts tbody");
+    tbody.replaceChildren();
+    for (const a of attempts) {
+      const o = outcome(a);
+      tbody.append(el("tr", { "data-historyid": a.historyid },
+        el("td", { text: String(a.attempt) }),
+        el("td", {}, el("span", { class: "outcome " + (o.ok ? "ok" : "fail"), text: o.text })),
+        el("td", { text: when(a.starttime) }),
+        el("td", { text: when(a.endtime) }),
+        el("td", { text: duration(a.duration) }),
+        el("td", { text: a.hook || "" })));
+    }
+  }
+
   function showDetail(d) {
     detail = d;
     finished = d.finished;
@@ -61,6 +79,7 @@
     }
     fact(dl, "log", d.logfile);
     showFeedback(d.feedback);
+    showAttempts(d.attempts || [], d.finished);
     const kill = document.getElementById("kill");
     if (kill) kill.hidden = d.finished || readOnly;
   }
