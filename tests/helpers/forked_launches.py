@@ -1,6 +1,6 @@
 """Many `taskwatcher launch` commands at once from one host, as cheaply as can be.
 
-Usage: forked_launches.py LAUNCHES.json OUTDIR
+Usage: forked_launches.py LAUNCHES.json OUTDIR [GO]
 LAUNCHES.json is a list of [index, argv] (argv: what follows `taskwatcher`). This process
 imports taskwatcher once (everything a launch imports), then forks one child per launch,
 all at once; each child runs the CLI's own main() on its argv, with its stderr in
@@ -8,17 +8,25 @@ OUTDIR/INDEX.err, and exits with main()'s exit status, written to OUTDIR/INDEX.r
 connection is opened before the forks: each launch connects on its own, as a separate
 `taskwatcher launch` would. What is saved is the interpreter's start-up and the imports
 (a launch's CPU is nearly all that), not any step of the launch itself.
+With GO, it writes LAUNCHES.json.ready once imported and forks when GO exists, so that
+several hosts fork at the same moment.
 """
 
 import json
 import os
 import sys
+import time
 
 import taskwatcher.cli as cli
 
 with open(sys.argv[1]) as f:
     launches = json.load(f)
 out = sys.argv[2]
+if len(sys.argv) > 3:
+    with open(sys.argv[1] + ".ready", "w"):
+        pass
+    while not os.path.exists(sys.argv[3]):
+        time.sleep(0.001)  # a start line for every host, not a synchronisation of the launches
 children = {}
 for index, argv in launches:
     pid = os.fork()
