@@ -793,3 +793,24 @@ def history_scaling(ctx: Ctx) -> None:
         rows.append({"rows": size, **{k: median(v) for k, v in sm.items()}})
         log("  history " + f"{size}: " + ", ".join(f"{k} {ms(median(v))}" for k, v in sm.items()))
     ctx.scaling["history"] = rows
+
+
+def postgres_figures(ctx: Ctx) -> list[Figure]:
+    """PostgreSQL beside SQLite (``--postgres``): benchmarks/postgres.py, run by the measured
+    taskwatcher's interpreter (it has psycopg; this one need not), its rows as figures."""
+    out = ctx.path("postgres.json")
+    argv = [ctx.tools.python, os.path.join(ctx.tools.here, "postgres.py"), "--json", out]
+    r = subprocess.run([*argv, *(["--quick"] if ctx.sizes.quick else [])], capture_output=True, text=True)
+    if r.returncode != 0 or not os.path.exists(out):
+        raise BenchError((r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1])
+    with open(out) as fh:
+        data = json.load(fh)
+    found = []
+    for row in data["rows"]:
+        f = Figure(row["key"], row["title"], "SQLite, same run", "")
+        f.ours = Cell(None, f"PostgreSQL {row['postgres']}; SQLite {row['sqlite']}")
+        f.raw = {"sqlite/postgres": row["raw"]}
+        found.append(f)
+    if found:
+        found[0].notes.append(f"load average at the end of the PostgreSQL figures: {data['load'][0]:.1f}")
+    return found

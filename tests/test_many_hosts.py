@@ -168,6 +168,29 @@ def test_a_log_on_another_hosts_disk_is_said_to_be_there(tw, hosts):
     assert shown["host"] == "hosta" and not shown["finished"]
 
 
+def test_a_log_in_a_folder_both_hosts_see_is_read_and_followed_from_the_other_host(tw, hosts, tmp_path):
+    shared, go = tmp_path / "shared", tmp_path / "go"
+    shared.mkdir()
+    logfile = shared / "talk.log"
+    task = f"echo first; until [ -e {go} ]; do sleep 0.01; done; echo second; exit 3"
+    proc = hosts("hosta").launch("--name", "talk", "--log", str(logfile), "sh", "-c", task)
+    taskid, row = running(tw, "talk")
+    assert row["host"] == "hosta" != os.uname().nodename
+    wait_for(lambda: logfile.exists() and logfile.read_text() == "first\n", 30, "the task's first line")
+    assert tw.run("control", "--log", taskid, check=True).stdout == "first\n"
+    # --follow from this host: what the task on hosta writes, until it ends there.
+    follow = [*TW, "control", "--db", str(tw.db), "--log", taskid, "--follow"]
+    follower = subprocess.Popen(follow, env=tw.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follower.stdout.readline() == "first\n"
+        go.touch()
+        out, err = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert (follower.returncode, out, err) == (0, "second\n", "")
+    assert proc.wait(15) == 3
+
+
 def test_control_kill_on_another_host_waits_for_the_end_and_says_where(tw, hosts):
     host = hosts("hosta")
     proc = host.launch("--name", "k", "sleep", "300")
@@ -181,11 +204,22 @@ def test_control_kill_on_another_host_waits_for_the_end_and_says_where(tw, hosts
 
 def test_a_host_killed_whole_is_archived_as_host_lost_once_its_lease_runs_out(tw, hosts):
     host = hosts("hosta")
-    proc = host.launch("--name", "gone", "--lease", "1", "sleep", "300")
+    proc = host.launch("--name", "gone", "--lease", "4", "sleep", "300")
     taskid, _ = running(tw, "gone")
     host.kill_whole(proc)
     proc.wait(15)
-    assert taskid in tw.tasks()  # a lease still running: another host does not guess
+    import psycopg
+
+    with psycopg.connect(str(tw.db), autocommit=True) as conn:
+        # A lease still running: a command of another host does not guess (judged on the
+        # server's clock, so that a slow command on a loaded machine is not taken for a guess).
+        (until,) = conn.execute(
+            "SELECT leaseuntil FROM taskwatcher.tasks WHERE id = %s", (taskid,)
+        ).fetchone()
+        listed = tw.tasks()
+        (after,) = conn.execute("SELECT now()").fetchone()
+    if after < until:
+        assert taskid in listed
     entry = ended(tw, taskid)
     assert entry["termerror"] == "host lost" and entry["host"] == "hosta"
 
@@ -231,21 +265,33 @@ def test_a_launcher_that_cannot_reach_the_database_stops_its_task_before_its_lea
     assert [e["taskid"] for e in tw.history().values()].count(int(taskid)) == 1
 
 
-def test_launchers_connect_again_after_the_server_restarts_and_a_kill_still_reaches_them(
-    tw, hosts, pg_cluster
+def test_launchers_listen_again_after_the_server_restarts_and_a_kill_reaches_them_at_once(
+    tw, hosts, pg_cluster, tmp_path
 ):
+    import psycopg
+
     a, b = hosts("hosta"), hosts("hostb")
-    # Renewed every 1.7 s; a task is stopped only if the database stays away 5 s.
-    quick = ("--lease", "10", "--grace", "0.5")
+    # Renewed every 20 s: a kill that reached the task within 10 s came by NOTIFY on the
+    # connection made again after the restart, not by the next renewal's read of the row.
+    slow = ("--lease", "120", "--grace", "0.5")
+    flags = [tmp_path / "term-a", tmp_path / "term-b"]
     procs = [
-        a.launch("--name", "r1", *quick, "sleep", "300"),
-        b.launch("--name", "r2", *quick, "sleep", "300"),
+        a.launch("--name", "r1", *slow, *trapping(flags[0])),
+        b.launch("--name", "r2", *slow, *trapping(flags[1])),
     ]
     ids = [running(tw, "r1")[0], running(tw, "r2")[0]]
+    time.sleep(0.2)  # (the tasks' traps are set)
     pg_cluster.restart()
-    for taskid in ids:
+    with psycopg.connect(str(tw.db), autocommit=True) as conn:  # each launcher connected again
+        (restarted,) = conn.execute("SELECT now()").fetchone()
+        renewed = "SELECT count(*) FROM taskwatcher.tasks WHERE leaseuntil >= %s + interval '120 s'"
+        wait_for(lambda: conn.execute(renewed, (restarted,)).fetchone()[0] == 2, 60, "2 renewals")
+    for taskid, flag in zip(ids, flags, strict=True):
+        asked = time.time()
         killed = tw.run("control", "--kill", taskid)
-        assert killed.returncode == 0 and "killed" in killed.stdout, killed.stderr
+        assert killed.returncode == 0 and "killed (on host" in killed.stdout, killed.stderr
+        latency = float(wait_for(lambda f=flag: f.exists() and f.read_text().strip(), 10, "SIGTERM")) - asked
+        assert latency < 10, f"the kill came {latency:.1f} s after --kill: by a renewal, not NOTIFY"
     for proc in procs:
         proc.wait(15)
     assert [tw.history_of(i)["termerror"] for i in ids] == ["killed by request"] * 2
