@@ -48,6 +48,15 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``), the 1.7 side-by-side tests share one worker:
+    their session fixture installs taskwatcher 1.7 into a venv, once, not once per worker."""
+    compat = CLI_SUITE / "compat"
+    for item in items:
+        if compat in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("compat"))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize ``db`` by backend, unless the test (or its module) parametrizes it itself."""
     if "db" not in metafunc.fixturenames or metafunc.definition.path.parent != CLI_SUITE:

@@ -383,7 +383,7 @@ def test_kill_of_an_ended_task_is_no_such_task(tw):
 def test_killall_stops_every_task_of_that_name(tw, launches):
     p1 = launches.start("--name", "twin", "--", "sleep", "30")
     p2 = launches.start("--name", "twin", "--", "sleep", "30")
-    launches.start("--name", "bystander", "--", "sleep", "30")
+    launches.start("--name", "bystander", "--", "sleep", "300")  # outlives the test, however slow
     twins = launches.running("twin", 2)
     (other,) = launches.running("bystander")
     pids = [t["pid"] for t in twins.values()]
