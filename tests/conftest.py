@@ -5,7 +5,8 @@ Every test of the CLI suite (tests/test_*.py) that uses the ``db`` fixture (so e
 driving the CLI through ``tw``) runs once per backend: ``[sqlite]`` on a file, ``[postgres]``
 on a fresh database of the private cluster (tests/pgcluster.py).
 ``--backend=sqlite|postgres|both`` (default both) chooses.
-A test about the SQLite file itself is marked ``@pytest.mark.sqlite_only("why")``.
+A test of the SQLite file itself (or of what only SQLite does) is marked
+``@pytest.mark.sqlite_only("why")``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "sqlite_only(reason): a test about the SQLite file itself; not run on PostgreSQL"
+        "markers", "sqlite_only(reason): a test of the SQLite file itself (or of what only SQLite does)"
     )
 
 
