@@ -91,6 +91,7 @@ def test_tasks_with_their_latest_feedback(api, tmp_path):
 
 
 def test_json_is_the_clis_own(api, tw):
+    api = TaskWatcher(tw.db)  # the CLI's database, on either backend (in the api fixture's environment)
     api.reserve("a", info2="x")
     api.launch(["true"], name="b")
     api.wait(2, 30)

@@ -1,5 +1,6 @@
 """The everyday command line on both backends: the same commands, the same answers, on an
-SQLite file and on a database of the private PostgreSQL cluster (tests/pgcluster.py)."""
+SQLite file and on a database of the private PostgreSQL cluster (tests/pgcluster.py); like
+every test using ``db``, each runs once per backend (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,6 @@ import pytest
 
 from conftest import wait_for
 from support import kill_own_processes, one_line_error, running_task
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, tmp_path: Path):
-    """The test's database: a file, or a PostgreSQL URL (``tw`` runs the CLI with ``--db`` it)."""
-    if request.param == "sqlite":
-        return tmp_path / "tw.db"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture(autouse=True)

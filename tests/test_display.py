@@ -244,16 +244,26 @@ def test_a_long_history_is_streamed_a_page_at_a_time(tw):
 
 def add_history_rows(tw, n: int) -> None:
     import json
-    import sqlite3
+
+    from conftest import is_postgres
 
     tw.run("control", "--update", check=True)  # the database, made by the CLI (a read makes none)
     feedback = json.dumps({"progress": "100", "phase": "step 3"})
     rows = [(i, f"job{i % 13}", f"campaign {i % 50}", "", "", 1_700_000_000 + i, 1_700_000_005 + i, 5.0,
              feedback, 0) for i in range(1, n + 1)]  # fmt: skip
+    insert = (
+        "INSERT INTO history (taskid, taskname, info1, termsignal, termerror, starttime, endtime,"
+        " duration, feedback, exitcode) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    )
+    if is_postgres(tw.db):
+        import psycopg
+
+        with psycopg.connect(str(tw.db)) as conn, conn.cursor() as cur:
+            cur.execute("SET search_path TO taskwatcher")
+            cur.executemany(insert.replace("?", "%s"), rows)
+        return
+    import sqlite3
+
     with sqlite3.connect(tw.db) as conn:
-        conn.executemany(
-            "INSERT INTO history (taskid, taskname, info1, termsignal, termerror, starttime, endtime,"
-            " duration, feedback, exitcode) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+        conn.executemany(insert, rows)
     conn.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TW, wait_for
+from conftest import TW, db_exists, wait_for
 from support import helper, kill_own_processes, one_line_error, running_task
 
 SHOW_KEYS = ["taskid", "finished", "historyid", "name", "info1", "info2", "info3", "status", "host",
@@ -269,7 +269,7 @@ def test_an_option_before_the_subcommand_is_explained(tw, word, tool, code):
         one_line_error(proc)
         == f"taskwatcher: error: {word} goes after the subcommand: taskwatcher {tool} {word} ..."
     )
-    assert not tw.db.exists()
+    assert not db_exists(tw.db)
 
 
 # -- reads never create a database ------------------------------------------------------------

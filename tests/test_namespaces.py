@@ -27,6 +27,10 @@ def pid_namespaces_or_skip() -> None:
         pytest.skip(f"NOT TESTED: the kernel refuses a new pid namespace here: {probe.stderr.strip()}")
 
 
+@pytest.mark.sqlite_only(
+    "SQLite refuses a kill across pid namespaces; PostgreSQL asks the owning launcher by NOTIFY"
+    " and it is obeyed (tests/test_many_hosts.py)"
+)
 def test_a_task_of_another_pid_namespace_is_left_alone(tw, tmp_path):
     pid_namespaces_or_skip()
     inner = subprocess.Popen(
@@ -61,6 +65,7 @@ def test_a_task_of_another_pid_namespace_is_left_alone(tw, tmp_path):
         inner.communicate(timeout=10)
 
 
+@pytest.mark.sqlite_only("an upgrade of an SQLite file of schema 2")
 def test_a_database_of_the_previous_schema_gets_the_namespace_column(tw):
     assert tw.run("control", "--reserve", check=True).stdout.strip() == "1"
     with sqlite3.connect(tw.db) as conn:

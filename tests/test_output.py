@@ -34,7 +34,7 @@ def test_foreground_output_reaches_the_terminal_and_the_log(tw):
     assert proc.stdout == "to-out\n"  # stdout and stderr stay apart on the launcher's side
     assert proc.stderr == "to-err\n"
     entry = ended(tw, 1)
-    assert entry["logfile"] == str(tw.db.parent / "tw-logs" / "task_1.log")
+    assert entry["logfile"] == str(tw.logs_folder() / "task_1.log")
     assert sorted(log_of(tw, 1).splitlines()) == ["to-err", "to-out"]
 
 
@@ -104,7 +104,7 @@ def test_no_log_keeps_the_terminal_and_no_log(tw):
     fail = tw.run("control", "--log", "1")
     assert fail.returncode == 1
     assert one_line_error(fail) == "taskwatcher: task 1 keeps no log"
-    assert not (tw.db.parent / "tw-logs").exists()
+    assert not tw.logs_folder().exists()
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Taskwatcher
+from conftest import Taskwatcher, db_exists
 
 
 def _write(path: Path, data: str | bytes) -> Path:
@@ -246,7 +246,7 @@ def test_parse_needs_no_database(tw: Taskwatcher, tmp_path: Path, state: Path) -
     path = _write(tmp_path / "fb.log", "[a]1\n")
     proc = tw.run("parse", "--feedback", str(path))
     assert proc.returncode == 0
-    assert not tw.db.exists()
+    assert not db_exists(tw.db)
     assert list(state.iterdir()) == []  # no default database made in $XDG_STATE_HOME either
 
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import support
-from conftest import Taskwatcher, wait_for
+from conftest import Taskwatcher, db_sql, wait_for
 from support import own_processes, reaper  # noqa: F401
 from taskwatcher import TaskWatcher
 from taskwatcher.errors import StartFailed
@@ -450,7 +450,7 @@ def test_a_lost_task_s_hook_runs_and_a_lost_end_is_retried(tw, paced, tmp_path):
     )
     wait_for(lambda: paced.started() == [taskid], what="the task to run")
     launcher = tw.tasks()[str(taskid)]
-    row = sqlite3.connect(tw.db).execute("SELECT launcherpid FROM tasks WHERE id = ?", (taskid,)).fetchone()
+    (row,) = db_sql(tw.db, "SELECT launcherpid FROM tasks WHERE id = ?", (taskid,))
     assert launcher["status"] == "RUNNING"
     os.kill(row[0], signal.SIGKILL)
     # Each look runs a command, whose reconciliation archives the lost task (and starts its retry).

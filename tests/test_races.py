@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import db_sql, wait_for
 from support import gone, kill_own_processes, one_line_error, reaper  # noqa: F401  (reaper: an autouse fixture)
 from taskwatcher import process
-from taskwatcher.store import Store
 
 
 def holds_open(pid: int, path: Path) -> bool:
@@ -25,6 +24,15 @@ def holds_open(pid: int, path: Path) -> bool:
         return False
 
 
+def plant(tw, name: str, **fields: object) -> int:
+    """A reservation made by the CLI, then given ``fields`` directly in its row (on either backend)."""
+    taskid = int(tw.run("control", "--reserve", "--name", name, check=True).stdout)
+    sets = ", ".join(f"{column} = ?" for column in fields)
+    db_sql(tw.db, f"UPDATE tasks SET {sets} WHERE id = ?", (*fields.values(), taskid))
+    return taskid
+
+
+@pytest.mark.sqlite_only("holds the SQLite file's write lock so that the launcher waits on the file")
 def test_a_launch_interrupted_before_its_command_runs_never_runs_it(tw, tmp_path):
     """SIGINT while the launcher waits for the database: the command must not start afterwards."""
     tw.run("control", "--list", check=True)  # the database exists
@@ -50,24 +58,22 @@ def test_a_lost_task_never_kills_a_stranger_holding_its_old_group_id(tw, tmp_pat
     """After the task's group is gone its id is free: a new session with that id is not the task."""
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        with Store(tw.db) as store, store.transaction() as conn:
-            taskid = store.reserve("old", (None, None, None), False, 60, conn)
-            me = process.Identity.of(os.getpid())
-            store.update_task(
-                taskid,
-                conn,
-                status="RUNNING",
-                pid=stranger.pid + 1_000_000,  # long dead
-                pgid=stranger.pid,  # the stranger's session and group now
-                procstart=0,  # "started before the stranger": group checks alone would pass
-                launcherpid=stranger.pid + 1_000_001,
-                launcherstart=1,
-                bootid=me.boot,
-                host=process.host_name(),
-                token="0123456789abcdef",
-                starttime=int(time.time()),
-                started=time.time(),
-            )
+        me = process.Identity.of(os.getpid())
+        taskid = plant(
+            tw,
+            "old",
+            status="RUNNING",
+            pid=stranger.pid + 1_000_000,  # long dead
+            pgid=stranger.pid,  # the stranger's session and group now
+            procstart=0,  # "started before the stranger": group checks alone would pass
+            launcherpid=stranger.pid + 1_000_001,
+            launcherstart=1,
+            bootid=me.boot,
+            host=process.host_name(),
+            token="0123456789abcdef",
+            starttime=int(time.time()),
+            started=time.time(),
+        )
         tw.run("control", "--list", check=True)
         entry = tw.history_of(taskid)
         assert entry is not None and entry["termerror"] == "launcher lost"
@@ -84,8 +90,7 @@ def test_a_stop_requested_before_the_command_runs_is_obeyed(tw, tmp_path, detach
     The request is planted on the reservation so that it is there at that moment, every time."""
     marker = tmp_path / "ran"
     taskid = int(tw.run("control", "--reserve", check=True).stdout)
-    with sqlite3.connect(tw.db) as c:
-        c.execute("UPDATE tasks SET stopreason = 'killed by request' WHERE id = ?", (taskid,))
+    db_sql(tw.db, "UPDATE tasks SET stopreason = 'killed by request' WHERE id = ?", (taskid,))
     proc = tw.run(
         "launch", *(["--detach"] if detach else []), "--taskid", str(taskid), "--", "touch", str(marker)
     )
@@ -141,23 +146,21 @@ def test_a_row_from_a_previous_boot_is_archived_without_signalling_anything(tw):
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         ident = process.Identity.of(stranger.pid)
-        with Store(tw.db) as store, store.transaction() as conn:
-            taskid = store.reserve("before-reboot", (None, None, None), False, 60, conn)
-            store.update_task(
-                taskid,
-                conn,
-                status="RUNNING",
-                pid=stranger.pid,
-                pgid=stranger.pid,
-                procstart=ident.start,
-                launcherpid=stranger.pid,  # even the "launcher" looks alive on this boot
-                launcherstart=ident.start,
-                bootid="00000000-0000-0000-0000-000000000000",
-                host=process.host_name(),
-                token="fedcba9876543210",
-                starttime=int(time.time()),
-                started=time.time(),
-            )
+        taskid = plant(
+            tw,
+            "before-reboot",
+            status="RUNNING",
+            pid=stranger.pid,
+            pgid=stranger.pid,
+            procstart=ident.start,
+            launcherpid=stranger.pid,  # even the "launcher" looks alive on this boot
+            launcherstart=ident.start,
+            bootid="00000000-0000-0000-0000-000000000000",
+            host=process.host_name(),
+            token="fedcba9876543210",
+            starttime=int(time.time()),
+            started=time.time(),
+        )
         tw.run("control", "--list", check=True)
         entry = tw.history_of(taskid)
         assert entry is not None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import db_sql
 from support import one_line_error
 
 
@@ -28,8 +28,7 @@ def ids(tw) -> list[int]:
 
 
 def age_entry(tw, taskid: int, seconds: float) -> None:
-    with sqlite3.connect(tw.db) as conn:
-        conn.execute("UPDATE history SET endtime = ? WHERE taskid = ?", (int(time.time() - seconds), taskid))
+    db_sql(tw.db, "UPDATE history SET endtime = ? WHERE taskid = ?", (int(time.time() - seconds), taskid))
 
 
 def test_prune_keeps_the_newest(tw):

@@ -191,11 +191,10 @@ def test_a_detached_supervisor_interrupted_stops_its_task_with_sigterm(tw, tmp_p
 
 
 def _launcher_pid(tw, taskid: int) -> int | None:
-    import sqlite3
+    from conftest import db_sql
 
-    with sqlite3.connect(tw.db) as conn:
-        row = conn.execute("SELECT launcherpid FROM tasks WHERE id = ?", (taskid,)).fetchone()
-    return row[0] if row else None
+    rows = db_sql(tw.db, "SELECT launcherpid FROM tasks WHERE id = ?", (taskid,))
+    return rows[0][0] if rows else None
 
 
 API_RUN = """

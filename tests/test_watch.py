@@ -124,6 +124,7 @@ def test_watch_without_a_terminal_is_a_usage_error(tw):
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.sqlite_only("replaces the SQLite file with garbage and puts it back")
 def test_watch_outlasts_a_database_it_cannot_read_for_a_while(tw, screen):
     """A database that becomes unreadable is said in red, and the view comes back with it."""
     screen.wait_for("no task running or reserved")

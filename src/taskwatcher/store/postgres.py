@@ -107,9 +107,11 @@ _DDL = (
         attempt INTEGER NOT NULL DEFAULT 1,
         hook TEXT                         -- the finish hooks' outcome ('pending' until they have run)
     )""",
-    "CREATE INDEX tasks_name ON tasks(name)",
+    # Names are looked up by equality only: hash indexes, which hold a name of any length
+    # (a B-tree entry must fit in a third of a page: a name of some 2.7 kB or more was refused).
+    "CREATE INDEX tasks_name ON tasks USING hash (name)",
     "CREATE INDEX history_taskid ON history(taskid)",
-    "CREATE INDEX history_taskname ON history(taskname)",
+    "CREATE INDEX history_taskname ON history USING hash (taskname)",
     "CREATE INDEX tasks_queue ON tasks(queue)",
     f"""CREATE FUNCTION notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$""",
@@ -514,9 +516,11 @@ class PostgresStore(TaskStore):
         only = " AND leaseuntil < now()" if lapsed else ""
         with self.transaction() as conn:
             if retry_at is None:
-                # The delete is the compare-and-set: of two finishes, one deletes the row.
+                # The delete is the compare-and-set: of two finishes, one deletes the row. (A row
+                # without a token, one no launcher claimed, is finished by None: IS NOT DISTINCT.)
                 rows = conn.execute(
-                    f"DELETE FROM tasks WHERE id = %s AND token = %s{only} RETURNING {_TASK_COLUMNS}",
+                    "DELETE FROM tasks WHERE id = %s AND token IS NOT DISTINCT FROM %s"
+                    f"{only} RETURNING {_TASK_COLUMNS}",
                     (taskid, token),
                 ).fetchall()
                 task = TaskRow._make(rows[0]) if rows else None
