@@ -305,6 +305,25 @@ def test_child_ignoring_sigterm_is_killed_after_grace(tw, tmp_path, launches):
     assert entry["termerror"] == "killed by request"
 
 
+def test_one_kill_gives_the_whole_grace_period(tw, tmp_path, launches):
+    """One --kill is one request: on a store many hosts share, the launcher of this host is
+    signalled and not also notified (a second delivery would count as a second kill, which
+    skips the grace). The task notes its SIGTERM and lives on until the SIGKILL."""
+    term = tmp_path / "term"
+    ready = tmp_path / "ready"
+    script = f'trap \'date +%s.%N > "{term}"\' TERM; echo go > "{ready}"; while :; do sleep 0.02; done'
+    proc = launches.start("--grace", "3", "--", "sh", "-c", script)
+    wait_for(ready.exists, 30, "the task to start")
+    taskid, _ = running_task(tw)
+    assert tw.run("control", "--kill", taskid, timeout=60).returncode == 0  # returns once it is archived
+    killed = time.time()
+    proc.wait(timeout=30)
+    entry = tw.history_of(taskid)
+    assert entry["termsignal"] == "SIGKILL" and entry["termerror"] == "killed by request"
+    assert term.exists(), "the task never had its SIGTERM"
+    assert killed - float(term.read_text()) >= 2.5  # the grace (3 s) between SIGTERM and SIGKILL
+
+
 def test_timeout_of_a_child_ignoring_sigterm_ends_with_sigkill(tw, tmp_path, launches):
     ready = tmp_path / "ready"
     fb = tmp_path / "fb"

@@ -253,7 +253,9 @@ def _request_stop(store: TaskStore, taskid: int, done: list[str]) -> TaskRow | N
         where = elsewhere(current)
         if where and not store.shared:
             raise RunsElsewhere(f"task {taskid} runs in {where}: stop it there")
-        requested = store.request_stop(taskid, "killed by request")
+        # A launcher of this host is signalled (below), one elsewhere hears it from the store:
+        # never both, or the second would count as a second kill and cut the grace short.
+        requested = store.request_stop(taskid, "killed by request", notify=bool(where))
         if requested is not None:
             return requested
         # ended meanwhile: the loop says so

@@ -105,10 +105,14 @@ class TaskStore:
         rows (``control --update``, for taskwatcher 1.x readers); how many rows there were."""
         raise NotImplementedError
 
-    def request_stop(self, taskid: int, reason: str) -> TaskRow | None:
+    def request_stop(self, taskid: int, reason: str, notify: bool = True) -> TaskRow | None:
         """Mark a running task to be stopped, ``reason`` saying why; the row after, or
         None if there is no such running task (ended, or only reserved: see
-        :meth:`cancel_reservation`). The launcher reads it when signalled."""
+        :meth:`cancel_reservation`). The launcher reads it when signalled; on a store many
+        hosts share, with ``notify``, the store also wakes the task's launcher wherever it
+        runs. A caller that signals a launcher of its own host itself says ``notify=False``:
+        one request, one delivery (a second one would be taken for a second kill, which
+        skips the grace period)."""
         raise NotImplementedError
 
     def cancel_reservation(self, taskid: int) -> bool:

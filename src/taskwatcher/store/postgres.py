@@ -463,13 +463,13 @@ class PostgresStore(TaskStore):
                 )
         return len(observed)
 
-    def request_stop(self, taskid: int, reason: str) -> TaskRow | None:
+    def request_stop(self, taskid: int, reason: str, notify: bool = True) -> TaskRow | None:
         with self.transaction() as conn:
             rows = conn.execute(
                 f"UPDATE tasks SET stopreason = %s WHERE id = %s AND {_RUNNING} RETURNING {_TASK_COLUMNS}",
                 (_text(reason), taskid),
             ).fetchall()
-            if rows:  # sent at commit, to the task's own launcher wherever it runs
+            if rows and notify:  # sent at commit, to the task's own launcher wherever it runs
                 conn.execute("SELECT pg_notify(%s, %s)", (task_channel(taskid), "stop"))
         return TaskRow._make(rows[0]) if rows else None
 

@@ -844,7 +844,8 @@ class SQLiteStore(TaskStore):
                 )
         return len(observed)
 
-    def request_stop(self, taskid: int, reason: str) -> TaskRow | None:
+    def request_stop(self, taskid: int, reason: str, notify: bool = True) -> TaskRow | None:
+        # One host: the launcher is always signalled by the caller (notify_fd is None here).
         with self.transaction() as conn:
             changed = conn.execute(
                 "UPDATE tasks SET stopreason = ? WHERE id = ? AND status NOT IN (?, ?)",
