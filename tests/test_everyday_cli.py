@@ -21,7 +21,8 @@ from support import helper, kill_own_processes, one_line_error, running_task
 SHOW_KEYS = ["taskid", "finished", "historyid", "name", "info1", "info2", "info3", "status", "host",
              "pid", "command", "feedpath", "logfile", "reservetime", "starttime", "endtime", "duration",
              "lastupdate", "timer", "timeout", "expiretime", "unique", "feedback", "exitcode",
-             "termsignal", "termerror", "group", "place", "attempt", "after", "hook", "log_tail"]  # fmt: skip
+             "termsignal", "termerror", "group", "place", "attempt", "after", "hook", "log_tail",
+             "attempts"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -206,6 +207,7 @@ def test_show_of_a_running_task_has_every_key_its_feedback_and_log_tail(tw, tmp_
     assert done["status"] == "FINISHED" and done["finished"] is True and done["historyid"] is not None
     assert done["termerror"] == "killed by request" and done["feedback"] == {"phase": "build"}
     assert done["log_tail"][-1] == "line 12" and done["timeout"] == 60
+    assert detail["attempts"] == [] and [a["historyid"] for a in done["attempts"]] == [done["historyid"]]
 
 
 def test_show_of_an_unknown_id_is_exit_4(tw):

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # conftest, when run as a sc
 
 from conftest import TW
 from faults import osfaults
+from taskwatcher.store.sqlite import SCHEMA_VERSION
 
 HERE = Path(__file__).parent
 RELIABILITY = HERE.parents[1] / "RELIABILITY.md"
@@ -247,8 +248,8 @@ CASES = [
          (*CONTROL, "--initialize"), 1,
          "taskwatcher: $TMP/state/tw.db is not a taskwatcher database (tables: a'b, people)", "db-foreign"),
     Case("newer", "database", "a newer schema", (*CONTROL, "--reserve"), 1,
-         "taskwatcher: database $TMP/state/tw.db has schema 99, newer than this taskwatcher's 4: "
-         "upgrade taskwatcher", "db-newer"),
+         "taskwatcher: database $TMP/state/tw.db has schema 99, newer than this"
+         f" taskwatcher's {SCHEMA_VERSION}: upgrade taskwatcher", "db-newer"),
     Case("folder", "database", "the path is a folder", (*LAUNCH, *RUN), 125,
          "taskwatcher: database $TMP/state/tw.db is a folder", "db-folder"),
     Case("parent-file", "database", "its folder is a file",

@@ -115,7 +115,7 @@ def test_the_source_never_uses_a_shell():
     # And the finish hook, a shell command by contract (launch --on-end 'SHELL COMMAND').
     allowed = {
         'spawn.py: os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], env)',
-        "hooks.py: proc = subprocess.Popen(command, shell=True, **_HOOK_PROCESS)",
+        "hooks.py: proc = subprocess.Popen(command, shell=True, env=env, **_HOOK_PROCESS)",
     }
     hits = [
         f"{path.name}:{n}: {line.strip()}"
@@ -156,6 +156,8 @@ REVIEWED_INTERPOLATIONS = {
     "_TASK_COLUMNS", "_HISTORY_COLUMNS", "due", "_marks(sources(status))",  # store/sqlite.py
     "SCHEMA", "_RUNNING",  # store/postgres.py: its schema's name, a condition on status
     "_marks(holding)",  # store/sqlite.py: the statuses that hold a group's slot
+    "_HELD_BY", "held",  # store/*.py: a hook run's holder columns (held: that condition, or none)
+    "only", "lapsed",  # store/postgres.py: the lease-ran-out condition, or none
 }  # fmt: skip
 SQL_FSTRING = re.compile(
     r'f"[^"]*\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|WHERE|CASE)\b[^"]*"'
