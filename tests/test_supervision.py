@@ -89,8 +89,10 @@ def test_silent_task_goes_running_silent_stalled_then_times_out(tw, tmp_path, la
     assert "RUNNING" in first or first["SILENT"] >= 0.25 * timeout, seen
     assert first["SILENT"] >= 0.25 * timeout
     assert first["STALLED"] >= 0.50 * timeout
-    assert timeout <= elapsed <= timeout + 3  # 1 s of it for the launcher's own start
+    assert timeout <= elapsed
     entry = tw.history_of(taskid)
+    # stopped at its timeout, as the launcher measured it (whatever the launcher's start cost)
+    assert timeout - 1 <= entry["duration"] <= timeout + 2, entry
     assert entry["exitcode"] == 124
     assert "timeout" in entry["termerror"]
     assert "feedback" in entry["termerror"]
