@@ -1189,6 +1189,12 @@ class SQLiteStore(TaskStore):
             real = os.path.realpath(self.path)
             self._watch = FileWatch(real, f"{real}-wal")
         deadline = time.monotonic() + timeout
+        # A commit writes the WAL (a file event) before it updates the WAL's index in shared
+        # memory (no event), and only then does data_version move: a look woken by the write
+        # may come too early. After an event that showed no commit, look again a few times,
+        # sooner first, before sleeping until the next event (a few wake-ups per change, none
+        # while nothing is written).
+        again: float | None = None
         while True:
             version = self._data_version()
             if version != self._seen_version:
@@ -1202,8 +1208,12 @@ class SQLiteStore(TaskStore):
                 continue
             poller = select.poll()
             poller.register(self._watch.fd, select.POLLIN)
-            if poller.poll(int(left * 1000) + 1):
+            wait = left if again is None else min(left, again)
+            if poller.poll(int(wait * 1000) + 1):
                 self._watch.changed()  # read the events; data_version says if it was a commit
+                again = _RELOOK_FIRST
+            elif again is not None:
+                again = None if again >= _RELOOK_LAST else again * 4
 
     def _data_version(self) -> int:
         # PRAGMA data_version changes when another connection commits (never for our own).
@@ -1230,6 +1240,7 @@ _ENTRY_JSON = (
 _TASK_COLUMNS = ", ".join(TASK_FIELDS.split())
 _HISTORY_COLUMNS = ", ".join(HISTORY_FIELDS.split())
 CHANGE_LOOK = 0.05  # seconds between two looks at PRAGMA data_version, without inotify
+_RELOOK_FIRST, _RELOOK_LAST = 0.01, 0.64  # seconds: looks again after an event (0.01, 0.04, 0.16, 0.64)
 
 
 def _text(value: Any) -> Any:
