@@ -49,17 +49,21 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+NAMESPACE_TESTS = ("test_many_hosts", "test_queue_hosts", "test_hosts", "test_namespaces")  # file names
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``--dist loadgroup``), the 1.7 side-by-side tests share one worker:
     their session fixture installs taskwatcher 1.7 into a venv, once, not once per worker. And
     the tests whose "hosts" are namespaces take turns on one worker: each starts many launchers
     at once (200 for the race) and holds time limits on leases, which two of them at the same
-    time, on 2 cores, would starve each other of."""
+    time, on 2 cores, would starve each other of; and one that kills a namespace whole must
+    not meet another's namespace (a task of another pid namespace was seen killed once)."""
     compat = CLI_SUITE / "compat"
     for item in items:
         if compat in item.path.parents:
             item.add_marker(pytest.mark.xdist_group("compat"))
-        elif item.path.name.startswith(("test_many_hosts", "test_queue_hosts", "test_hosts")):
+        elif item.path.name.startswith(NAMESPACE_TESTS):
             item.add_marker(pytest.mark.xdist_group("namespace-hosts"))
 
 
