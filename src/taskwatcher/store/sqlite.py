@@ -500,6 +500,13 @@ class SQLiteStore(TaskStore):
         if tables and not (
             set(tables) == set(_SEED_COLUMNS) and all(_SEED_COLUMNS[t] <= cols for t, cols in tables.items())
         ):
+            # Two reads: another process may have made the schema between them (its tables and
+            # its stamp in one transaction). Stamped now, it is ours.
+            app_id, version = self.conn.execute(
+                "SELECT * FROM pragma_application_id, pragma_user_version"
+            ).fetchone()
+            if app_id == APPLICATION_ID:
+                return self._check_foreign(app_id, version)
             raise NotADatabase(
                 f"{self.path} is not a taskwatcher database (tables: {', '.join(sorted(tables))})"
             )
