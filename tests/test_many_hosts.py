@@ -410,29 +410,74 @@ class StallingLink:
         self.server.close()
 
 
-def test_a_stalled_link_is_given_up_on_and_the_task_stopped_before_its_lease_runs_out(
-    hosts, pg_cluster, pg_url, env, tmp_path
+def test_a_stall_shorter_than_the_lease_changes_nothing_a_longer_one_stops_the_task_in_time(
+    pg_cluster, pg_url, env, tmp_path
 ):
+    """A host's link to the database stalls (no byte passes, nothing is reset: a pulled
+    cable with TCP still alive): for less than the lease nothing happens; for more, the task
+    is stopped before its lease runs out, another host archives it as ``host lost``, and
+    back on the network the host's next command records the real end in its place."""
+    import psycopg
+
     folder = tmp_path / "link"
     folder.mkdir()
     link = StallingLink(os.path.join(pg_cluster.socket, ".s.PGSQL.5432"), folder)
+    here = Taskwatcher(pg_url, env)  # type: ignore[arg-type]  (this host: straight to the server)
+    remote = pg_url.split("?")[0] + f"?host={folder}"  # hosta's way: through the link
+    host_env = {**env, "XDG_STATE_HOME": str(tmp_path / "hosta-state")}  # hosta's own disk
+    (tmp_path / "hosta-state").mkdir()
+    flag = tmp_path / "term"
+    lease, grace = 12.0, 0.5  # renewed every 2 s; stopped once 6.5 s pass without a renewal
+    task = f'trap "date +%s.%N > {flag}; exit 143" TERM; echo up > {flag}.up; while :; do sleep 0.01; done'
+    ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
+    on_host = [*ns, "sh", "-c", 'hostname hosta && exec "$@"', "sh", *TW]
+    proc = subprocess.Popen(
+        [*on_host, "launch", "--db", remote, "--name", "cut", "--lease", str(lease), "--grace", str(grace),
+         "sh", "-c", task],
+        env=host_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    db = psycopg.connect(pg_url, autocommit=True)
     try:
-        via = Taskwatcher(pg_url.split("?")[0] + f"?host={folder}", env)  # type: ignore[arg-type]
-        flag = tmp_path / "term"
-        host = hosts("hosta")
-        host.tw = via
-        lease = 12.0
-        proc = host.launch("--name", "stall", "--lease", str(lease), "--grace", "0.5", *trapping(flag))
-        taskid, _ = running(via, "stall")
-        time.sleep(0.2)  # (the task's trap is set)
+        wait_for(lambda: Path(f"{flag}.up").exists() or proc.poll() is not None, 60, "the task on hosta")
+        assert proc.poll() is None, "the launch on hosta ended"
+        ((taskid, pid, host),) = db.execute("SELECT id, pid, host FROM taskwatcher.tasks").fetchall()
+        assert host == "hosta"
+
+        # A stall shorter than the lease: the launcher renews again once the link flows.
         link.flowing.clear()
-        stalled = time.time()
-        wait_for(flag.exists, 3 * lease, "the task's SIGTERM")
-        stopped = float(wait_for(lambda: flag.read_text().strip(), 5, "the time of the SIGTERM"))
-        assert stopped - stalled < lease, "the task outlived its lease"
-        proc.wait(30)  # its end could not be written: kept aside on its host
+        time.sleep(2.0)  # the length of the stall is what is tested: not a synchronisation
         link.flowing.set()
-        entry = ended(via, taskid)  # the next command through the link records it
-        assert entry["termerror"].startswith("lease lost: the database could not be reached")
+        (mended,) = db.execute("SELECT now()").fetchone()
+        renewed = "SELECT leaseuntil >= %s + make_interval(secs => %s) FROM taskwatcher.tasks WHERE id = %s"
+        wait_for(lambda: db.execute(renewed, (mended, lease, taskid)).fetchone()[0], 30, "a renewal")
+        assert not flag.exists() and proc.poll() is None
+        assert [(t["pid"], t["status"]) for t in here.tasks().values()] == [(pid, "RUNNING")]
+        assert here.history() == {}
+
+        # A stall longer than the lease: the task is stopped while its lease still holds.
+        (lease_end,) = db.execute("SELECT leaseuntil FROM taskwatcher.tasks WHERE id = %s", (taskid,)).fetchone()
+        link.flowing.clear()
+        wait_for(lambda: flag.exists() and flag.read_text().strip(), 3 * lease, "the task's SIGTERM")
+        assert float(flag.read_text()) < lease_end.timestamp(), "the task outlived its lease"
+        proc.wait(30)  # its end could not be written: kept on its own disk
+        # Another host (this one) archives it as `host lost` once its lease has run out.
+        entry = wait_for(lambda: here.history_of(taskid), 3 * lease, "the task archived by another host")
+        assert entry["termerror"] == "host lost"
+        # Back on the network, the host's next command records the real end in its place.
+        link.flowing.set()
+        back = subprocess.run([*on_host, "control", "--db", remote, "--list", "--json"], env=host_env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert back.returncode == 0, back.stderr
+        entries = [e for e in here.history().values() if e["taskid"] == taskid]
+        assert len(entries) == 1, entries
+        assert entries[0]["termerror"].startswith("lease lost: the database could not be reached")
+        assert entries[0]["termsignal"] == "SIGTERM" and entries[0]["host"] == "hosta"
+        assert not list((tmp_path / "hosta-state").glob("taskwatcher/postgres/*-pending/*"))
     finally:
         link.close()
+        db.close()
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate(timeout=15)
+        print(f"hosta: {err}")  # shown with a failure
+        kill_own_processes(Path(env["HOME"]))

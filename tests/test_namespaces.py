@@ -35,7 +35,7 @@ def test_a_task_of_another_pid_namespace_is_left_alone(tw, tmp_path):
     pid_namespaces_or_skip()
     inner = subprocess.Popen(
         [*UNSHARE, *TW, "launch", "--db", str(tw.db), "--name", "inside", "--grace", "1",
-         "--", "sleep", "30"],
+         "--", "sleep", "300"],
         env=tw.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -46,7 +46,7 @@ def test_a_task_of_another_pid_namespace_is_left_alone(tw, tmp_path):
         )[0]
         assert task["pid"] != sleeper.pid  # the row holds the pid as seen inside
         for _ in range(3):  # every command reconciles; none may judge the inside launcher dead
-            assert taskid in tw.tasks()
+            assert taskid in tw.tasks(), f"the task ended: {tw.history()}"
         assert tw.history() == {}
         assert not gone(sleeper.pid)
         refused = tw.run("control", "--kill", taskid)
