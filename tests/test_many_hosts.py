@@ -455,7 +455,8 @@ def test_a_stall_shorter_than_the_lease_changes_nothing_a_longer_one_stops_the_t
         assert here.history() == {}
 
         # A stall longer than the lease: the task is stopped while its lease still holds.
-        (lease_end,) = db.execute("SELECT leaseuntil FROM taskwatcher.tasks WHERE id = %s", (taskid,)).fetchone()
+        lease_of = "SELECT leaseuntil FROM taskwatcher.tasks WHERE id = %s"
+        (lease_end,) = db.execute(lease_of, (taskid,)).fetchone()
         link.flowing.clear()
         wait_for(lambda: flag.exists() and flag.read_text().strip(), 3 * lease, "the task's SIGTERM")
         assert float(flag.read_text()) < lease_end.timestamp(), "the task outlived its lease"
