@@ -52,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
 NAMESPACE_TESTS = ("test_many_hosts", "test_queue_hosts", "test_hosts", "test_namespaces")  # file names
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups (it was called first: no group held)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``--dist loadgroup``), the 1.7 side-by-side tests share one worker:
     their session fixture installs taskwatcher 1.7 into a venv, once, not once per worker. And

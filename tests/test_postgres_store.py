@@ -130,6 +130,51 @@ def test_a_lease_is_on_the_servers_clock_and_one_that_ran_out_is_archived_as_hos
         assert store.finish(row.id, row.token, termsignal="", termerror="", exitcode=1, feedback={}) is None
 
 
+def announced(listener) -> list[str]:
+    """The change notifications that reached ``listener`` so far (none is waited for)."""
+    return [n.channel for n in listener.notifies(timeout=0)]
+
+
+def test_a_lease_renewal_is_not_announced_as_a_change_and_a_real_change_is(pg_url):
+    # A dashboard or a --wait listening for changes would otherwise wake, and read every
+    # row, each time any launcher on any host renews.
+    from taskwatcher.store.postgres import CHANNEL, PostgresStore
+
+    with PostgresStore(pg_url) as store, psycopg.connect(pg_url, autocommit=True) as listener:
+        row = store.claim(None, a_claim("quiet"))
+        listener.execute(f'LISTEN "{CHANNEL}"')
+        leases = []
+        for _ in range(3):
+            store.renew_lease(row.id, row.token, 60)
+            leases += listener.execute("SELECT leaseuntil FROM taskwatcher.tasks").fetchone()
+        assert leases == sorted(leases) and len(set(leases)) == 3  # renewed three times
+        listener.execute("SELECT 1")  # (a round trip: what was sent before it has arrived)
+        assert announced(listener) == []
+        store.request_stop(row.id, "killed by request")
+        listener.execute("SELECT 1")
+        assert CHANNEL in announced(listener)
+
+
+def test_a_database_of_schema_3_is_upgraded_to_renew_leases_quietly(pg_url):
+    from taskwatcher.store.postgres import CHANNEL, SCHEMA_VERSION, PostgresStore
+
+    PostgresStore(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # schema 3's function: every change announced
+        admin.execute(
+            "CREATE OR REPLACE FUNCTION taskwatcher.notify_change() RETURNS trigger LANGUAGE plpgsql AS"
+            f" $$ BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$"
+        )
+        admin.execute("UPDATE taskwatcher.schema_version SET version = 3")
+    with PostgresStore(pg_url) as store, psycopg.connect(pg_url, autocommit=True) as listener:
+        row = store.claim(None, a_claim("old"))
+        listener.execute(f'LISTEN "{CHANNEL}"')
+        store.renew_lease(row.id, row.token, 60)
+        listener.execute("SELECT 1")
+        assert announced(listener) == []
+        (version,) = listener.execute("SELECT version FROM taskwatcher.schema_version").fetchone()
+        assert version == SCHEMA_VERSION == 4
+
+
 def test_the_key_has_no_password_and_the_local_folders_are_in_the_state_folder(pg_url, tmp_path, monkeypatch):
     from taskwatcher.store.postgres import PostgresStore, public_url
 

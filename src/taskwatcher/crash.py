@@ -2,9 +2,10 @@
 
 The fault tests (tests/faults) kill a launcher (reserved, spawned, waiting,
 feedback-saving: inside the transaction storing the task's latest feedback), any
-archive (archiving, inside its transaction) or a control command (kill-requested,
-pending-archived) at the worst moments. Unset, as it always is outside those tests,
-a crash point does nothing.
+archive (archiving, inside its transaction; hooks-kept: the end and its finish hooks'
+orders committed, their runner not yet started), a hook runner (hook-running: its hook
+started) or a control command (kill-requested, pending-archived) at the worst moments.
+Unset, as it always is outside those tests, a crash point does nothing.
 
 ``TASKWATCHER_WITHOUT=inotify`` makes the launcher do without inotify, as on a system
 whose inotify instances are used up, so that the tests reach the fallback for real.

@@ -78,3 +78,17 @@ def test_the_hosts_page_shows_both_hosts_live(tw, hosts, serve, page):  # noqa: 
     page.set_viewport_size({"width": 390, "height": 800})  # a phone
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     screenshot(page, "hosts-phone")
+
+
+def test_an_idle_server_with_another_hosts_task_sleeps_until_its_lease_could_run_out(tw, hosts, serve):  # noqa: F811
+    from .test_quiet import quiet_for
+
+    far = hosts("hosta")
+    far.launch("--name", "far", "--lease", "60", "sleep", "300")  # renewed every 10 s
+    taskid = running(tw, "far")[0]
+    server = serve()
+    wait_for(lambda: taskid in server.get("/api/v1/tasks").json(), 30, "the task listed")
+    server.http.close()  # no keep-alive connection left (uvicorn would time it out: a wake-up)
+    # It used to look every 5 s for a task of another host, and to read every row at each of
+    # its renewals: 12 s without one wake-up spans both (the first lease ends ~50 s ahead).
+    wait_for(lambda: quiet_for(server.proc.pid, 12.0), 60, "12 s without a wake-up of the server")

@@ -284,6 +284,11 @@ class TaskStore:
         ``finish(..., lapsed=True)``."""
         return []
 
+    def next_lease_end(self) -> float | None:
+        """Seconds until the first lease held now runs out, by the database's clock (a
+        duration, never compared with this host's clock); None if no lease is held."""
+        return None
+
     def expire_leases(self, termerror: str) -> list[int]:
         """Archive, each in one step, the running tasks whose lease ran out by the database's
         clock, with ``termerror`` and the feedback last saved; their ids."""

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import time
 from collections.abc import Iterator, Sequence
 
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 log = Logger(__name__)
 
 SCHEMA = "taskwatcher"
-SCHEMA_VERSION = 3  # of the PostgreSQL tables (SQLite's versions are its own); 2: the line; 3: hookruns
+SCHEMA_VERSION = 4  # of the PostgreSQL tables (SQLite's versions are its own); 2: the line; 3: hookruns;
+# 4: a lease's renewal is not announced as a change
 CHANNEL = "taskwatcher"  # every change of the tasks table
 LEASE = 60.0  # seconds a launcher's lease lasts, by default
 RENEW = 10.0  # seconds between two renewals, by default
@@ -65,6 +67,18 @@ _HOOKRUNS = """CREATE TABLE IF NOT EXISTS {schema}hookruns (
         running INTEGER NOT NULL DEFAULT 0, -- 1 once a runner has claimed them
         pid BIGINT, start BIGINT, bootid TEXT, host TEXT, pidns BIGINT  -- who holds them
     )"""
+# Every change of the tasks table is announced on CHANNEL, but a lease's renewal: it changes
+# nothing anyone shows, and every launcher renews every few seconds (a dashboard or a
+# --wait listening would wake, and read every row, as often as all hosts' launchers renew).
+_QUIET = "taskwatcher.quiet"  # set (for one transaction) by what need not be announced
+_NOTIFY_CHANGE = f"""CREATE OR REPLACE FUNCTION {{schema}}notify_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF current_setting('{_QUIET}', true) IS DISTINCT FROM 'on' THEN
+                PERFORM pg_notify('{CHANNEL}', '');
+            END IF;
+            RETURN NULL;
+        END $$"""
 _DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
     """CREATE TABLE tasks (
@@ -113,8 +127,7 @@ _DDL = (
     "CREATE INDEX history_taskid ON history(taskid)",
     "CREATE INDEX history_taskname ON history USING hash (taskname)",
     "CREATE INDEX tasks_queue ON tasks(queue)",
-    f"""CREATE FUNCTION notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$""",
+    _NOTIFY_CHANGE.format(schema=""),
     """CREATE TRIGGER tasks_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tasks
         FOR EACH STATEMENT EXECUTE FUNCTION notify_change()""",
     _HOOKRUNS.format(schema=""),
@@ -135,6 +148,8 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
     ),
     # 2 -> 3, finish hooks' orders kept with their end (a crash before their runner starts loses none)
     2: (_HOOKRUNS.format(schema=f"{SCHEMA}."),),
+    # 3 -> 4, a lease's renewal not announced
+    3: (_NOTIFY_CHANGE.format(schema=f"{SCHEMA}."),),
 }
 # Finish hooks' orders still held by one identity (pid, start, bootid, host, pidns).
 _HELD_BY = (
@@ -146,6 +161,10 @@ _TASK_COLUMNS = ", ".join(TASK_FIELDS.split())
 _HISTORY_COLUMNS = ", ".join(HISTORY_FIELDS.split())
 # A task with a process: neither waiting in line nor reserved.
 _RUNNING = f"status NOT IN ({', '.join(repr(str(s)) for s in WAITING)})"
+# A task whose launcher renews a lease: a running one, or a queued one whose foreground
+# launcher waits in line.
+_LEASED = f"({_RUNNING} OR (status = 'QUEUED' AND launcherpid IS NOT NULL))"
+_LONGEST_WAIT = 86400.0  # seconds: poll() takes milliseconds in a C int
 
 
 def is_url(db: object) -> bool:
@@ -852,20 +871,26 @@ class PostgresStore(TaskStore):
         after (its ``stopreason`` is how a missed notification is caught), or None if the row
         is no longer this token's."""
         with self.transaction() as conn:
+            # (the setting is made in the same statement: one round trip, as before)
             rows = conn.execute(
                 "UPDATE tasks SET leaseuntil = now() + make_interval(secs => %s)"
+                f" FROM (SELECT set_config('{_QUIET}', 'on', true)) AS quiet"
                 f" WHERE id = %s AND token = %s RETURNING {_TASK_COLUMNS}",
                 (lease, taskid, token),
             ).fetchall()
         return TaskRow._make(rows[0]) if rows else None
 
     def lapsed_leases(self) -> list[TaskRow]:
-        # A running task's, or a queued one's whose foreground launcher waits in line (it renews too).
-        lapsed = f"({_RUNNING} OR (status = 'QUEUED' AND launcherpid IS NOT NULL)) AND leaseuntil < now()"
+        lapsed = f"{_LEASED} AND leaseuntil < now()"
         return [
             TaskRow._make(r)
             for r in self._query(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {lapsed} ORDER BY id")
         ]
+
+    def next_lease_end(self) -> float | None:
+        sql = f"SELECT EXTRACT(EPOCH FROM min(leaseuntil) - now()) FROM tasks WHERE {_LEASED}"
+        (left,) = self._query(sql)[0]
+        return None if left is None else float(left)
 
     def expire_leases(self, termerror: str) -> list[int]:
         if not self._query(f"SELECT 1 FROM tasks WHERE {_RUNNING} AND leaseuntil < now() LIMIT 1"):
@@ -906,23 +931,28 @@ class PostgresStore(TaskStore):
         if not self._listening:
             self._listen(CHANNEL)
         deadline = time.monotonic() + timeout
-        me = self.conn.info.backend_pid
-        changed = False
         while True:
-            left = 0.0 if changed else max(0.0, deadline - time.monotonic())
             try:
                 self._usable()
                 if self.reconnected:  # what was sent while disconnected is lost: the caller re-reads
                     self.reconnected = False
                     return True
-                got = list(self.conn.notifies(timeout=left, stop_after=1))
+                me = self.conn.info.backend_pid
+                # What has come (and what came during other operations): taken without waiting.
+                if any(n.pid != me for n in self.conn.notifies(timeout=0)):
+                    return True  # (drained: a burst of changes is seen once)
+                fd = self.conn.fileno()
             except psycopg.Error as e:
                 raise self._error(e) from None
-            if any(n.pid != me for n in got):
-                changed = True
-                continue  # and drain the rest without waiting: seen once
-            if changed or (not got and time.monotonic() >= deadline):
-                return changed
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            # Blocked in poll() on the socket itself, not in psycopg's wait, which wakes
+            # every 0.1 s: a quiet dashboard or --wait would wake ten times a second.
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if not poller.poll(min(left, _LONGEST_WAIT) * 1000):
+                return False
 
 
 _FEEDBACK_SELECT = 'SELECT dev, ino, "offset", lines, feedback, fingerprint FROM feedbacks WHERE id = %s'

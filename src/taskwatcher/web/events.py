@@ -14,11 +14,12 @@ looking where it can be: a launcher of this host that dies makes its pidfd reada
 (:class:`~taskwatcher.web.launchers.LauncherWatch`), and the hub reconciles then. The
 thread otherwise wakes only at real deadlines, a reservation's expiry and the end of a
 queued task's retry delay, and reconciles there (a quiet task turning SILENT or STALLED
-is its launcher's record: a store change). It looks every ``REFRESH`` seconds only while
-a task runs whose launcher no pidfd can watch: a 1.x row, a kernel without pidfds, and on
-a shared store a task of another host (its lease's deadline is the database's, which no
-read of the rows gives). With none of these, an idle server's threads all sleep without
-a timeout.
+is its launcher's record: a store change). On a shared store it also wakes when the
+first lease held could run out (the database says when: renewals are not announced, so
+a look then finds the leases renewed since, or one run out, archived as ``host lost``).
+It looks every ``REFRESH`` seconds only while a task runs whose launcher no pidfd can
+watch: a 1.x row, a task of another boot, a kernel without pidfds. With none of these,
+an idle server's threads all sleep without a timeout.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 REFRESH = 5.0  # as often as reads reconcile (TaskWatcher(reconcile_every=5)): a lost launcher seen
 FOREVER = 86400.0  # the longest wait: nothing is due (poll() takes milliseconds in a C int)
+LEASE_MARGIN = 0.05  # seconds past a lease's end before looking: it has run out by then
 NO_DATABASE = 1.0  # seconds between looks for a database that does not exist yet (no folder to watch)
 KEEP_ENDED = 1000
 _MOVING = ("duration", "timer")  # what changes with time alone: not a change of the task
@@ -188,7 +190,7 @@ class Hub:
         now = time.time()
         due: list[float] = []
         watched: dict[tuple, Any] = {}
-        unwatched = False
+        unwatched = leased = False
         for row in store.tasks():
             if row.status == TaskStatus.RESERVED:
                 if row.expiretime is not None:
@@ -199,7 +201,8 @@ class Hub:
             if row.status == TaskStatus.QUEUED and row.launcherpid is None:
                 continue  # no launcher: started by whoever frees its slot (a store change)
             if elsewhere(row) is not None:
-                unwatched = unwatched or store.shared  # a lease, whose deadline the rows do not show
+                if store.shared:  # its lease: the database says when the first one could run out
+                    leased = True
                 continue
             ident = launcher_identity(row)
             if ident is None or row.bootid != boot_id():
@@ -209,6 +212,9 @@ class Hub:
         self.launchers.watch(watched)
         if unwatched or (watched and not self.launchers.available):
             due.append(now + self.refresh_every)
+        left = store.next_lease_end() if leased or (store.shared and watched) else None
+        if left is not None:  # (a local launcher stopped, alive but not renewing, is seen there too)
+            due.append(now + left + LEASE_MARGIN)
         # What is past due was reconciled at its deadline and is still there (a reservation a
         # launch is claiming, say): looked at again in a while, not at once.
         due = [d if d > now else now + self.refresh_every for d in due]
