@@ -96,6 +96,11 @@ def hosts(tw, tmp_path: Path):
     kill_own_processes(tmp_path / "home")
 
 
+# What one `control` command takes to start and answer on PostgreSQL on a loaded machine
+# (psycopg's import alone is 0.3 s at load 100): the polling command's own part of a latency.
+COMMAND_START = 1.0
+
+
 def running(tw, name: str, timeout: float = 60) -> tuple[str, dict]:
     def find():
         for tid, t in tw.tasks().items():
@@ -151,6 +156,29 @@ def test_a_kill_from_another_host_reaches_the_task_at_once(tw, hosts, tmp_path, 
     assert proc.wait(15) == 143
     entry = ended(tw, taskid)
     assert (entry["termerror"], entry["host"]) == ("killed by request", "hosta")
+
+
+def test_feedback_written_on_another_host_is_seen_here_within_a_second(tw, hosts, tmp_path):
+    # The feedback file is in a folder both see, but a task of another host is never read
+    # from its file here (feedstate: only on its own host): what is seen came through the
+    # database, saved by its launcher as the task wrote it.
+    go, written = tmp_path / "go", tmp_path / "written"
+    script = (
+        f'while [ ! -e {go} ]; do sleep 0.01; done; echo "[step]two" >> "$TASKWATCHER_FEEDBACK";'
+        f" date +%s.%N > {written}.tmp; mv {written}.tmp {written}; sleep 300"
+    )
+    hosts("hosta").launch("--name", "fed", "--feedpath", str(tmp_path), "sh", "-c", script)
+    taskid, _ = running(tw, "fed")
+    assert tw.json("control", "--feedback", taskid) == {}
+    go.touch()
+    seen = wait_for(
+        lambda: tw.json("control", "--feedback", taskid).get("step") == "two" and time.time(),
+        10,
+        "the feedback",
+    )
+    at = float(wait_for(lambda: written.exists() and written.read_text().strip(), 5, "the time written"))
+    print(f"feedback written on hosta -> seen here: {(seen - at) * 1000:.0f} ms (a command's start included)")
+    assert seen - at < 1.0 + COMMAND_START, f"seen {seen - at:.2f} s after it was written"
 
 
 def test_a_log_on_another_hosts_disk_is_said_to_be_there(tw, hosts):

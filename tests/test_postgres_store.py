@@ -155,7 +155,7 @@ def test_a_lease_renewal_is_not_announced_as_a_change_and_a_real_change_is(pg_ur
         assert CHANNEL in announced(listener)
 
 
-def test_a_database_of_schema_3_is_upgraded_to_renew_leases_quietly(pg_url):
+def test_a_database_of_schema_3_is_upgraded_to_renew_leases_quietly_and_take_long_names(pg_url):
     from taskwatcher.store.postgres import CHANNEL, SCHEMA_VERSION, PostgresStore
 
     PostgresStore(pg_url).close()
@@ -164,8 +164,22 @@ def test_a_database_of_schema_3_is_upgraded_to_renew_leases_quietly(pg_url):
             "CREATE OR REPLACE FUNCTION taskwatcher.notify_change() RETURNS trigger LANGUAGE plpgsql AS"
             f" $$ BEGIN PERFORM pg_notify('{CHANNEL}', ''); RETURN NULL; END $$"
         )
+        for index, table, column in (
+            ("tasks_name", "tasks", "name"),
+            ("history_taskname", "history", "taskname"),
+        ):
+            admin.execute(f"DROP INDEX taskwatcher.{index}")  # as made before they were hash indexes
+            admin.execute(f"CREATE INDEX {index} ON taskwatcher.{table}({column})")
         admin.execute("UPDATE taskwatcher.schema_version SET version = 3")
     with PostgresStore(pg_url) as store, psycopg.connect(pg_url, autocommit=True) as listener:
+        kinds = (
+            "SELECT indexname, indexdef LIKE '%%USING hash%%' FROM pg_indexes WHERE indexname LIKE '%%name'"
+        )
+        assert dict(listener.execute(kinds).fetchall()) == {"tasks_name": True, "history_taskname": True}
+        long_name = "n" * 3000  # more than a B-tree entry holds
+        done = store.claim(None, a_claim(long_name))
+        store.finish(done.id, done.token, termsignal="", termerror="", exitcode=0, feedback={})
+        assert [e.taskname for e in store.iter_history()] == [long_name]
         row = store.claim(None, a_claim("old"))
         listener.execute(f'LISTEN "{CHANNEL}"')
         store.renew_lease(row.id, row.token, 60)

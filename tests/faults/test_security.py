@@ -158,6 +158,7 @@ REVIEWED_INTERPOLATIONS = {
     "_marks(holding)",  # store/sqlite.py: the statuses that hold a group's slot
     "_HELD_BY", "held",  # store/*.py: a hook run's holder columns (held: that condition, or none)
     "only", "lapsed",  # store/postgres.py: the lease-ran-out condition, or none
+    "_LEASED", "_QUIET",  # store/postgres.py: the rows that hold a lease; the setting's name
 }  # fmt: skip
 SQL_FSTRING = re.compile(
     r'f"[^"]*\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|WHERE|CASE)\b[^"]*"'

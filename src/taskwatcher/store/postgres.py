@@ -148,8 +148,24 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
     ),
     # 2 -> 3, finish hooks' orders kept with their end (a crash before their runner starts loses none)
     2: (_HOOKRUNS.format(schema=f"{SCHEMA}."),),
-    # 3 -> 4, a lease's renewal not announced
-    3: (_NOTIFY_CHANGE.format(schema=f"{SCHEMA}."),),
+    # 3 -> 4, a lease's renewal not announced; the names' B-tree indexes of a database made
+    # before they were hash indexes made again as hash indexes (a long name was refused)
+    3: (
+        _NOTIFY_CHANGE.format(schema=f"{SCHEMA}."),
+        *(
+            f"""DO $$ BEGIN
+                IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = '{SCHEMA}' AND indexname = '{index}'
+                           AND indexdef NOT LIKE '%USING hash%') THEN
+                    DROP INDEX {SCHEMA}.{index};
+                    CREATE INDEX {index} ON {SCHEMA}.{table} USING hash ({column});
+                END IF;
+            END $$"""
+            for index, table, column in (
+                ("tasks_name", "tasks", "name"),
+                ("history_taskname", "history", "taskname"),
+            )
+        ),
+    ),
 }
 # Finish hooks' orders still held by one identity (pid, start, bootid, host, pidns).
 _HELD_BY = (
