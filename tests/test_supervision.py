@@ -316,12 +316,18 @@ def test_one_kill_gives_the_whole_grace_period(tw, tmp_path, launches):
     skips the grace). The task notes its SIGTERM and lives on until the SIGKILL."""
     term = tmp_path / "term"
     ready = tmp_path / "ready"
-    script = f'trap \'date +%s.%N > "{term}"\' TERM; echo go > "{ready}"; while :; do sleep 0.02; done'
+    # The moment is read from /proc/uptime by the shell's own `read` and written by its own
+    # `echo` (no fork: on a loaded machine a `date` forked by the trap could still be on its
+    # way when the SIGKILL comes, leaving the file empty); it is the boot clock's.
+    script = (
+        f'trap \'read up _ < /proc/uptime; echo "$up" > "{term}"\' TERM; echo go > "{ready}";'
+        " while :; do sleep 0.02; done"
+    )
     proc = launches.start("--grace", "3", "--", "sh", "-c", script)
     wait_for(ready.exists, 30, "the task to start")
     taskid, _ = running_task(tw)
     assert tw.run("control", "--kill", taskid, timeout=60).returncode == 0  # returns once it is archived
-    killed = time.time()
+    killed = time.clock_gettime(time.CLOCK_BOOTTIME)
     proc.wait(timeout=30)
     entry = tw.history_of(taskid)
     assert entry["termsignal"] == "SIGKILL" and entry["termerror"] == "killed by request"
