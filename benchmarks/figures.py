@@ -713,6 +713,13 @@ def burst(ctx: Ctx) -> Figure:
         f.notes.append(
             "1.7: its reservations inserted beforehand (as `task --reserve` writes them); one round"
         )
+    # The ceiling any Python launcher has here: the same burst of bare interpreters.
+    measure("python", lambda: "", lambda db, k: [t.python, "-c", "pass"], s.slow_reps)
+    bare = n / median(sm["python"]["walls"])
+    f.notes.append(
+        f"{n} `python -c pass` at once, the same way: {bare:.1f} a second"
+        f" ({spread(sm['python']['walls'], ms)}): a launch is ~4x their instructions"
+    )
     f.notes.append(
         "success: exit 0 and a history row for each; tasks/s = launches / wall time until the last exits"
     )

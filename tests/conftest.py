@@ -52,20 +52,29 @@ def pytest_configure(config: pytest.Config) -> None:
 NAMESPACE_TESTS = ("test_many_hosts", "test_queue_hosts", "test_hosts", "test_namespaces")  # file names
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups (it was called first: no group held)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``), the 1.7 side-by-side tests share one worker:
-    their session fixture installs taskwatcher 1.7 into a venv, once, not once per worker. And
-    the tests whose "hosts" are namespaces take turns on one worker: each starts many launchers
-    at once (200 for the race) and holds time limits on leases, which two of them at the same
-    time, on 2 cores, would starve each other of; and one that kills a namespace whole must
-    not meet another's namespace (a task of another pid namespace was seen killed once)."""
-    compat = CLI_SUITE / "compat"
-    for item in items:
-        if compat in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("compat"))
-        elif item.path.name.startswith(NAMESPACE_TESTS):
-            item.add_marker(pytest.mark.xdist_group("namespace-hosts"))
+@pytest.fixture(autouse=True)
+def namespace_hosts_take_turns(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The tests whose "hosts" are namespaces take turns, whichever pytest-xdist worker runs
+    them: each starts many launchers at once (200 for the race) and holds time limits on
+    leases, which two of them at the same time, on 2 cores, would starve each other of
+    (commands stalled 30 s), and one that kills a namespace whole must not meet another's
+    namespace (a task of another pid namespace was seen gone). A lock on a file every worker
+    of the run sees (xdist groups would do it, but pytest-xdist 3.8 cannot mark pytest 9's
+    node ids: no group was ever held)."""
+    if not request.node.path.name.startswith(NAMESPACE_TESTS):
+        yield
+        return
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # every worker's base folder is in the run's
+    with open(root / "namespace-hosts.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

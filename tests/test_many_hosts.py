@@ -293,21 +293,33 @@ def test_a_launcher_that_cannot_reach_the_database_stops_its_task_before_its_lea
     assert [e["taskid"] for e in tw.history().values()].count(int(taskid)) == 1
 
 
-def test_launchers_connect_again_after_the_server_restarts_and_a_kill_still_reaches_them(
-    tw, hosts, pg_cluster
+def test_launchers_listen_again_after_the_server_restarts_and_a_kill_reaches_them_at_once(
+    tw, hosts, pg_cluster, tmp_path
 ):
+    import psycopg
+
     a, b = hosts("hosta"), hosts("hostb")
-    # Renewed every 1.7 s; a task is stopped only if the database stays away 5 s.
-    quick = ("--lease", "10", "--grace", "0.5")
+    # Renewed every 20 s: a kill that reached the task within 10 s came by NOTIFY on the
+    # connection made again after the restart, not by the next renewal's read of the row.
+    slow = ("--lease", "120", "--grace", "0.5")
+    flags = [tmp_path / "term-a", tmp_path / "term-b"]
     procs = [
-        a.launch("--name", "r1", *quick, "sleep", "300"),
-        b.launch("--name", "r2", *quick, "sleep", "300"),
+        a.launch("--name", "r1", *slow, *trapping(flags[0])),
+        b.launch("--name", "r2", *slow, *trapping(flags[1])),
     ]
     ids = [running(tw, "r1")[0], running(tw, "r2")[0]]
+    time.sleep(0.2)  # (the tasks' traps are set)
     pg_cluster.restart()
-    for taskid in ids:
+    with psycopg.connect(str(tw.db), autocommit=True) as conn:  # each launcher connected again
+        (restarted,) = conn.execute("SELECT now()").fetchone()
+        renewed = "SELECT count(*) FROM taskwatcher.tasks WHERE leaseuntil >= %s + interval '120 s'"
+        wait_for(lambda: conn.execute(renewed, (restarted,)).fetchone()[0] == 2, 60, "2 renewals")
+    for taskid, flag in zip(ids, flags, strict=True):
+        asked = time.time()
         killed = tw.run("control", "--kill", taskid)
-        assert killed.returncode == 0 and "killed" in killed.stdout, killed.stderr
+        assert killed.returncode == 0 and "killed (on host" in killed.stdout, killed.stderr
+        latency = float(wait_for(lambda f=flag: f.exists() and f.read_text().strip(), 10, "SIGTERM")) - asked
+        assert latency < 10, f"the kill came {latency:.1f} s after --kill: by a renewal, not NOTIFY"
     for proc in procs:
         proc.wait(15)
     assert [tw.history_of(i)["termerror"] for i in ids] == ["killed by request"] * 2
