@@ -46,8 +46,8 @@ def unavailable(reason: str) -> None:
 class Cluster:
     """A running cluster: ``url(dbname)`` to connect, ``new_database()`` for one test."""
 
-    def __init__(self, bindir: str, root: str, runas: list[str], listen: str = "") -> None:
-        self.bindir, self.root, self.runas, self.listen = bindir, root, runas, listen
+    def __init__(self, bindir: str, root: str, runas: list[str]) -> None:
+        self.bindir, self.root, self.runas = bindir, root, runas
         self.data, self.socket = os.path.join(root, "data"), os.path.join(root, "socket")
         self.logfile = os.path.join(root, "server.log")
 
@@ -60,7 +60,7 @@ class Cluster:
 
     def start(self) -> None:
         options = (
-            f"-k {self.socket} -c listen_addresses='{self.listen}' -c fsync=off -c synchronous_commit=off"
+            f"-k {self.socket} -c listen_addresses='' -c fsync=off -c synchronous_commit=off"
             " -c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB"
         )
         proc = self.run(
@@ -98,9 +98,8 @@ class Cluster:
             self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def start_cluster(listen: str = "", clients: str = "") -> Cluster:
-    """Start a private cluster, or say (skip/fail) why there is none. ``listen``: an address
-    it also takes TCP connections on (trust, from the ``clients`` network only)."""
+def start_cluster() -> Cluster:
+    """Start a private cluster, or say (skip/fail) why there is none."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -115,15 +114,12 @@ def start_cluster(listen: str = "", clients: str = "") -> Cluster:
         nobody = pwd.getpwnam("nobody")
         os.chown(root, nobody.pw_uid, nobody.pw_gid)
         runas = ["runuser", "-u", "nobody", "--"]
-    cluster = Cluster(bindir, root, runas, listen)
+    cluster = Cluster(bindir, root, runas)
     os.chmod(root, 0o755)
     proc = cluster.run("initdb", "-D", cluster.data, "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync")
     if proc.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
         unavailable(f"initdb failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    if clients:
-        with open(os.path.join(cluster.data, "pg_hba.conf"), "a") as hba:
-            hba.write(f"host all all {clients} trust\n")
     os.makedirs(cluster.socket)
     if runas:
         os.chown(cluster.socket, pwd.getpwnam("nobody").pw_uid, -1)
