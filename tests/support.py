@@ -47,6 +47,11 @@ def own_processes(home: Path, exclude: tuple[int, ...] = ()) -> list[psutil.Proc
     return found
 
 
+# A "host" of the tests across hosts: pid and UTS namespaces of its own (its pids collide with
+# this host's, its host name is its own), killed with the unshare that made it.
+HOST_NAMESPACES = ("unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--")
+
+
 def gone(pid: int) -> bool:
     """The process no longer runs (vanished, or a zombie nobody has reaped yet)."""
     try:

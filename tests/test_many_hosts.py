@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from conftest import TW, Taskwatcher, wait_for
-from support import kill_own_processes, one_line_error
+from support import HOST_NAMESPACES, kill_own_processes, one_line_error
 
 pytestmark = [
     pytest.mark.skipif(
@@ -43,11 +43,10 @@ class Host:
     def launch(self, *args: str, own_disk: bool = False) -> subprocess.Popen:
         """``own_disk``: the state folder (logs, kept-aside ends) is the host's own, a tmpfs
         mounted over it in the namespace: what this host cannot see."""
-        ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
         script = f'hostname {self.name} && exec "$@"'
         if own_disk:
             script = f'mount -t tmpfs tmpfs "$XDG_STATE_HOME" && {script}'
-        cmd = [*ns, "sh", "-c", script, "sh", *TW, "launch", "--db", str(self.tw.db), *args]
+        cmd = [*HOST_NAMESPACES, "sh", "-c", script, "sh", *TW, "launch", "--db", str(self.tw.db), *args]
         proc = subprocess.Popen(
             cmd, env=self.tw.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -330,13 +329,12 @@ class Machine:
     launches started in it one after the other (their supervisors stay in it)."""
 
     def __init__(self, name: str, tw: Taskwatcher, launches: list[list[str]]) -> None:
-        ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
         lines = [f"hostname {name}"]
         for args in launches:
             words = " ".join(f"'{w}'" for w in [*TW, "launch", "--db", str(tw.db), "--detach", *args])
             lines.append(f"{words} >/dev/null 2>>{tw.env['HOME']}/{name}.err")
         lines.append("exec sleep 3600")
-        self.proc = subprocess.Popen([*ns, "sh", "-c", "\n".join(lines)], env=tw.env)
+        self.proc = subprocess.Popen([*HOST_NAMESPACES, "sh", "-c", "\n".join(lines)], env=tw.env)
 
     def close(self) -> None:
         with contextlib.suppress(psutil.Error):
@@ -469,8 +467,7 @@ def test_a_stall_shorter_than_the_lease_changes_nothing_a_longer_one_stops_the_t
     flag = tmp_path / "term"
     lease, grace = 12.0, 0.5  # renewed every 2 s; stopped once 6.5 s pass without a renewal
     task = f'trap "date +%s.%N > {flag}; exit 143" TERM; echo up > {flag}.up; while :; do sleep 0.01; done'
-    ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
-    on_host = [*ns, "sh", "-c", 'hostname hosta && exec "$@"', "sh", *TW]
+    on_host = [*HOST_NAMESPACES, "sh", "-c", 'hostname hosta && exec "$@"', "sh", *TW]
     proc = subprocess.Popen(
         [*on_host, "launch", "--db", remote, "--name", "cut", "--lease", str(lease), "--grace", str(grace),
          "sh", "-c", task],

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from conftest import Taskwatcher, wait_for
-from support import HELPERS, kill_own_processes, own_processes
+from support import HELPERS, HOST_NAMESPACES, kill_own_processes, own_processes
 
 pytestmark = [
     pytest.mark.skipif(
@@ -84,7 +84,6 @@ def test_200_unique_launches_racing_over_four_hosts(pg_url: str, env: dict[str, 
 
     # The task: holds its name's mark while it runs; a mark already there is a name held twice.
     task = f'mkdir {marks}/"$1" 2>/dev/null || touch {marks}/TWICE-"$1"; sleep 0.3; rmdir {marks}/"$1"'
-    ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
     machines = []
     watch = Overlaps(pg_url)
     try:
@@ -100,7 +99,7 @@ def test_200_unique_launches_racing_over_four_hosts(pg_url: str, env: dict[str, 
             plan.write_text(json.dumps(launches))
             script = f'hostname {host} && exec "$@"'
             helper = [sys.executable, str(HELPERS / "forked_launches.py"), str(plan), str(out), str(go)]
-            machines.append(subprocess.Popen([*ns, "sh", "-c", script, "sh", *helper], env=env))
+            machines.append(subprocess.Popen([*HOST_NAMESPACES, "sh", "-c", script, "sh", *helper], env=env))
         # Every host forks its 50 launches at the same moment, once all four are ready.
         wait_for(lambda: len(list(tmp_path.glob("*.json.ready"))) == len(HOSTS), 120, "4 hosts ready")
         go.touch()

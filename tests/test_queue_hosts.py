@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from conftest import TW, Taskwatcher, wait_for
+from support import HOST_NAMESPACES
 from test_many_hosts import Host, pytestmark  # noqa: F401  (the same skips and time limit)
 
 
@@ -33,9 +34,9 @@ def host(tw) -> Host:
 def detached_on(host: Host, *args: str) -> subprocess.Popen:
     """``launch --detach`` on the host; the namespace lives on (its pid 1 sleeps) so that the
     detached launcher keeps running there."""
-    ns = ["unshare", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "--"]
     script = f'hostname {host.name} && "$@"; exec sleep 600'
-    cmd = [*ns, "sh", "-c", script, "sh", *TW, "launch", "--db", str(host.tw.db), "--detach", *args]
+    launch = [*TW, "launch", "--db", str(host.tw.db), "--detach", *args]
+    cmd = [*HOST_NAMESPACES, "sh", "-c", script, "sh", *launch]
     proc = subprocess.Popen(cmd, env=host.tw.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     host.procs.append(proc)
     return proc
