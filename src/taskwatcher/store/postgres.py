@@ -180,7 +180,6 @@ _RUNNING = f"status NOT IN ({', '.join(repr(str(s)) for s in WAITING)})"
 # A task whose launcher renews a lease: a running one, or a queued one whose foreground
 # launcher waits in line.
 _LEASED = f"({_RUNNING} OR (status = 'QUEUED' AND launcherpid IS NOT NULL))"
-_LONGEST_WAIT = 86400.0  # seconds: poll() takes milliseconds in a C int
 
 
 def is_url(db: object) -> bool:
@@ -967,7 +966,7 @@ class PostgresStore(TaskStore):
             # every 0.1 s: a quiet dashboard or --wait would wake ten times a second.
             poller = select.poll()
             poller.register(fd, select.POLLIN)
-            if not poller.poll(min(left, _LONGEST_WAIT) * 1000):
+            if not poller.poll(int(left * 1000) + 1):  # (as SQLite's wait: callers bound it)
                 return False
 
 
