@@ -79,7 +79,8 @@ def archive_pending_ends(store: TaskStore) -> None:
         end = _read_pending_end(path)
         if end is None:
             continue
-        row = store.task(int(name[5:-5]))
+        taskid = int(name[5:-5])
+        row = store.task(taskid)
         if row is not None and row["token"] and row["token"] == end["token"]:
             from .archive import archive_task
 
@@ -88,9 +89,14 @@ def archive_pending_ends(store: TaskStore) -> None:
                          exitcode=end["exitcode"], feedback=end["feedback"])  # fmt: skip
             crash_point("pending-archived")  # archived, its file not yet removed
         elif row is None and store.shared:  # archived as lost by another host: the real end replaces it
-            store.finish(int(name[5:-5]), end["token"], termsignal=end["termsignal"],
+            store.finish(taskid, end["token"], termsignal=end["termsignal"],
                          termerror=end["termerror"], exitcode=end["exitcode"],
                          feedback=end["feedback"] or {})  # fmt: skip
+        if row is None and store.finished(taskid) is None:
+            # Its task is in neither list (a database made anew, its history pruned, or a
+            # server that lost its last commits): nothing to record it in; said, not dropped silently.
+            log.warning("task %d's end kept aside in %s is not recorded: the database has no such task"
+                        " (none running, none in history)", taskid, path)  # fmt: skip
         try:
             os.unlink(path)  # archived now, or not this task's end (the task is gone, or forged)
         except FileNotFoundError:

@@ -427,6 +427,28 @@ def test_a_forged_or_planted_end_never_archives_a_task(tw, db, tmp_path):
     assert [e["termerror"] for e in tw.history().values()] == [""]
 
 
+def test_an_end_kept_aside_for_a_task_the_database_does_not_have_is_said_and_let_go(tw, tmp_path):
+    """A database made anew, or a server that lost its last commits, may have neither the row
+    nor a history row of a kept end's task: nothing to record it in, so the next command says
+    so (never silently) and removes it; an end whose task is in history goes without a word."""
+    tw.run("launch", "--", "true", check=True)  # task 1, in history
+    pending = tmp_path / "tw-pending"
+    pending.mkdir(mode=0o700)
+    end = {"token": "0123456789abcdef", "termsignal": "", "termerror": "exit code 3", "exitcode": 3}
+    for taskid in (1, 7):
+        (pending / f"task_{taskid}.json").write_text(json.dumps(end))
+    listed = tw.run("control", "--list")
+    assert listed.returncode == 0
+    said = [line for line in listed.stderr.splitlines() if line]
+    assert said == [
+        f"task 7's end kept aside in {pending}/task_7.json is not recorded: the database has no such task"
+        " (none running, none in history)"
+    ], listed.stderr
+    assert sorted(pending.iterdir()) == []
+    assert [e["taskid"] for e in tw.history().values()] == [1]
+    assert tw.run("control", "--list").stderr == ""  # said once
+
+
 def test_bytes_that_are_not_utf8_are_kept_escaped_and_the_exact_argv_runs(tw, tmp_path):
     bad = os.fsdecode(b"b\xffad")
     reserved = tw.run("control", "--reserve", "--name", bad, "--info1", bad, check=True).stdout.strip()
