@@ -354,6 +354,23 @@ def test_a_killed_task_is_never_retried_and_list_shows_the_attempt(tw, paced, tm
     assert tw.tasks() == {}
 
 
+def test_a_kill_whose_launcher_died_before_stopping_the_task_is_never_retried(tw, paced):
+    """The stop request is in the row, but the launcher died before it could act on it (here
+    --kill itself dies right after recording it, then the launcher is SIGKILLed): the lost
+    end that the next command archives is the end of a killed task, so not retried."""
+    taskid = detach(tw, "--retries", "3", "--retry-on", "lost", "--retry-delay", "0", *paced.task())
+    wait_for(lambda: paced.started() == [taskid], what="the task to run")
+    asked = tw.run("control", "--kill", str(taskid), env={"TASKWATCHER_CRASH_AT": "kill-requested"})
+    assert asked.returncode == -signal.SIGKILL, asked.stderr
+    ((launcher, reason),) = db_sql(tw.db, "SELECT launcherpid, stopreason FROM tasks WHERE id = ?", (taskid,))
+    assert reason == "killed by request"
+    os.kill(launcher, signal.SIGKILL)
+    wait_for(lambda: tw.history_of(taskid), what="the lost task archived")
+    assert tw.tasks() == {}, "put back in line for a retry"
+    assert [(e["attempt"], e["termerror"]) for e in tw.history().values()] == [(1, "launcher lost")]
+    assert paced.started() == [taskid]
+
+
 def test_a_task_killed_between_attempts_is_taken_out_of_the_line(tw, tmp_path):
     taskid = detach(tw, "--retries", "3", "--retry-delay", "1h", "sh", "-c", "exit 1")
     wait_for(lambda: tw.tasks().get(str(taskid), {}).get("attempt") == 2, what="the retry in line")

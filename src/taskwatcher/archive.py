@@ -120,8 +120,10 @@ def archive_task(
 
 def _retry(row: TaskRow, kind: str | None) -> tuple[float | None, bool]:
     """When the next attempt may start (None: no retry), and whether the task's foreground
-    launcher keeps it (only its own launcher retries a foreground task)."""
-    if kind is None or not row["spec"]:
+    launcher keeps it (only its own launcher retries a foreground task). A task someone
+    asked to stop (``--kill``) is never retried, whatever end it came to: its launcher's,
+    or a lost one's (a launcher or host that died before it could stop it)."""
+    if kind is None or not row["spec"] or row["stopreason"]:
         return None, False
     from .queueing import retry_time, spec_of
 

@@ -88,7 +88,8 @@ def archive_pending_ends(store: TaskStore) -> None:
             archive_task(store, row, termsignal=end["termsignal"], termerror=end["termerror"],
                          exitcode=end["exitcode"], feedback=end["feedback"])  # fmt: skip
             crash_point("pending-archived")  # archived, its file not yet removed
-        elif row is None and store.shared:  # archived as lost by another host: the real end replaces it
+        elif store.shared:  # archived as lost by another host (and maybe back in line for a
+            # retry, under a fresh token): the real end replaces that `host lost` row
             store.finish(taskid, end["token"], termsignal=end["termsignal"],
                          termerror=end["termerror"], exitcode=end["exitcode"],
                          feedback=end["feedback"] or {})  # fmt: skip
