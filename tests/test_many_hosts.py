@@ -251,6 +251,29 @@ def test_a_host_killed_whole_is_archived_as_host_lost_once_its_lease_runs_out(tw
     assert entry["termerror"] == "host lost" and entry["host"] == "hosta"
 
 
+def test_a_dead_launcher_of_this_host_found_after_its_lease_ran_out_has_its_remains_killed(tw, tmp_path):
+    """On its own host a dead launcher is judged as with SQLite, however late the next command
+    comes: its lease having run out meanwhile does not make it a mere `host lost` (another
+    host's guess), whose remains nobody stops: what is left of the task is killed here."""
+    import psycopg
+
+    pidfile = tmp_path / "escaped"
+    escape = f'setsid sleep 300 & echo $! > "{pidfile}"; exec sleep 300'
+    launcher = tw.popen("launch", "--name", "left", "--lease", "2", "sh", "-c", escape)
+    taskid, _ = running(tw, "left")
+    escaped = psutil.Process(int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30,
+                                          "the escaped process")))  # fmt: skip
+    launcher.kill()  # its task's main process dies with it (its parent-death signal); not the escapee
+    launcher.wait(15)
+    with psycopg.connect(str(tw.db), autocommit=True) as conn:  # no command runs meanwhile
+        lapsed = "SELECT leaseuntil < now() FROM taskwatcher.tasks WHERE id = %s"
+        wait_for(lambda: conn.execute(lapsed, (taskid,)).fetchone()[0], 30, "the lease to run out")
+    assert tw.run("control", "--list", check=True).returncode == 0
+    entry = tw.history_of(taskid)
+    assert (entry["termerror"], entry["termsignal"]) == ("launcher lost", "SIGKILL"), entry
+    escaped.wait(15)  # killed: gone
+
+
 def test_a_launcher_stopped_past_its_lease_stops_its_task_and_its_real_end_replaces_host_lost(tw, hosts):
     host = hosts("hosta")
     proc = host.launch("--name", "frozen", "--lease", "1", "--grace", "1", "sleep", "300")

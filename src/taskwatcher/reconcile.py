@@ -95,13 +95,17 @@ def _reconcile(store: TaskStore) -> tuple[list[int], list[TaskRow] | None]:
 def _archive_lapsed(store: TaskStore) -> list[int]:
     """Archive the tasks whose lease ran out (by the database's clock) as ``host lost``, as a
     lost launcher's task is on one host: retried per ``--retry-on lost``, its hooks run. A
-    foreground launcher's row waiting in line leaves the line (its slot is not held)."""
+    foreground launcher's row waiting in line leaves the line (its slot is not held). A row of
+    this host whose launcher is dead is left to :func:`_reconcile`'s lost launchers: what is
+    left of its task is stopped here, and it is archived as ``launcher lost``, as on one host."""
     from .archive import archive_task
     from .feedstate import load_feedback_state
     from .model import HOST_LOST
 
     lost = []
     for row in store.lapsed_leases():
+        if launcher_gone(row):  # of this host, its launcher dead: the caller's loop kills its remains
+            continue
         waiting = row.status == TaskStatus.QUEUED
         why = f"{HOST_LOST} (its launcher, waiting in line)" if waiting else HOST_LOST
         # Its feedback file is on its host: the feedback last saved is its final feedback.
