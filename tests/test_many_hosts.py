@@ -274,6 +274,28 @@ def test_a_dead_launcher_of_this_host_found_after_its_lease_ran_out_has_its_rema
     escaped.wait(15)  # killed: gone
 
 
+def test_the_lease_is_renewed_through_a_grace_period_longer_than_it(tw, tmp_path):
+    """A task that takes its time to stop (it ignores SIGTERM): its lease is still renewed
+    while the grace period runs, so no other host takes it for lost meanwhile."""
+    import psycopg
+
+    flag = tmp_path / "term"
+    stubborn = ["sh", "-c", f'trap "touch {flag}" TERM; while :; do sleep 0.05; done']
+    launcher = tw.popen("launch", "--name", "slow", "--lease", "2", "--grace", "5", *stubborn)
+    taskid, _ = running(tw, "slow")
+    time.sleep(0.2)  # (the task's trap is set)
+    killing = tw.popen("control", "--kill", taskid)
+    held = "SELECT leaseuntil > now() FROM taskwatcher.tasks WHERE id = %s"
+    with psycopg.connect(str(tw.db), autocommit=True) as conn:
+        wait_for(flag.exists, 30, "the SIGTERM")
+        while (row := conn.execute(held, (taskid,)).fetchone()) is not None:  # until it is archived
+            assert row[0], "the lease ran out during the grace period"
+            time.sleep(0.1)  # a sample every 0.1 s: the lease lasts 2 s
+    assert killing.wait(30) == 0 and launcher.wait(30) != 0
+    entry = tw.history_of(taskid)
+    assert (entry["termerror"], entry["termsignal"]) == ("killed by request", "SIGKILL"), entry
+
+
 def test_a_launcher_stopped_past_its_lease_stops_its_task_and_its_real_end_replaces_host_lost(tw, hosts):
     host = hosts("hosta")
     proc = host.launch("--name", "frozen", "--lease", "1", "--grace", "1", "sleep", "300")

@@ -93,7 +93,7 @@ def test_a_task_back_in_line_for_a_retry_has_no_lease_to_run_out(pg_url):
             admin.execute("UPDATE taskwatcher.tasks SET leaseuntil = now() - interval '1 hour'")
         end = dict(termsignal="", termerror="", exitcode=1, feedback={})
         assert store.finish(row.id, row.token, **end, retry_at=0.0) is not None
-        assert store.expire_leases("host lost") == []  # waiting in line: nobody's lease to lose
+        assert store.lapsed_leases() == []  # waiting in line: nobody's lease to lose
         assert store.task(taskid).status == "QUEUED" and store.request_stop(taskid, "x") is None
 
 
@@ -116,10 +116,13 @@ def test_a_lease_is_on_the_servers_clock_and_one_that_ran_out_is_archived_as_hos
         row = store.claim(None, a_claim("l"))
         assert store.renew_lease(row.id, "stale", 60) is None
         assert store.renew_lease(row.id, row.token, 60).id == row.id
-        assert store.expire_leases("host lost") == []
+        assert store.lapsed_leases() == []
         with psycopg.connect(pg_url, autocommit=True) as admin:  # as if its host went quiet an hour ago
             admin.execute("UPDATE taskwatcher.tasks SET leaseuntil = now() - interval '1 hour'")
-        assert store.expire_leases("host lost") == [row.id]
+        assert [r.id for r in store.lapsed_leases()] == [row.id]
+        lost = dict(termsignal="", termerror="host lost", exitcode=None, feedback={}, lapsed=True)
+        assert store.finish(row.id, row.token, **lost) is not None
+        assert store.finish(row.id, row.token, **lost) is None  # archived once
         (entry,) = store.iter_history()
         assert (entry.taskid, entry.termerror) == (row.id, "host lost")
         # The launcher's real end, when it gets through, replaces the guess: one row.
@@ -128,6 +131,25 @@ def test_a_lease_is_on_the_servers_clock_and_one_that_ran_out_is_archived_as_hos
         (entry,) = store.iter_history()
         assert (entry.exitcode, entry.termerror, entry.feedback) == (0, "", '{"k": "v"}')
         assert store.finish(row.id, row.token, termsignal="", termerror="", exitcode=1, feedback={}) is None
+
+
+def test_a_claim_writes_the_tasks_own_lease_and_a_lapsed_archive_spares_a_renewed_row(pg_url):
+    """The launcher counts on its own lease from the claim on (before its first renewal): the
+    claim writes that one, not the default's; and of an archive as lost and a renewal that
+    came first, the renewal wins (the archive holds only while the lease is still run out)."""
+    from taskwatcher.store.postgres import PostgresStore
+
+    left = "SELECT EXTRACT(EPOCH FROM leaseuntil - now()) FROM taskwatcher.tasks WHERE id = %s"
+    with PostgresStore(pg_url) as store, psycopg.connect(pg_url, autocommit=True) as admin:
+        long, default = store.claim(None, a_claim("long", lease=600)), store.claim(None, a_claim("d"))
+        assert 590 < admin.execute(left, (long.id,)).fetchone()[0] <= 600
+        assert 50 < admin.execute(left, (default.id,)).fetchone()[0] <= 60
+        admin.execute("UPDATE taskwatcher.tasks SET leaseuntil = now() - interval '1 s'")
+        (lapsed, _) = store.lapsed_leases()
+        assert store.renew_lease(lapsed.id, lapsed.token, 60) is not None  # its launcher got through
+        lost = dict(termsignal="", termerror="host lost", exitcode=None, feedback={}, lapsed=True)
+        assert store.finish(lapsed.id, lapsed.token, **lost) is None
+        assert store.task(lapsed.id) is not None and list(store.iter_history()) == []
 
 
 def announced(listener) -> list[str]:

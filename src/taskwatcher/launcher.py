@@ -131,6 +131,7 @@ def claim(store: TaskStore, req: LaunchRequest) -> TaskRow:
             launcherpid=launcherpid,
             launcherstart=process.start_ticks(launcherpid),
             pidns=process.pid_namespace(),
+            lease=req.lease,
         ),
     )
 

@@ -46,7 +46,7 @@ class Lease:
         self.store, self.taskid, self.token = store, taskid, token
         self.lease, self.grace = lease, grace
         self.renewed = time.monotonic()  # when the last renewal that succeeded was asked for
-        self.next_renewal = self.renewed  # the first one at once: the claim's lease was the default's
+        self.next_renewal = self.renewed  # the first one at once (the claim wrote this lease a moment ago)
         self.fd: int | None = None
         # No operation of the loop may outlast what the lease can spare (a stalled link).
         store.bound_operations(min(BLOCKING, lease / 4))
@@ -100,6 +100,23 @@ class Lease:
         if row is None:
             return "its row was archived meanwhile (lease lost)"
         return str(row.stopreason) if row.stopreason else None
+
+    def keep(self) -> bool:
+        """While the task is being stopped (its grace period): the renewal due, if one is, so
+        that a long grace does not let the row's lease run out under a healthy link; False once
+        the lease is lost (the row is gone, or the lease is about to run out: the task must
+        be dead by then, grace or not): the task is then to be killed at once."""
+        now = time.monotonic()
+        if now < self.next_renewal:
+            return True
+        try:
+            row = self.store.renew_lease(self.taskid, self.token, self.lease)
+        except StoreError as e:
+            log.debug("task %d: lease not renewed while stopping (retrying): %s", self.taskid, e)
+            self.next_renewal = now + min(RETRY, renew_every(self.lease))
+            return self.renewed + self.lease - now > SAFETY + min(BLOCKING, self.lease / 4)
+        self.renewed, self.next_renewal = now, now + renew_every(self.lease)
+        return row is not None
 
     def _deadline(self, now: float) -> str | None:
         """Stop the task while the lease still holds: it must be dead before it runs out."""

@@ -68,14 +68,16 @@ class Claim(
     namedtuple(
         "Claim",
         "name default_name infos unique timeout grace command feedfolder logfile logfolder token"
-        " host bootid launcherpid launcherstart pidns",
+        " host bootid launcherpid launcherstart pidns lease",
+        defaults=(None,),
     )
 ):
     """What a launcher claims a task with: the name it asks for (None: the reservation's,
     else ``default_name``), (info1, info2, info3) (None keeps the reservation's), unique,
     timeout and grace, the command (JSON text), the feedback folder (None: no feedback
     file), the log (a path, None: no log, or ``""``: taskwatcher places it in
-    ``logfolder``), the task's token and the launcher's identity."""
+    ``logfolder``), the task's token, the launcher's identity, and on a store many hosts share
+    the lease the claim writes (seconds; None: the default's), which the launcher renews."""
 
     __slots__ = ()
 

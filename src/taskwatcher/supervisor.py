@@ -252,7 +252,7 @@ class Supervisor:
                 self._check_heartbeat(now, self._feedback_changed(events, now))
                 self._check_timeout(now)
                 self._check_lease()
-            elif self.kill_at is not None and now >= self.kill_at:
+            elif self.kill_at is not None and (now >= self.kill_at or not self._lease_kept()):
                 self._signal_tree(signal.SIGKILL)
                 self.kill_at = None
             elif self.kill_at is not None:
@@ -290,6 +290,11 @@ class Supervisor:
             if fd is not None:
                 poller.register(fd, select.POLLIN)
             self.lease_fd = fd
+
+    def _lease_kept(self) -> bool:
+        """During the grace period: the lease renewed on its schedule; False once it is lost
+        (the grace is cut short: the task must be dead before the lease runs out)."""
+        return self.lease is None or self.lease.keep()
 
     def _check_lease(self) -> None:
         if self.lease is not None and self.stop_reason is None:

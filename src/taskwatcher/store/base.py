@@ -289,11 +289,6 @@ class TaskStore:
         duration, never compared with this host's clock); None if no lease is held."""
         return None
 
-    def expire_leases(self, termerror: str) -> list[int]:
-        """Archive, each in one step, the running tasks whose lease ran out by the database's
-        clock, with ``termerror`` and the feedback last saved; their ids."""
-        return []
-
     # -- change notification -----------------------------------------------------------
     def notify_fd(self, taskid: int | None = None) -> int | None:
         """A file descriptor that becomes readable when another process changes the

@@ -455,9 +455,11 @@ class PostgresStore(TaskStore):
     ) -> None:
         fields = claimed_fields(row, launch, name, t)
         sets = ", ".join(f"{k} = %s" for k in fields)
+        # The task's own lease from the claim on: its launcher counts on it before its first renewal.
+        lease = LEASE if launch.lease is None else launch.lease
         conn.execute(
             f"UPDATE tasks SET {sets}, leaseuntil = now() + make_interval(secs => %s) WHERE id = %s",
-            (*map(_text, fields.values()), LEASE, row.id),
+            (*map(_text, fields.values()), lease, row.id),
         )
 
     def record_spawn(
@@ -906,22 +908,6 @@ class PostgresStore(TaskStore):
         sql = f"SELECT EXTRACT(EPOCH FROM min(leaseuntil) - now()) FROM tasks WHERE {_LEASED}"
         (left,) = self._query(sql)[0]
         return None if left is None else float(left)
-
-    def expire_leases(self, termerror: str) -> list[int]:
-        if not self._query(f"SELECT 1 FROM tasks WHERE {_RUNNING} AND leaseuntil < now() LIMIT 1"):
-            return []  # the common case only reads
-        with self.transaction() as conn:
-            # Deleted and archived in one step: a launcher renewing meanwhile either renewed
-            # first (its row is not taken) or finds its row gone (and stops its task).
-            rows = conn.execute(
-                f"DELETE FROM tasks WHERE {_RUNNING} AND leaseuntil < now() RETURNING {_TASK_COLUMNS}"
-            ).fetchall()
-            for row in rows:
-                task = TaskRow._make(row)
-                saved = conn.execute("SELECT feedback FROM feedbacks WHERE id = %s", (task.id,)).fetchall()
-                feedback = saved[0][0] if saved and saved[0][0] else "{}"
-                self._archive(conn, task, "", termerror, None, feedback, None)
-        return sorted(TaskRow._make(r).id for r in rows)
 
     # -- change notification -----------------------------------------------------------
     def _listen(self, channel: str) -> None:
