@@ -6,6 +6,8 @@ line holds a lease, so a dead host's waiter leaves the line instead of blocking 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -123,3 +125,41 @@ def test_a_foreground_launcher_waiting_in_line_on_a_dead_host_leaves_the_line_wh
     assert tw.history_of(waiting)["termerror"] == "host lost (its launcher, waiting in line)"
     assert tw.run("control", "--wait", str(third), timeout=60).returncode == 0
     assert started.exists()
+
+
+def test_a_launcher_that_went_through_the_line_is_not_woken_by_other_tasks_changes(tw, pg_url, tmp_path):
+    """Waiting in line, a foreground launcher listens for every change (a slot may free); once
+    its task runs, only a stop request of its own wakes it, as any launcher's."""
+    import psycopg
+
+    from taskwatcher.store.postgres import PostgresStore
+
+    gate = tmp_path / "gate"
+    first = tw.run("launch", "--detach", "--group", "g", "sh", "-c", f'while [ ! -e "{gate}" ]; do sleep 0.05; done',
+                   check=True).stdout.strip()  # fmt: skip
+    launcher = tw.popen("launch", "--group", "g", "sleep", "300")
+    try:
+        wait_for(lambda: [t["status"] for t in tw.tasks().values()] == ["RUNNING", "QUEUED"], 60, "in line")
+        gate.touch()
+        assert tw.run("control", "--wait", first, timeout=60).returncode == 0
+        wait_for(lambda: any(t["pid"] for t in tw.tasks().values()), 60, "its turn: the task runs")
+        with PostgresStore(pg_url) as store, psycopg.connect(pg_url, autocommit=True) as listener:
+            listener.execute("LISTEN taskwatcher")
+            before = wakeups(launcher.pid)
+            for n in range(20):  # each change announced (this listener heard it) before the next
+                store.reserve(f"other-{n}", (None, None, None), False, 600)
+                assert next(listener.notifies(timeout=10, stop_after=1), None) is not None
+            woken = wakeups(launcher.pid) - before
+        assert woken <= 3, f"woken {woken} times by 20 changes of other tasks"  # (a renewal, at most)
+    finally:
+        launcher.kill()
+        launcher.wait(15)
+
+
+def wakeups(pid: int) -> int:
+    """Context switches of ``pid``'s threads so far: each is a wake-up (or a preemption)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/status") as f:
+            total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+    return total

@@ -293,8 +293,8 @@ class TaskStore:
     def notify_fd(self, taskid: int | None = None) -> int | None:
         """A file descriptor that becomes readable when another process changes the
         store (for a ``poll()`` set), or None if the backend has none. With ``taskid``, one
-        that at least wakes for a stop request of that task (:meth:`wait_for_change` then
-        reads what arrived)."""
+        that at least wakes for a stop request of that task and need not wake for other
+        changes (:meth:`wait_for_change` then reads what arrived)."""
         raise NotImplementedError
 
     def wait_for_change(self, timeout: float) -> bool:

@@ -919,10 +919,20 @@ class PostgresStore(TaskStore):
                 raise self._error(e) from None
             self._listening.add(channel)
 
+    def _unlisten(self, channel: str) -> None:
+        self._listening.discard(channel)  # (a connection made again listens to the others only)
+        try:
+            self.conn.execute(f'UNLISTEN "{channel}"')
+        except psycopg.Error as e:
+            raise self._error(e) from None
+
     def notify_fd(self, taskid: int | None = None) -> int | None:
         """The connection's socket, listening for every change (or, with ``taskid``, for a
-        stop request of that task only: what its launcher needs)."""
+        stop request of that task only: what its launcher needs; a launcher that listened for
+        every change while it waited in line stops that, or every change would wake it)."""
         self._listen(CHANNEL if taskid is None else task_channel(taskid))
+        if taskid is not None and CHANNEL in self._listening:
+            self._unlisten(CHANNEL)
         try:
             return self.conn.fileno()
         except psycopg.Error as e:
