@@ -135,8 +135,8 @@ def test_a_launcher_that_went_through_the_line_is_not_woken_by_other_tasks_chang
     from taskwatcher.store.postgres import PostgresStore
 
     gate = tmp_path / "gate"
-    first = tw.run("launch", "--detach", "--group", "g", "sh", "-c", f'while [ ! -e "{gate}" ]; do sleep 0.05; done',
-                   check=True).stdout.strip()  # fmt: skip
+    blocker = f'while [ ! -e "{gate}" ]; do sleep 0.05; done'
+    first = tw.run("launch", "--detach", "--group", "g", "sh", "-c", blocker, check=True).stdout.strip()
     launcher = tw.popen("launch", "--group", "g", "sleep", "300")
     try:
         wait_for(lambda: [t["status"] for t in tw.tasks().values()] == ["RUNNING", "QUEUED"], 60, "in line")
