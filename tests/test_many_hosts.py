@@ -568,3 +568,86 @@ def test_a_stall_shorter_than_the_lease_changes_nothing_a_longer_one_stops_the_t
         _, err = proc.communicate(timeout=15)
         print(f"hosta: {err}")  # shown with a failure
         kill_own_processes(Path(env["HOME"]))
+
+
+def test_a_launcher_cut_off_records_its_real_end_itself_once_the_database_is_back(
+    pg_cluster, pg_url, env, tmp_path
+):
+    """No command need run on the cut-off host: the launcher's recorder (a process it leaves
+    on its host) retries until the database takes the end, which then replaces `host lost`."""
+    import psycopg
+
+    folder = tmp_path / "link"
+    folder.mkdir()
+    link = StallingLink(os.path.join(pg_cluster.socket, ".s.PGSQL.5432"), folder)
+    here = Taskwatcher(pg_url, env)  # type: ignore[arg-type]  (this host: straight to the server)
+    remote = pg_url.split("?")[0] + f"?host={folder}"  # hosta's way: through the link
+    state = tmp_path / "hosta-state"  # hosta's own state folder: no command here reads its kept ends
+    state.mkdir()
+    flag, ended_with = tmp_path / "term", tmp_path / "rc"
+    task = f'trap "touch {flag}; exit 143" TERM; echo up > {flag}.up; while :; do sleep 0.01; done'
+    # The launcher is not the namespace's pid 1 (whose end would kill the host): the host lives on.
+    script = f'hostname hosta && "$@"; echo $? > {ended_with}; exec sleep 600'
+    proc = subprocess.Popen(
+        [*HOST_NAMESPACES, "sh", "-c", script, "sh", *TW, "launch", "--db", remote, "--name", "cut",
+         "--lease", "4", "--grace", "0.5", "sh", "-c", task],
+        env={**env, "XDG_STATE_HOME": str(state)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: Path(f"{flag}.up").exists() or proc.poll() is not None, 60, "the task on hosta")
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            ((taskid,),) = db.execute("SELECT id FROM taskwatcher.tasks").fetchall()
+        link.flowing.clear()
+        wait_for(flag.exists, 30, "the task stopped, its lease running out")
+        wait_for(ended_with.exists, 30, "the launch to end")
+        assert ended_with.read_text().strip() == "143"
+        assert (
+            wait_for(lambda: here.history_of(taskid), 30, "host lost, by this host")["termerror"]
+            == "host lost"
+        )
+        link.flowing.set()  # back on the network; nothing is run on hosta
+        real = wait_for(lambda: (e := here.history_of(taskid)) and e["termerror"] != "host lost" and e, 60,
+                        "the real end, recorded by hosta's recorder")  # fmt: skip
+        assert real["termerror"].startswith("lease lost: the database could not be reached"), real
+        assert [e["taskid"] for e in here.history().values()] == [taskid]  # one row, never two
+        assert not list(state.glob("taskwatcher/postgres/*-pending/*"))
+    finally:
+        link.close()
+        proc.kill()
+        _, err = proc.communicate(timeout=15)
+        print(f"hosta: {err}")  # shown with a failure
+        kill_own_processes(Path(env["HOME"]))
+
+
+def test_a_host_cut_off_inside_a_transaction_holds_no_other_host_for_long(pg_cluster, pg_url, env, tmp_path):
+    """The link stalls while a host is inside a transaction that locked its task's row (the
+    server cannot tell: the socket stays open). The server ends that session once it has
+    been idle in its transaction 10 s, so the other hosts' archive of the task as `host
+    lost` waits seconds for the lock, not the hours of the server's TCP keepalive."""
+    import psycopg
+
+    from support import a_claim
+    from taskwatcher.store.postgres import IDLE_IN_TRANSACTION, PostgresStore
+
+    folder = tmp_path / "link"
+    folder.mkdir()
+    link = StallingLink(os.path.join(pg_cluster.socket, ".s.PGSQL.5432"), folder)
+    here = Taskwatcher(pg_url, env)  # type: ignore[arg-type]
+    cut = PostgresStore(pg_url.split("?")[0] + f"?host={folder}")  # the host's own connection
+    try:
+        row = cut.claim(None, a_claim("held", lease=1))
+        cut.conn.execute("BEGIN")
+        cut.conn.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (row.id,))
+        link.flowing.clear()  # cut off with the row locked, its transaction open
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            lapsed = "SELECT leaseuntil < now() FROM taskwatcher.tasks WHERE id = %s"
+            wait_for(lambda: db.execute(lapsed, (row.id,)).fetchone()[0], 30, "the lease to run out")
+        began = time.monotonic()
+        listed = here.run("control", "--list", timeout=IDLE_IN_TRANSACTION + 30)
+        assert listed.returncode == 0, listed.stderr
+        assert time.monotonic() - began < IDLE_IN_TRANSACTION + 20
+        assert here.history_of(row.id)["termerror"] == "host lost"
+    finally:
+        link.close()
+        with contextlib.suppress(Exception):
+            cut.close()

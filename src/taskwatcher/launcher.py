@@ -377,7 +377,8 @@ def archive_end(store: TaskStore, task: TaskRow, end: dict[str, object], feedbac
     """Archive the task's end; True if it is in history now.
 
     The end is never dropped: a database locked past the busy timeout (or
-    unwritable) gets it kept beside it for the next command; if that cannot be
+    unwritable, or out of reach) gets it kept beside it for the next command (and, on a
+    store many hosts share, for a recorder that retries until it is back); if that cannot be
     written either (disk full), the database is tried once more, and failing
     that the end is said on stderr in one line, with all history would hold.
     ``feedback`` is the final feedback, read by the launcher (which holds the file).
@@ -411,9 +412,14 @@ def archive_end(store: TaskStore, task: TaskRow, end: dict[str, object], feedbac
             f" {json.dumps({**end, 'feedback': feedback})}\n"
         )
         return False
-    sys.stderr.write(
-        f"taskwatcher: task {taskid} ended but {failure}: its end is kept in {kept} for the next command\n"
-    )
+    if store.shared:  # the next command on this host may be long in coming: a recorder retries
+        from .pending import record_when_back
+
+        record_when_back(store)
+        later = "it is recorded once the database is back"
+    else:
+        later = "for the next command"
+    sys.stderr.write(f"taskwatcher: task {taskid} ended but {failure}: its end is kept in {kept} {later}\n")
     return False
 
 

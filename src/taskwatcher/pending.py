@@ -1,7 +1,9 @@
 """Ends kept aside: a launcher whose store would not take its task's end (locked past
-the busy timeout, unwritable) writes it beside the store, and the next command archives
-it as recorded, once it has proved itself (a regular file of ours, naming a task that is
-still there with the same token).
+the busy timeout, unwritable, a database server out of reach) writes it beside the store,
+and the next command archives it as recorded, once it has proved itself (a regular file
+of ours, naming a task that is still there with the same token). On a store many hosts
+share, the next command on this host may be long in coming: a detached recorder of this
+host retries until the database takes the end (:func:`record_when_back`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import contextlib
 import json
 import os
 import stat
+import time
 
 from .crash import crash_point
-from .errors import StoreError
+from .errors import NoDatabase, NotADatabase, StoreError
 from .logs import Logger
 from .paths import pending_dir
 from .store import check_own_folder
@@ -26,6 +29,10 @@ if TYPE_CHECKING:
 log = Logger(__name__)
 
 PENDING_MAX = 65536  # bytes: a kept-aside end is a few hundred; a larger file is not one
+# A recorder's pauses between two attempts: the first, and the longest (doubling between).
+RECORD_PAUSE = (1.0, 10.0)
+RECORD_FOR = 86400.0  # seconds a recorder keeps trying; what is left then waits for a command
+RECORD_BOUND = 10.0  # seconds one attempt's operation may take on a stalled link
 
 
 def keep_pending_end(store: TaskStore, taskid: int, token: str, ending: dict[str, Any]) -> str:
@@ -102,6 +109,67 @@ def archive_pending_ends(store: TaskStore) -> None:
             os.unlink(path)  # archived now, or not this task's end (the task is gone, or forged)
         except FileNotFoundError:
             pass
+
+
+def record_when_back(store: TaskStore) -> None:
+    """Start this host's recorder of the ends kept aside for ``store`` (one many hosts
+    share), unless one is at work: a detached process that archives them, as a command
+    would, as soon as the database takes them, so that a task's real end replaces a ``host
+    lost`` guess even when no command is run on this host. It retries with growing pauses
+    for :data:`RECORD_FOR` seconds at most, then leaves what is left to the next command."""
+    from .queueing import fork_detached
+
+    store.release_for_fork()
+    try:
+        fork_detached(_record_kept_ends, store.target, pending_dir(store))
+    except OSError as e:  # no process to be had: the next command records it
+        log.debug("no recorder of kept ends: %s", e)
+    finally:
+        store.resume_after_fork()
+
+
+def _record_kept_ends(target: str, folder: str) -> None:
+    """The recorder: while ends are kept in ``folder``, try to archive them. One at a time
+    per store and host: it holds a lock on the folder (flock(2) on the folder itself, so
+    that nothing is added to it); one that finds it held leaves (the holder sees its end
+    too). The holder lets go only once the folder is empty, then looks again: an end kept
+    while it let go is recorded by whichever recorder holds the lock then."""
+    import fcntl
+
+    from .store import open_store
+
+    lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the folder itself: no file
+    deadline, pause = time.monotonic() + RECORD_FOR, RECORD_PAUSE[0]
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        while time.monotonic() < deadline:
+            if not _kept_ends(folder):
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                if not _kept_ends(folder):
+                    return
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a newer one: it records
+                continue
+            time.sleep(pause)  # a pause between attempts on a database out of reach
+            pause = min(pause * 2, RECORD_PAUSE[1])
+            try:
+                with open_store(target, create=False) as store:
+                    store.bound_operations(RECORD_BOUND)
+                    archive_pending_ends(store)
+            except (NoDatabase, NotADatabase):
+                return  # no such database (any more): nothing to record in; a command will say so
+            except StoreError as e:
+                log.debug("kept ends not recorded yet: %s", e)
+    except BlockingIOError:
+        return  # another recorder holds the folder
+    finally:
+        os.close(lock)
+
+
+def _kept_ends(folder: str) -> bool:
+    try:
+        return any(n.startswith("task_") and n.endswith(".json") for n in os.listdir(folder))
+    except OSError:
+        return False
 
 
 def _read_pending_end(path: str) -> dict[str, Any] | None:

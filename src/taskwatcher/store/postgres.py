@@ -56,6 +56,11 @@ CHANNEL = "taskwatcher"  # every change of the tasks table
 LEASE = 60.0  # seconds a launcher's lease lasts, by default
 RENEW = 10.0  # seconds between two renewals, by default
 CONNECT_TIMEOUT = 10  # seconds
+# A session left inside a transaction this long is ended by the server, its locks let go:
+# every transaction of ours is a few statements sent back to back, so one this idle is a
+# client cut off mid-way (a stalled link), whose row locks would hold every other host's
+# archive of that task for hours (the server's TCP keepalive) instead of seconds.
+IDLE_IN_TRANSACTION = 10  # seconds
 _SCHEMA_LOCK = 0x54574348  # "TWCH": the advisory lock held while the schema is made or upgraded
 # The first key of the two-key advisory lock a group's take of a slot holds (two-key locks
 # are a key space of their own: a group's lock never meets a name's or the schema's).
@@ -264,8 +269,10 @@ class PostgresStore(TaskStore):
                 # a read never creates anything: a database the server lacks is "no database"
                 raise NoDatabase(f"no database exists at {self.key}") from None
             raise StoreError(f"cannot connect to database {self.key}: {_one_line(e)}") from None
-        try:
-            conn.execute(f"SET search_path TO {SCHEMA}")
+        try:  # (one round trip for both)
+            conn.execute(
+                f"SET search_path TO {SCHEMA}; SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}s'"
+            )
         except psycopg.Error as e:
             conn.close()
             raise StoreError(f"database {self.key}: {_one_line(e)}") from None
