@@ -180,8 +180,12 @@ def test_feedback_written_on_another_host_is_seen_here_within_a_second(tw, hosts
     assert seen - at < 1.0 + COMMAND_START, f"seen {seen - at:.2f} s after it was written"
 
 
-def test_a_log_on_another_hosts_disk_is_said_to_be_there(tw, hosts):
+@pytest.mark.parametrize("its_state", ["this host's path", "a path of its own"])
+def test_a_log_on_another_hosts_disk_is_said_to_be_there(tw, hosts, tmp_path, its_state):
     host = hosts("hosta")
+    if its_state == "a path of its own":  # (its logs folder is then not this host's either)
+        (tmp_path / "hosta-state").mkdir()
+        host.tw = Taskwatcher(tw.db, {**tw.env, "XDG_STATE_HOME": str(tmp_path / "hosta-state")})
     host.launch("--name", "talk", "sh", "-c", "echo hello; sleep 300", own_disk=True)
     taskid, task = running(tw, "talk")
     for args in (("--log", taskid), ("--log", taskid, "--follow")):

@@ -661,12 +661,6 @@ def _log_path(store: Store, taskid: int) -> str:
     if not row["logfile"]:
         raise NoLog(f"task {taskid} keeps no log")
     path = str(row["logfile"])
-    # A log taskwatcher placed is read only where it places logs (a row is data, not a licence
-    # to read any file); a user's --log is wherever the user put it.
-    from .paths import log_dir, placed_log_inside
-
-    if row["logplaced"] and not placed_log_inside(path, os.path.realpath(log_dir(store))):
-        raise NoLog(f"task {taskid}: its log path {path} is not in the logs folder: not read")
     from . import process
     from .output import older_half
 
@@ -677,10 +671,17 @@ def _log_path(store: Store, taskid: int) -> str:
         and not (os.path.exists(path) or os.path.exists(older_half(path)))
     ):
         # A log is written on the task's own host: read there, or where its folder is shared.
+        # (Said first: its state folder there may well not be this host's.)
         raise NoLog(
             f"the log of task {taskid} is on host {host}: {path}"
             " (read it there, or give --log a shared folder)"
         )
+    # A log taskwatcher placed is read only where it places logs (a row is data, not a licence
+    # to read any file); a user's --log is wherever the user put it.
+    from .paths import log_dir, placed_log_inside
+
+    if row["logplaced"] and not placed_log_inside(path, os.path.realpath(log_dir(store))):
+        raise NoLog(f"task {taskid}: its log path {path} is not in the logs folder: not read")
     return path
 
 
