@@ -76,7 +76,7 @@ class Lease:
         renewal is done."""
         now = time.monotonic()
         try:
-            if self.store.wait_for_change(0):  # nothing blocks: only what already arrived
+            if self.store.wait_for_change(0, self.taskid):  # nothing blocks: only what already arrived
                 row = self.store.task(self.taskid)
                 if row is not None and row.stopreason:
                     return str(row.stopreason)

@@ -297,8 +297,10 @@ class TaskStore:
         changes (:meth:`wait_for_change` then reads what arrived)."""
         raise NotImplementedError
 
-    def wait_for_change(self, timeout: float) -> bool:
-        """Block until another process commits a change (True) or ``timeout`` seconds pass."""
+    def wait_for_change(self, timeout: float, taskid: int | None = None) -> bool:
+        """Block until another process commits a change (True) or ``timeout`` seconds pass.
+        With ``taskid``, a backend that can tell may count only a stop request of that task
+        (its launcher's wait: :meth:`notify_fd` with ``taskid``)."""
         raise NotImplementedError
 
 

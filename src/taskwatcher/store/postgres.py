@@ -944,9 +944,8 @@ class PostgresStore(TaskStore):
         except psycopg.Error as e:
             raise self._error(e) from None
 
-    def wait_for_change(self, timeout: float) -> bool:
-        if not self._listening:
-            self._listen(CHANNEL)
+    def wait_for_change(self, timeout: float, taskid: int | None = None) -> bool:
+        self._listen(CHANNEL if taskid is None else task_channel(taskid))
         deadline = time.monotonic() + timeout
         while True:
             try:

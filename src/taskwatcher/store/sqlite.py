@@ -1183,7 +1183,7 @@ class SQLiteStore(TaskStore):
         # launcher at every other launcher's heartbeat. wait_for_change watches the files.
         return None
 
-    def wait_for_change(self, timeout: float) -> bool:
+    def wait_for_change(self, timeout: float, taskid: int | None = None) -> bool:
         """PRAGMA data_version tells a commit of another connection; between two looks the
         wait sleeps in poll() on an inotify watch of the database and its WAL (every commit
         writes one of them), so a waiting server costs nothing while nothing changes.
