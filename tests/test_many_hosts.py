@@ -6,6 +6,7 @@ killed whole, a launcher stopped past its lease, the server stopped and restarte
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -574,11 +575,13 @@ def test_a_stall_shorter_than_the_lease_changes_nothing_a_longer_one_stops_the_t
         kill_own_processes(Path(env["HOME"]))
 
 
+@pytest.mark.parametrize("how", ["foreground", "detached"])
 def test_a_launcher_cut_off_records_its_real_end_itself_once_the_database_is_back(
-    pg_cluster, pg_url, env, tmp_path
+    pg_cluster, pg_url, env, tmp_path, how
 ):
     """No command need run on the cut-off host: the launcher's recorder (a process it leaves
-    on its host) retries until the database takes the end, which then replaces `host lost`."""
+    on its host: a fresh interpreter after a foreground launch, a fork of a detached
+    launcher) retries until the database takes the end, which then replaces `host lost`."""
     import psycopg
 
     folder = tmp_path / "link"
@@ -588,12 +591,13 @@ def test_a_launcher_cut_off_records_its_real_end_itself_once_the_database_is_bac
     remote = pg_url.split("?")[0] + f"?host={folder}"  # hosta's way: through the link
     state = tmp_path / "hosta-state"  # hosta's own state folder: no command here reads its kept ends
     state.mkdir()
-    flag, ended_with = tmp_path / "term", tmp_path / "rc"
+    flag = tmp_path / "term"
     task = f'trap "touch {flag}; exit 143" TERM; echo up > {flag}.up; while :; do sleep 0.01; done'
     # The launcher is not the namespace's pid 1 (whose end would kill the host): the host lives on.
-    script = f'hostname hosta && "$@"; echo $? > {ended_with}; exec sleep 600'
+    script = 'hostname hosta && "$@"; exec sleep 600'
+    detach = ["--detach"] if how == "detached" else []
     proc = subprocess.Popen(
-        [*HOST_NAMESPACES, "sh", "-c", script, "sh", *TW, "launch", "--db", remote, "--name", "cut",
+        [*HOST_NAMESPACES, "sh", "-c", script, "sh", *TW, "launch", "--db", remote, *detach, "--name", "cut",
          "--lease", "4", "--grace", "0.5", "sh", "-c", task],
         env={**env, "XDG_STATE_HOME": str(state)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -603,16 +607,17 @@ def test_a_launcher_cut_off_records_its_real_end_itself_once_the_database_is_bac
             ((taskid,),) = db.execute("SELECT id FROM taskwatcher.tasks").fetchall()
         link.flowing.clear()
         wait_for(flag.exists, 30, "the task stopped, its lease running out")
-        wait_for(ended_with.exists, 30, "the launch to end")
-        assert ended_with.read_text().strip() == "143"
-        assert (
-            wait_for(lambda: here.history_of(taskid), 30, "host lost, by this host")["termerror"]
-            == "host lost"
+        kept = wait_for(
+            lambda: list(state.glob("taskwatcher/postgres/*-pending/task_*.json")), 30, "the end kept"
         )
+        assert [p.name for p in kept] == [f"task_{taskid}.json"]
+        lost = wait_for(lambda: here.history_of(taskid), 30, "host lost, by this host")
+        assert lost["termerror"] == "host lost"
         link.flowing.set()  # back on the network; nothing is run on hosta
         real = wait_for(lambda: (e := here.history_of(taskid)) and e["termerror"] != "host lost" and e, 60,
                         "the real end, recorded by hosta's recorder")  # fmt: skip
         assert real["termerror"].startswith("lease lost: the database could not be reached"), real
+        assert real["exitcode"] == 143 or real["termsignal"] == "SIGTERM", real
         assert [e["taskid"] for e in here.history().values()] == [taskid]  # one row, never two
         assert not list(state.glob("taskwatcher/postgres/*-pending/*"))
     finally:
@@ -621,6 +626,32 @@ def test_a_launcher_cut_off_records_its_real_end_itself_once_the_database_is_bac
         _, err = proc.communicate(timeout=15)
         print(f"hosta: {err}")  # shown with a failure
         kill_own_processes(Path(env["HOME"]))
+
+
+def test_a_recorder_leaves_an_end_it_cannot_place_for_a_command_to_say_so(tw, monkeypatch):
+    """A kept end of a task the database does not have (a server that lost its last commits):
+    the recorder, whose stderr nobody reads, leaves it and ends; the next command says so.
+    A folder that is not its store's is left alone."""
+    from taskwatcher.pending import pending_dir
+    from taskwatcher.store import open_store
+
+    monkeypatch.setenv("XDG_STATE_HOME", tw.env["XDG_STATE_HOME"])
+    with open_store(str(tw.db)) as store:
+        folder = Path(pending_dir(store))
+    folder.mkdir(mode=0o700, parents=True)
+    end = {"token": "0123456789abcdef", "termsignal": "", "termerror": "exit code 3", "exitcode": 3}
+    (folder / "task_9.json").write_text(json.dumps(end))
+    other = folder.parent / "not-its-folder"
+    other.mkdir()
+    (other / "task_9.json").write_text(json.dumps(end))
+    for where in (folder, other):
+        recorder = tw.run("launch", "--record-kept-ends", str(where), timeout=60)
+        assert (recorder.returncode, recorder.stderr) == (0, "")
+    assert [p.name for p in folder.iterdir()] == ["task_9.json"]
+    assert [p.name for p in other.iterdir()] == ["task_9.json"]
+    listed = tw.run("control", "--list")
+    assert listed.returncode == 0 and "task 9's end kept aside" in listed.stderr, listed.stderr
+    assert list(folder.iterdir()) == [] and tw.history() == {}
 
 
 def test_a_host_cut_off_inside_a_transaction_holds_no_other_host_for_long(pg_cluster, pg_url, env, tmp_path):

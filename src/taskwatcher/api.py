@@ -332,9 +332,12 @@ class TaskWatcher:
             raise UsageError("--lease must be more than 0 seconds")
         return supervise_launch(self.db, req)
 
-    def run_internal(self, *, queued: int | None = None, hooks: int | None = None) -> None:
+    def run_internal(
+        self, *, queued: int | None = None, hooks: int | None = None, record: str | None = None
+    ) -> None:
         """What taskwatcher starts itself, detached: the launcher of queued task ``queued``,
-        or the runner of history row ``hooks``'s finish hooks (not for callers)."""
+        the runner of history row ``hooks``'s finish hooks, or the recorder of the ends kept
+        in folder ``record`` (not for callers)."""
         from .store import resolve_db_path
 
         db = resolve_db_path(self.db)
@@ -346,6 +349,10 @@ class TaskWatcher:
             from .hooks import run_hooks
 
             run_hooks(db, hooks)
+        elif record is not None:
+            from .pending import record_kept_ends
+
+            record_kept_ends(db, record)
 
     # -- looking ------------------------------------------------------------------
     def tasks_json(self, host: str | None = None) -> dict[str, dict]:

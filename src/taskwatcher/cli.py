@@ -286,6 +286,7 @@ def _launch_options(launch: Parser) -> None:
     # What taskwatcher itself starts: the launcher of a queued task, the runner of finish hooks.
     launch.add_argument("--queued", type=task_id, help=argparse.SUPPRESS)
     launch.add_argument("--run-hooks", type=count, help=argparse.SUPPRESS)
+    launch.add_argument("--record-kept-ends", metavar="FOLDER", help=argparse.SUPPRESS)
 
 
 def _control_options(control: Parser) -> None:
@@ -638,8 +639,11 @@ def _fail(message: str, code: int, debug: bool) -> int:
 def run_launch(args: argparse.Namespace, command: list[str]) -> int:
     from .api import TaskWatcher
 
-    if args.queued is not None or args.run_hooks is not None:  # started by taskwatcher itself
-        TaskWatcher(args.db).run_internal(queued=args.queued, hooks=args.run_hooks)
+    if args.queued is not None or args.run_hooks is not None or args.record_kept_ends is not None:
+        # started by taskwatcher itself
+        TaskWatcher(args.db).run_internal(
+            queued=args.queued, hooks=args.run_hooks, record=args.record_kept_ends
+        )
         return 0
     if args.after is not None and args.after_any is not None:
         raise UsageError("--after and --after-any go one at a time")

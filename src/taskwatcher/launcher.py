@@ -416,10 +416,10 @@ def archive_end(store: TaskStore, task: TaskRow, end: dict[str, object], feedbac
         from .pending import record_when_back
 
         record_when_back(store)
-        later = "it is recorded once the database is back"
+        later = "; it is recorded once the database is back"
     else:
-        later = "for the next command"
-    sys.stderr.write(f"taskwatcher: task {taskid} ended but {failure}: its end is kept in {kept} {later}\n")
+        later = " for the next command"
+    sys.stderr.write(f"taskwatcher: task {taskid} ended but {failure}: its end is kept in {kept}{later}\n")
     return False
 
 

@@ -3,7 +3,9 @@
 The supervisor's poll loop asks this module three things: which file descriptor to
 add to poll() (the store's connection, listening on the task's own channel: a kill
 asked on any host wakes it at once), when to wake next (the next renewal), and, on
-waking, whether the task is to be stopped and why. It answers from the row, re-read
+waking, whether the task is to be stopped and why; and during a stop's grace period,
+whether the lease still holds (``keep``: renewed on its schedule, or the grace is cut
+short). It answers from the row, re-read
 after a notification and at each renewal (a notification is only a speed-up: one
 missed while the connection was down is caught by the next renewal's row).
 
@@ -113,6 +115,7 @@ class Lease:
             row = self.store.renew_lease(self.taskid, self.token, self.lease)
         except StoreError as e:
             log.debug("task %d: lease not renewed while stopping (retrying): %s", self.taskid, e)
+            now = time.monotonic()  # (the attempt may have blocked on a stalled link)
             self.next_renewal = now + min(RETRY, renew_every(self.lease))
             return self.renewed + self.lease - now > SAFETY + min(BLOCKING, self.lease / 4)
         self.renewed, self.next_renewal = now, now + renew_every(self.lease)

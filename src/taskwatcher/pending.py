@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import stat
+import sys
 import time
 
 from .crash import crash_point
@@ -64,51 +65,64 @@ def pending_path(store: TaskStore, taskid: int) -> str:
     return os.path.join(pending_dir(store), f"task_{taskid}.json")
 
 
-def archive_pending_ends(store: TaskStore) -> None:
-    """Archive the ends that launchers kept aside, as they recorded them.
+def archive_pending_ends(store: TaskStore, *, keep_unknown: bool = False) -> set[str]:
+    """Archive the ends that launchers kept aside, as they recorded them; the names of the
+    files left in place (not ends of ours, or, with ``keep_unknown``, ends of a task the
+    database does not have: left for a command to say so, where a recorder cannot).
 
     An end is trusted only as far as it proves itself: a regular file of ours (never
-    through a symlink) in a folder of ours, naming a task that is still there with
-    the same token (a secret of the task's processes and of the private database).
+    through a symlink) in a folder of ours, naming a task that is still there with the
+    same token (a secret of the task's processes and of the private database), or, on a
+    store many hosts share, whose ``host lost`` history row has that token.
     """
     folder = pending_dir(store)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
-        return
+        return set()
     except OSError as e:
         raise StoreError(f"cannot read the folder of kept-aside ends {folder}: {e.strerror}") from None
     check_own_folder(folder, "folder of kept-aside ends")
+    left = set()
     for name in names:
-        if not (name.startswith("task_") and name.endswith(".json") and name[5:-5].isdigit()):
-            continue
         path = os.path.join(folder, name)
-        end = _read_pending_end(path)
+        end = _read_pending_end(path) if _is_end_name(name) else None
         if end is None:
+            left.add(name)
             continue
         taskid = int(name[5:-5])
         row = store.task(taskid)
+        archived = False
         if row is not None and row["token"] and row["token"] == end["token"]:
             from .archive import archive_task
 
             # The launcher read the final feedback (it held the file): kept with the end.
-            archive_task(store, row, termsignal=end["termsignal"], termerror=end["termerror"],
-                         exitcode=end["exitcode"], feedback=end["feedback"])  # fmt: skip
+            archived = archive_task(store, row, termsignal=end["termsignal"], termerror=end["termerror"],
+                                    exitcode=end["exitcode"], feedback=end["feedback"])  # fmt: skip
             crash_point("pending-archived")  # archived, its file not yet removed
-        elif store.shared:  # archived as lost by another host (and maybe back in line for a
-            # retry, under a fresh token): the real end replaces that `host lost` row
+        if not archived and store.shared:
+            # Archived as lost by another host (meanwhile, or maybe back in line for a retry
+            # under a fresh token): the real end replaces that `host lost` row.
             store.finish(taskid, end["token"], termsignal=end["termsignal"],
                          termerror=end["termerror"], exitcode=end["exitcode"],
                          feedback=end["feedback"] or {})  # fmt: skip
         if row is None and store.finished(taskid) is None:
             # Its task is in neither list (a database made anew, its history pruned, or a
             # server that lost its last commits): nothing to record it in; said, not dropped silently.
+            if keep_unknown:
+                left.add(name)
+                continue
             log.warning("task %d's end kept aside in %s is not recorded: the database has no such task"
                         " (none running, none in history)", taskid, path)  # fmt: skip
         try:
             os.unlink(path)  # archived now, or not this task's end (the task is gone, or forged)
         except FileNotFoundError:
             pass
+    return left
+
+
+def _is_end_name(name: str) -> bool:
+    return name.startswith("task_") and name.endswith(".json") and name[5:-5].isdigit()
 
 
 def record_when_back(store: TaskStore) -> None:
@@ -116,45 +130,64 @@ def record_when_back(store: TaskStore) -> None:
     share), unless one is at work: a detached process that archives them, as a command
     would, as soon as the database takes them, so that a task's real end replaces a ``host
     lost`` guess even when no command is run on this host. It retries with growing pauses
-    for :data:`RECORD_FOR` seconds at most, then leaves what is left to the next command."""
-    from .queueing import fork_detached
+    for :data:`RECORD_FOR` seconds at most, then leaves what is left to the next command.
+    A launcher forks it; elsewhere (a foreground launch, the Python API in a caller's
+    process) a fresh interpreter runs it, as for every process taskwatcher starts."""
+    from . import queueing
 
-    store.release_for_fork()
+    folder = pending_dir(store)
     try:
-        fork_detached(_record_kept_ends, store.target, pending_dir(store))
+        if queueing.forking:
+            store.release_for_fork()
+            try:
+                queueing.fork_detached(record_kept_ends, store.target, folder)
+            finally:
+                store.resume_after_fork()
+        else:
+            argv = [
+                sys.executable,
+                "-m",
+                "taskwatcher",
+                "launch",
+                "--db",
+                store.key,
+                "--record-kept-ends",
+                folder,
+            ]
+            queueing.spawn_detached(argv)
     except OSError as e:  # no process to be had: the next command records it
         log.debug("no recorder of kept ends: %s", e)
-    finally:
-        store.resume_after_fork()
 
 
-def _record_kept_ends(target: str, folder: str) -> None:
-    """The recorder: while ends are kept in ``folder``, try to archive them. One at a time
-    per store and host: it holds a lock on the folder (flock(2) on the folder itself, so
-    that nothing is added to it); one that finds it held leaves (the holder sees its end
-    too). The holder lets go only once the folder is empty, then looks again: an end kept
-    while it let go is recorded by whichever recorder holds the lock then."""
+def record_kept_ends(target: str, folder: str) -> None:
+    """The recorder: while ends are kept in ``folder`` (that of the store ``target``), try to
+    archive them. One at a time per store and host: it holds flock(2) on the folder itself
+    (no lock file beside the ends); one that finds it held leaves (the holder sees its end
+    too). The holder lets go only once nothing is left for it, then looks again: an end kept
+    while it let go is recorded by whichever recorder holds the lock then. What a pass left
+    in place (not an end of ours; an end of a task the database does not have) is left to
+    the next command, which says why."""
     import fcntl
 
-    from .store import open_store
-
-    lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the folder itself: no file
+    try:
+        lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
     deadline, pause = time.monotonic() + RECORD_FOR, RECORD_PAUSE[0]
+    left: set[str] = set()
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         while time.monotonic() < deadline:
-            if not _kept_ends(folder):
+            if not _kept_ends(folder) - left:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-                if not _kept_ends(folder):
+                if not _kept_ends(folder) - left:
                     return
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a newer one: it records
                 continue
             time.sleep(pause)  # a pause between attempts on a database out of reach
             pause = min(pause * 2, RECORD_PAUSE[1])
             try:
-                with open_store(target, create=False) as store:
-                    store.bound_operations(RECORD_BOUND)
-                    archive_pending_ends(store)
+                left = _record_once(target, folder)
             except (NoDatabase, NotADatabase):
                 return  # no such database (any more): nothing to record in; a command will say so
             except StoreError as e:
@@ -165,11 +198,23 @@ def _record_kept_ends(target: str, folder: str) -> None:
         os.close(lock)
 
 
-def _kept_ends(folder: str) -> bool:
+def _record_once(target: str, folder: str) -> set[str]:
+    """One attempt: open the store (every operation bounded: a stalled link fails it) and
+    archive what is kept; what was left in place (all of ``folder``, should it not be the
+    store's folder of kept ends: nothing there is this recorder's)."""
+    from .store import open_store
+
+    with open_store(target, create=False, bound=RECORD_BOUND) as store:
+        if os.path.realpath(pending_dir(store)) != os.path.realpath(folder):
+            return _kept_ends(folder)
+        return archive_pending_ends(store, keep_unknown=True)
+
+
+def _kept_ends(folder: str) -> set[str]:
     try:
-        return any(n.startswith("task_") and n.endswith(".json") for n in os.listdir(folder))
+        return {n for n in os.listdir(folder) if _is_end_name(n)}
     except OSError:
-        return False
+        return set()
 
 
 def _read_pending_end(path: str) -> dict[str, Any] | None:

@@ -498,6 +498,8 @@ class Supervisor:
             while self._leftovers() and time.monotonic() < deadline:
                 if self._pause(min(_LEFTOVER_LOOK, max(0.0, deadline - time.monotonic()))):
                     break  # asked again: no more grace
+                if not self._lease_kept():
+                    break  # the lease is lost: what is left must be dead before it runs out
                 self._signal_newcomers()
         give_up = time.monotonic() + KILL_MARGIN
         while self._leftovers():

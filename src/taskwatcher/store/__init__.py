@@ -39,15 +39,17 @@ def is_url(db: object) -> bool:
     return isinstance(db, str) and db.startswith(URL_SCHEMES)
 
 
-def open_store(db: object = None, *, create: bool = True) -> TaskStore:
-    """The store ``db`` names (None: ``$TASKWATCHER_DB``, the configuration file, the default file)."""
+def open_store(db: object = None, *, create: bool = True, bound: float | None = None) -> TaskStore:
+    """The store ``db`` names (None: ``$TASKWATCHER_DB``, the configuration file, the default file).
+    ``bound``: on a database server, no operation (the connection's opening included) may take
+    longer than that many seconds (:meth:`TaskStore.bound_operations`)."""
     from .sqlite import resolve_db_path
 
     target = resolve_db_path(db)  # type: ignore[arg-type]
     if is_url(target):
         from .postgres import PostgresStore
 
-        return PostgresStore(target, create=create)
+        return PostgresStore(target, create=create, bound=bound)
     from .sqlite import SQLiteStore
 
     return SQLiteStore(target, create=create)

@@ -224,8 +224,9 @@ class PostgresStore(TaskStore):
 
     shared = True  # launchers on other hosts use it too: liveness across hosts is by lease
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, bound: float | None = None) -> None:
         self.url = self.target = url
+        self.bound = bound  # (before connecting: the connection's opening is bounded too)
         self.key = self.path = public_url(url)
         self._listening: set[str] = set()
         self._pid = os.getpid()
