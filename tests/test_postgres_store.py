@@ -247,7 +247,7 @@ def test_the_database_is_chosen_by_its_url_in_the_environment_or_the_configurati
     assert listed({}) == {}  # neither: the default SQLite file (none yet)
 
 
-def test_a_row_of_this_host_name_but_another_boot_is_left_to_its_lease(pg_url, env):
+def test_a_row_of_this_host_name_but_another_boot_is_left_to_its_lease(pg_url, env, monkeypatch):
     """On a store many hosts share, a host is its name and its boot: a row of this name from
     another boot may be another machine of the same name, whose launcher is alive. It is not
     judged lost from here at once (as it is on one host, after a reboot): once its lease runs
