@@ -245,24 +245,3 @@ def test_the_database_is_chosen_by_its_url_in_the_environment_or_the_configurati
     config.write_text(f'[database]\ndb = "{pg_url}"\n')
     assert list(listed({"TASKWATCHER_CONFIG": str(config)})) == [str(taskid)]
     assert listed({}) == {}  # neither: the default SQLite file (none yet)
-
-
-def test_a_row_of_this_host_name_but_another_boot_is_left_to_its_lease(pg_url, env, monkeypatch):
-    """On a store many hosts share, a host is its name and its boot: a row of this name from
-    another boot may be another machine of the same name, whose launcher is alive. It is not
-    judged lost from here at once (as it is on one host, after a reboot): once its lease runs
-    out it is archived as `host lost`, as any other host's."""
-    from conftest import Taskwatcher
-    from taskwatcher import process
-    from taskwatcher.store.postgres import PostgresStore
-
-    tw = Taskwatcher(pg_url, env)  # type: ignore[arg-type]
-    twin = a_claim("twin", host=process.host_name(), bootid="0123-another-boot", launcherpid=1, lease=600)
-    with PostgresStore(pg_url) as store:
-        row = store.claim(None, twin)
-    assert tw.run("control", "--list", check=True).returncode == 0
-    assert list(tw.tasks()) == [str(row.id)] and tw.history() == {}
-    with psycopg.connect(pg_url, autocommit=True) as admin:  # its machine went quiet
-        admin.execute("UPDATE taskwatcher.tasks SET leaseuntil = now() - interval '1 s'")
-    assert tw.tasks() == {}
-    assert tw.history_of(row.id)["termerror"] == "host lost"

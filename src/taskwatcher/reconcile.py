@@ -58,7 +58,7 @@ def _reconcile(store: TaskStore) -> tuple[list[int], list[TaskRow] | None]:
         if lost:
             changed, rows = True, store.tasks()
     for row in rows:
-        if not launcher_gone(row) or _another_boot_of_this_name(store, row):
+        if not launcher_gone(row):
             continue
         changed = True  # (even if not archived below: its row is changing)
         current = store.task(row.id)
@@ -104,8 +104,8 @@ def _archive_lapsed(store: TaskStore) -> list[int]:
 
     lost = []
     for row in store.lapsed_leases():
-        if launcher_gone(row) and not _another_boot_of_this_name(store, row):
-            continue  # of this host, its launcher dead: the caller's loop kills its remains
+        if launcher_gone(row):  # of this host, its launcher dead: the caller's loop kills its remains
+            continue
         waiting = row.status == TaskStatus.QUEUED
         why = f"{HOST_LOST} (its launcher, waiting in line)" if waiting else HOST_LOST
         # Its feedback file is on its host: the feedback last saved is its final feedback.
@@ -115,14 +115,6 @@ def _archive_lapsed(store: TaskStore) -> list[int]:
             log.debug("task %d: its lease ran out (%s)", row.id, why)
             lost.append(row.id)
     return lost
-
-
-def _another_boot_of_this_name(store: TaskStore, row: TaskRow) -> bool:
-    """A row of a store many hosts share whose host has this host's name but booted otherwise:
-    this host before a reboot, or another machine of the same name, whose launcher may well
-    be alive. Never judged from here: its lease says (it is archived as ``host lost`` once that
-    runs out), as any other host's."""
-    return store.shared and row.bootid is not None and row.bootid != process.boot_id()
 
 
 def _expired(row: TaskRow, t: float) -> bool:

@@ -271,8 +271,9 @@ class PostgresStore(TaskStore):
                 raise NoDatabase(f"no database exists at {self.key}") from None
             raise StoreError(f"cannot connect to database {self.key}: {_one_line(e)}") from None
         try:  # (one round trip for both)
-            idle = f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}s'"
-            conn.execute(f"SET search_path TO {SCHEMA}; {idle}")
+            conn.execute(
+                f"SET search_path TO {SCHEMA}; SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}s'"
+            )
         except psycopg.Error as e:
             conn.close()
             raise StoreError(f"database {self.key}: {_one_line(e)}") from None
