@@ -271,9 +271,8 @@ class PostgresStore(TaskStore):
                 raise NoDatabase(f"no database exists at {self.key}") from None
             raise StoreError(f"cannot connect to database {self.key}: {_one_line(e)}") from None
         try:  # (one round trip for both)
-            conn.execute(
-                f"SET search_path TO {SCHEMA}; SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}s'"
-            )
+            idle = f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}s'"
+            conn.execute(f"SET search_path TO {SCHEMA}; {idle}")
         except psycopg.Error as e:
             conn.close()
             raise StoreError(f"database {self.key}: {_one_line(e)}") from None
@@ -922,7 +921,8 @@ class PostgresStore(TaskStore):
         if channel not in self._listening:
             self._usable()
             try:
-                self.conn.execute(f'LISTEN "{channel}"')
+                with self._bounded():  # (a launcher's loop: never held by a stalled link)
+                    self.conn.execute(f'LISTEN "{channel}"')
             except psycopg.Error as e:
                 raise self._error(e) from None
             self._listening.add(channel)
@@ -930,7 +930,8 @@ class PostgresStore(TaskStore):
     def _unlisten(self, channel: str) -> None:
         self._listening.discard(channel)  # (a connection made again listens to the others only)
         try:
-            self.conn.execute(f'UNLISTEN "{channel}"')
+            with self._bounded():
+                self.conn.execute(f'UNLISTEN "{channel}"')
         except psycopg.Error as e:
             raise self._error(e) from None
 
