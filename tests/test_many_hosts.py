@@ -116,8 +116,19 @@ def ended(tw, taskid: str, timeout: float = 60) -> dict:
 
 
 def trapping(flag: Path) -> list[str]:
-    """A task that notes when SIGTERM reaches it (the time, in unix seconds) and exits."""
-    return ["sh", "-c", f'trap "date +%s.%N > {flag}; exit 143" TERM; while true; do sleep 0.01; done']
+    """A task that notes when SIGTERM reaches it (the time, in unix seconds) and exits; it
+    makes ``FLAG.set`` once its trap is set (:func:`trap_set`)."""
+    return [
+        "sh",
+        "-c",
+        f'trap "date +%s.%N > {flag}; exit 143" TERM; : > {flag}.set; while true; do sleep 0.01; done',
+    ]
+
+
+def trap_set(*flags: Path) -> None:
+    """Wait until each trapping task has set its trap (a SIGTERM before that would kill it unnoted)."""
+    for flag in flags:
+        wait_for(Path(f"{flag}.set").exists, 60, "the task's trap set")
 
 
 def test_every_hosts_tasks_are_listed_with_their_host_and_filtered_by_host(tw, hosts):
@@ -145,7 +156,7 @@ def test_a_kill_from_another_host_reaches_the_task_at_once(tw, hosts, tmp_path, 
     host = hosts("hosta")
     proc = host.launch("--name", "victim", *trapping(flag))
     taskid, _ = running(tw, "victim")
-    time.sleep(0.2)  # (the task's trap is set: a start-up, not a synchronisation of the kill)
+    trap_set(flag)
     with open_store(pg_url) as store:
         asked = time.time()
         assert store.request_stop(int(taskid), "killed by request") is not None
@@ -264,7 +275,8 @@ def test_a_dead_launcher_of_this_host_found_after_its_lease_ran_out_has_its_rema
 
     pidfile = tmp_path / "escaped"
     escape = f'setsid sleep 300 & echo $! > "{pidfile}"; exec sleep 300'
-    launcher = tw.popen("launch", "--name", "left", "--lease", "2", "sh", "-c", escape)
+    # (a lease of 6 s: a shorter one leaves a loaded machine's renewals too little room)
+    launcher = tw.popen("launch", "--name", "left", "--lease", "6", "sh", "-c", escape)
     taskid, _ = running(tw, "left")
     escaped = psutil.Process(int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30,
                                           "the escaped process")))  # fmt: skip
@@ -285,17 +297,19 @@ def test_the_lease_is_renewed_through_a_grace_period_longer_than_it(tw, tmp_path
     import psycopg
 
     flag = tmp_path / "term"
-    stubborn = ["sh", "-c", f'trap "touch {flag}" TERM; while :; do sleep 0.05; done']
-    launcher = tw.popen("launch", "--name", "slow", "--lease", "2", "--grace", "5", *stubborn)
+    stubborn = ["sh", "-c", f'trap "touch {flag}" TERM; : > {flag}.set; while :; do sleep 0.05; done']
+    # (a lease of 6 s, renewed every second, each renewal bounded to 1.5 s: room enough on a
+    # loaded machine; unrenewed, it would run out within the 8 s of grace)
+    launcher = tw.popen("launch", "--name", "slow", "--lease", "6", "--grace", "8", *stubborn)
     taskid, _ = running(tw, "slow")
-    time.sleep(0.2)  # (the task's trap is set)
+    trap_set(flag)
     killing = tw.popen("control", "--kill", taskid)
     held = "SELECT leaseuntil > now() FROM taskwatcher.tasks WHERE id = %s"
     with psycopg.connect(str(tw.db), autocommit=True) as conn:
         wait_for(flag.exists, 30, "the SIGTERM")
         while (row := conn.execute(held, (taskid,)).fetchone()) is not None:  # until it is archived
             assert row[0], "the lease ran out during the grace period"
-            time.sleep(0.1)  # a sample every 0.1 s: the lease lasts 2 s
+            time.sleep(0.1)  # a sample every 0.1 s: the lease lasts 6 s
     assert killing.wait(30) == 0 and launcher.wait(30) != 0
     entry = tw.history_of(taskid)
     assert (entry["termerror"], entry["termsignal"]) == ("killed by request", "SIGKILL"), entry
@@ -326,7 +340,7 @@ def test_a_launcher_that_cannot_reach_the_database_stops_its_task_before_its_lea
     lease, grace = 4.0, 0.5
     proc = host.launch("--name", "cut", "--lease", str(lease), "--grace", str(grace), *trapping(flag))
     taskid, _ = running(tw, "cut")
-    time.sleep(0.2)  # (the task's trap is set)
+    trap_set(flag)
     pg_cluster.stop("immediate")
     cut = time.time()
     try:
@@ -361,7 +375,7 @@ def test_launchers_listen_again_after_the_server_restarts_and_a_kill_reaches_the
         b.launch("--name", "r2", *slow, *trapping(flags[1])),
     ]
     ids = [running(tw, "r1")[0], running(tw, "r2")[0]]
-    time.sleep(0.2)  # (the tasks' traps are set)
+    trap_set(*flags)
     pg_cluster.restart()
     with psycopg.connect(str(tw.db), autocommit=True) as conn:  # each launcher connected again
         (restarted,) = conn.execute("SELECT now()").fetchone()
@@ -598,7 +612,7 @@ def test_a_launcher_cut_off_records_its_real_end_itself_once_the_database_is_bac
     detach = ["--detach"] if how == "detached" else []
     proc = subprocess.Popen(
         [*HOST_NAMESPACES, "sh", "-c", script, "sh", *TW, "launch", "--db", remote, *detach, "--name", "cut",
-         "--lease", "4", "--grace", "0.5", "sh", "-c", task],
+         "--lease", "8", "--grace", "0.5", "sh", "-c", task],
         env={**env, "XDG_STATE_HOME": str(state)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
