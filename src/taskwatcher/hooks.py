@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 
 from .crash import crash_point
 from .logs import Logger
@@ -139,17 +138,9 @@ def spawn_runner(store: TaskStore, historyid: int) -> None:
     orders from the store)."""
     from . import queueing
 
-    argv = [sys.executable, "-m", "taskwatcher", "launch", "--db", store.key, "--run-hooks", str(historyid)]
     env = {k: v for k, v in os.environ.items() if k not in _SECRETS}
-    try:
-        if queueing.forking:  # a launcher: a fork of it runs them (it claims them sooner)
-            store.release_for_fork()
-            try:
-                queueing.fork_detached(run_hooks, store.target, historyid)
-            finally:
-                store.resume_after_fork()
-        else:
-            queueing.spawn_detached(argv, env)
+    try:  # (a launcher's fork claims them sooner than a fresh interpreter)
+        queueing.start_detached(store, run_hooks, historyid, ["--run-hooks", str(historyid)], env)
     except OSError as e:  # no process to be had: said in the row (no runner will ever come)
         store.record_hook(historyid, f"could not start: {e.strerror}")
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import stat
-import sys
 import time
 
 from .crash import crash_point
@@ -137,24 +136,7 @@ def record_when_back(store: TaskStore) -> None:
 
     folder = pending_dir(store)
     try:
-        if queueing.forking:
-            store.release_for_fork()
-            try:
-                queueing.fork_detached(record_kept_ends, store.target, folder)
-            finally:
-                store.resume_after_fork()
-        else:
-            argv = [
-                sys.executable,
-                "-m",
-                "taskwatcher",
-                "launch",
-                "--db",
-                store.key,
-                "--record-kept-ends",
-                folder,
-            ]
-            queueing.spawn_detached(argv)
+        queueing.start_detached(store, record_kept_ends, folder, ["--record-kept-ends", folder])
     except OSError as e:  # no process to be had: the next command records it
         log.debug("no recorder of kept ends: %s", e)
 

@@ -297,17 +297,27 @@ forking = False
 def spawn_launcher(store: TaskStore, taskid: int) -> None:
     """Start a detached launcher for a queued task (``taskwatcher launch --queued ID``, or a
     fork of this launcher doing the same)."""
-    if forking:
-        from .launcher import start_queued
+    from .launcher import start_queued
 
+    start_detached(store, start_queued, taskid, ["--queued", str(taskid)])
+
+
+def start_detached(
+    store: TaskStore, target: Callable[[str, Any], None], arg: Any, launch_args: list[str],
+    env: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    """Run ``target(store.target, arg)`` detached from this process: in a fork of it where it
+    is a launcher that may fork itself (:data:`forking`: the store's URL, password and all,
+    stays in memory), else as ``taskwatcher launch --db KEY LAUNCH_ARGS`` in a fresh
+    interpreter (with ``env``: its environment)."""
+    if forking:
         store.release_for_fork()
         try:
-            fork_detached(start_queued, store.target, taskid)  # (in memory: the URL with its password)
+            fork_detached(target, store.target, arg)
         finally:
             store.resume_after_fork()
         return
-    argv = [sys.executable, "-m", "taskwatcher", "launch", "--db", store.key, "--queued", str(taskid)]
-    spawn_detached(argv)
+    spawn_detached([sys.executable, "-m", "taskwatcher", "launch", "--db", store.key, *launch_args], env)
 
 
 def spawn_detached(argv: list[str], env: dict[str, str] | None = None) -> None:
