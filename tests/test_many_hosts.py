@@ -115,14 +115,23 @@ def ended(tw, taskid: str, timeout: float = 60) -> dict:
     return wait_for(lambda: tw.history_of(taskid), timeout, f"task {taskid} in history")
 
 
+# What a task's SIGTERM trap runs to note the moment: the shell's own builtins, no process
+# forked (a forked `date` is a newcomer of the stopping tree, SIGTERMed itself within 50 ms,
+# maybe before it wrote): the seconds since boot, which sigterm_time() makes unix seconds.
+NOTE_TERM = 'read up idle < /proc/uptime; echo "$up" > {flag}'
+
+
 def trapping(flag: Path) -> list[str]:
-    """A task that notes when SIGTERM reaches it (the time, in unix seconds) and exits; it
-    makes ``FLAG.set`` once its trap is set (:func:`trap_set`)."""
-    return [
-        "sh",
-        "-c",
-        f'trap "date +%s.%N > {flag}; exit 143" TERM; : > {flag}.set; while true; do sleep 0.01; done',
-    ]
+    """A task that notes when SIGTERM reaches it (:func:`sigterm_time`) and exits; it makes
+    ``FLAG.set`` once its trap is set (:func:`trap_set`)."""
+    noted = NOTE_TERM.format(flag=flag)
+    return ["sh", "-c", f"trap '{noted}; exit 143' TERM; : > {flag}.set; while true; do sleep 0.01; done"]
+
+
+def sigterm_time(flag: Path) -> float | None:
+    """When the trapping task got its SIGTERM, in unix seconds (to 10 ms); None if not yet."""
+    text = flag.read_text().strip() if flag.exists() else ""
+    return float(text) + time.time() - time.clock_gettime(time.CLOCK_BOOTTIME) if text else None
 
 
 def trap_set(*flags: Path) -> None:
@@ -160,8 +169,7 @@ def test_a_kill_from_another_host_reaches_the_task_at_once(tw, hosts, tmp_path, 
     with open_store(pg_url) as store:
         asked = time.time()
         assert store.request_stop(int(taskid), "killed by request") is not None
-    wait_for(lambda: flag.exists() and flag.read_text().strip(), 10, "the task's SIGTERM")
-    latency = float(flag.read_text()) - asked
+    latency = wait_for(lambda: sigterm_time(flag), 10, "the task's SIGTERM") - asked
     print(f"kill latency across hosts: {latency * 1000:.0f} ms")
     assert latency < 1.0, f"SIGTERM reached the task {latency:.3f} s after the request"
     assert proc.wait(15) == 143
@@ -297,7 +305,9 @@ def test_the_lease_is_renewed_through_a_grace_period_longer_than_it(tw, tmp_path
     import psycopg
 
     flag = tmp_path / "term"
-    stubborn = ["sh", "-c", f'trap "touch {flag}" TERM; : > {flag}.set; while :; do sleep 0.05; done']
+    # (the flag made by the shell itself: a forked touch would be a newcomer of the stopping
+    # tree, SIGTERMed within 50 ms, maybe before it made the file)
+    stubborn = ["sh", "-c", f'trap ": > {flag}" TERM; : > {flag}.set; while :; do sleep 0.05; done']
     # (a lease of 6 s, renewed every second, each renewal bounded to 1.5 s: room enough on a
     # loaded machine; unrenewed, it would run out within the 8 s of grace)
     launcher = tw.popen("launch", "--name", "slow", "--lease", "6", "--grace", "8", *stubborn)
@@ -345,7 +355,7 @@ def test_a_launcher_that_cannot_reach_the_database_stops_its_task_before_its_lea
     cut = time.time()
     try:
         wait_for(flag.exists, 3 * lease, "the task's SIGTERM")
-        stopped = float(wait_for(lambda: flag.read_text().strip(), 5, "the time of the SIGTERM"))
+        stopped = wait_for(lambda: sigterm_time(flag), 5, "the time of the SIGTERM")
         assert stopped - cut < lease, "the task outlived the lease"
         proc.wait(15)
     finally:
@@ -385,7 +395,7 @@ def test_launchers_listen_again_after_the_server_restarts_and_a_kill_reaches_the
         asked = time.time()
         killed = tw.run("control", "--kill", taskid)
         assert killed.returncode == 0 and "killed (on host" in killed.stdout, killed.stderr
-        latency = float(wait_for(lambda f=flag: f.exists() and f.read_text().strip(), 10, "SIGTERM")) - asked
+        latency = wait_for(lambda f=flag: sigterm_time(f), 10, "SIGTERM") - asked
         assert latency < 10, f"the kill came {latency:.1f} s after --kill: by a renewal, not NOTIFY"
     for proc in procs:
         proc.wait(15)
@@ -534,7 +544,8 @@ def test_a_stall_shorter_than_the_lease_changes_nothing_a_longer_one_stops_the_t
     (tmp_path / "hosta-state").mkdir()
     flag = tmp_path / "term"
     lease, grace = 12.0, 0.5  # renewed every 2 s; stopped once 6.5 s pass without a renewal
-    task = f'trap "date +%s.%N > {flag}; exit 143" TERM; echo up > {flag}.up; while :; do sleep 0.01; done'
+    noted = NOTE_TERM.format(flag=flag)
+    task = f"trap '{noted}; exit 143' TERM; echo up > {flag}.up; while :; do sleep 0.01; done"
     on_host = [*HOST_NAMESPACES, "sh", "-c", 'hostname hosta && exec "$@"', "sh", *TW]
     proc = subprocess.Popen(
         [*on_host, "launch", "--db", remote, "--name", "cut", "--lease", str(lease), "--grace", str(grace),
@@ -563,8 +574,8 @@ def test_a_stall_shorter_than_the_lease_changes_nothing_a_longer_one_stops_the_t
         lease_of = "SELECT leaseuntil FROM taskwatcher.tasks WHERE id = %s"
         (lease_end,) = db.execute(lease_of, (taskid,)).fetchone()
         link.flowing.clear()
-        wait_for(lambda: flag.exists() and flag.read_text().strip(), 3 * lease, "the task's SIGTERM")
-        assert float(flag.read_text()) < lease_end.timestamp(), "the task outlived its lease"
+        stopped = wait_for(lambda: sigterm_time(flag), 3 * lease, "the task's SIGTERM")
+        assert stopped < lease_end.timestamp(), "the task outlived its lease"
         proc.wait(30)  # its end could not be written: kept on its own disk
         # Another host (this one) archives it as `host lost` once its lease has run out.
         entry = wait_for(lambda: here.history_of(taskid), 3 * lease, "the task archived by another host")
@@ -606,7 +617,7 @@ def test_a_launcher_cut_off_records_its_real_end_itself_once_the_database_is_bac
     state = tmp_path / "hosta-state"  # hosta's own state folder: no command here reads its kept ends
     state.mkdir()
     flag = tmp_path / "term"
-    task = f'trap "touch {flag}; exit 143" TERM; echo up > {flag}.up; while :; do sleep 0.01; done'
+    task = f'trap ": > {flag}; exit 143" TERM; echo up > {flag}.up; while :; do sleep 0.01; done'
     # The launcher is not the namespace's pid 1 (whose end would kill the host): the host lives on.
     script = 'hostname hosta && "$@"; exec sleep 600'
     detach = ["--detach"] if how == "detached" else []
