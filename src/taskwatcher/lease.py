@@ -51,7 +51,8 @@ class Lease:
         self.next_renewal = self.renewed  # the first one at once (the claim wrote this lease a moment ago)
         self.fd: int | None = None
         # No operation of the loop may outlast what the lease can spare (a stalled link).
-        store.bound_operations(min(BLOCKING, lease / 4))
+        self.blocking = min(BLOCKING, lease / 4)
+        store.bound_operations(self.blocking)
         self._listen()
 
     @classmethod
@@ -117,14 +118,17 @@ class Lease:
             log.debug("task %d: lease not renewed while stopping (retrying): %s", self.taskid, e)
             now = time.monotonic()  # (the attempt may have blocked on a stalled link)
             self.next_renewal = now + min(RETRY, renew_every(self.lease))
-            return self.renewed + self.lease - now > SAFETY + min(BLOCKING, self.lease / 4)
+            return self._left(now) > SAFETY + self.blocking
         self.renewed, self.next_renewal = now, now + renew_every(self.lease)
         return row is not None
 
+    def _left(self, now: float) -> float:
+        """Seconds the lease is known to hold from ``now`` (from the last renewal that got through)."""
+        return self.renewed + self.lease - now
+
     def _deadline(self, now: float) -> str | None:
         """Stop the task while the lease still holds: it must be dead before it runs out."""
-        left = self.renewed + self.lease - now
-        if left <= self.grace + SAFETY + min(BLOCKING, self.lease / 4):
+        if self._left(now) <= self.grace + SAFETY + self.blocking:
             return f"lease lost: the database could not be reached for {now - self.renewed:.0f} s"
         return None
 
