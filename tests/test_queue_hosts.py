@@ -6,8 +6,6 @@ line holds a lease, so a dead host's waiter leaves the line instead of blocking 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -17,7 +15,7 @@ import psutil
 import pytest
 
 from conftest import TW, Taskwatcher, wait_for
-from support import HOST_NAMESPACES
+from support import HOST_NAMESPACES, wakeups
 from test_many_hosts import Host, pytestmark  # noqa: F401  (the same skips and time limit)
 
 
@@ -154,12 +152,3 @@ def test_a_launcher_that_went_through_the_line_is_not_woken_by_other_tasks_chang
     finally:
         launcher.kill()
         launcher.wait(15)
-
-
-def wakeups(pid: int) -> int:
-    """Context switches of ``pid``'s threads so far: each is a wake-up (or a preemption)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/status") as f:
-            total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
-    return total

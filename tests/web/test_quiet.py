@@ -11,20 +11,9 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from conftest import wait_for
+from support import wakeups
 
 from .test_api import Events
-
-
-def wakeups(pid: int) -> int:
-    """Context switches of every thread of ``pid`` so far: each is a wake-up (or a preemption)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
-        except FileNotFoundError:  # a thread that just ended
-            continue
-    return total
 
 
 def quiet_for(pid: int, seconds: float) -> bool:
