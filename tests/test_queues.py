@@ -344,7 +344,7 @@ def test_a_killed_task_is_never_retried_and_list_shows_the_attempt(tw, paced, tm
     marker = tmp_path / "failed-once"
     script = f'if [ ! -e "{marker}" ]; then touch "{marker}"; exit 1; fi; ' + paced.task()[2]
     taskid = detach(tw, "--retries", "5", "--retry-delay", "0", "sh", "-c", script)
-    wait_for(lambda: paced.started() == [taskid], what="the second attempt to run")
+    wait_for(lambda: paced.started() == [taskid], 60, "the second attempt to run")
     listed = tw.tasks()[str(taskid)]
     assert listed["attempt"] == 2 and listed["status"] == "RUNNING"
     assert " 2 " in tw.run("control", "--list", check=True).stdout.splitlines()[1] + " "
@@ -359,7 +359,7 @@ def test_a_kill_whose_launcher_died_before_stopping_the_task_is_never_retried(tw
     --kill itself dies right after recording it, then the launcher is SIGKILLed): the lost
     end that the next command archives is the end of a killed task, so not retried."""
     taskid = detach(tw, "--retries", "3", "--retry-on", "lost", "--retry-delay", "0", *paced.task())
-    wait_for(lambda: paced.started() == [taskid], what="the task to run")
+    wait_for(lambda: paced.started() == [taskid], 60, "the task to run")  # (two interpreters start)
     asked = tw.run("control", "--kill", str(taskid), env={"TASKWATCHER_CRASH_AT": "kill-requested"})
     assert asked.returncode == -signal.SIGKILL, asked.stderr
     ((launcher, reason),) = db_sql(tw.db, "SELECT launcherpid, stopreason FROM tasks WHERE id = ?", (taskid,))
@@ -465,7 +465,7 @@ def test_a_lost_task_s_hook_runs_and_a_lost_end_is_retried(tw, paced, tmp_path):
         f'echo "$TASKWATCHER_ATTEMPT $TASKWATCHER_TERMERROR" >> "{out}"',
         *paced.task(),
     )
-    wait_for(lambda: paced.started() == [taskid], what="the task to run")
+    wait_for(lambda: paced.started() == [taskid], 60, "the task to run")  # (two interpreters start)
     launcher = tw.tasks()[str(taskid)]
     (row,) = db_sql(tw.db, "SELECT launcherpid FROM tasks WHERE id = ?", (taskid,))
     assert launcher["status"] == "RUNNING"
